@@ -1,0 +1,34 @@
+"""Command line: parse, call the library, print. One module per group of commands."""
+
+from __future__ import annotations
+
+import sys
+
+from nnlab.cli import core, data, ship, study  # noqa: F401  (registers the commands)
+from nnlab.cli.app import app, state
+from nnlab.errors import NnlabError
+
+
+def main() -> None:
+    """Entry point: a user error prints one line on stderr and exits 2."""
+    try:
+        app(standalone_mode=False)
+    except NnlabError as exc:
+        if state["debug"] or "--debug" in sys.argv:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise

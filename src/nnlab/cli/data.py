@@ -1,0 +1,3 @@
+"""data commands."""
+
+from nnlab.cli.app import app, data_app  # noqa: F401

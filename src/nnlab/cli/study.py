@@ -1,0 +1,3 @@
+"""study commands."""
+
+from nnlab.cli.app import app, data_app  # noqa: F401

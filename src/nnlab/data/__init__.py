@@ -1,0 +1,1 @@
+"""Data sources: image data sets, Quick, Draw! strokes, splits."""
