@@ -1,0 +1,108 @@
+"""Model registry in the style of timm: small registered builders, plus any timm model as `timm:<name>`.
+
+A builder takes `in_chans`, `num_classes`, `image_size` and the model-section options it
+declares, and returns an `nn.Module` mapping (B, in_chans, H, W) images to (B, num_classes) logits.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nnlab.config import ModelConfig, options_for
+from nnlab.errors import ModelError
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Decorator: make a builder available under its function name."""
+    _REGISTRY[fn.__name__] = fn
+    return fn
+
+
+def _load_builtin() -> None:
+    from nnlab.models import lenet, mlp  # noqa: F401  (register on import)
+
+
+def list_models(pattern: str = "*", include_timm: bool = True) -> list[str]:
+    """Registered builders and timm models (as `timm:<name>`) whose name matches the glob."""
+    _load_builtin()
+    names = sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    if include_timm:
+        import timm
+
+        bare = pattern.removeprefix("timm:")
+        names += [f"timm:{n}" for n in timm.list_models(bare)]
+    return names
+
+
+def build_model(cfg: ModelConfig, in_chans: int, num_classes: int, image_size: int) -> nn.Module:
+    """Build the model the config names, with local weights loaded when `weights` is set."""
+    _load_builtin()
+    if cfg.name.startswith("timm:"):
+        from nnlab.models.timm_adapter import build_timm
+
+        model = build_timm(cfg.name.removeprefix("timm:"), in_chans, num_classes, cfg.pretrained, cfg.dropout)
+    elif cfg.name in _REGISTRY:
+        builder = _REGISTRY[cfg.name]
+        model = builder(**options_for(builder, cfg, in_chans=in_chans, num_classes=num_classes,
+                                      image_size=image_size))
+    else:
+        raise ModelError(f"model.name: unknown model {cfg.name!r} (registered: {', '.join(sorted(_REGISTRY))}; "
+                         "or timm:<name>, see `nnlab models`)")
+    if cfg.weights:
+        load_weights(model, Path(cfg.weights))
+    return model
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load a state dict (.pt/.pth, weights only) or a .safetensors file into `model`."""
+    if not path.is_file():
+        raise ModelError(f"model.weights: file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = state.get("model", state) if isinstance(state, dict) else state
+    except Exception as exc:  # noqa: BLE001  (any unreadable file gets the same clear message)
+        raise ModelError(f"model.weights: cannot read {path}: {exc}") from None
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys and len(result.missing_keys) == len(model.state_dict()):
+        raise ModelError(f"model.weights: {path} shares no parameter names with the model")
+    mismatched = [k for k, v in state.items() if k in model.state_dict() and model.state_dict()[k].shape != v.shape]
+    if mismatched:
+        raise ModelError(f"model.weights: shape mismatch in {path} for {', '.join(mismatched[:5])}")
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def summary_rows(model: nn.Module, input_shape: tuple[int, ...]) -> list[tuple[str, str, str, int]]:
+    """Per leaf layer: (name, kind, output shape, parameters), like Keras' summary()."""
+    rows: list[tuple[str, str, str, int]] = []
+    hooks = []
+    for name, module in model.named_modules():
+        if name and not list(module.children()):
+            def hook(mod, _inp, out, name=name):
+                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else "-"
+                rows.append((name, type(mod).__name__, str(shape), sum(p.numel() for p in mod.parameters())))
+            hooks.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return rows

@@ -1,0 +1,232 @@
+"""The experiment schema: one TOML file, validated, with `--set section.key=value` overrides.
+
+Every section forbids unknown keys, so a misspelt key fails with one line that names the
+key, the file and what is allowed instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import tomllib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from nnlab.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    """Where the examples come from and how they are split and batched."""
+
+    kind: str = Field("digits", description="data set kind: digits, idx, npz, folder, bitmap, csv, strokes, synth")
+    path: str | None = Field(None, description="file or folder of the data set")
+    test_path: str | None = Field(None, description="a separate test file (csv kind)")
+    download: bool = Field(False, description="fetch the official files when missing (idx kind)")
+    dataset: str | None = Field(None, description="which official data set to download: mnist or fashion-mnist")
+    images_key: str = "images"
+    labels_key: str = "labels"
+    shape: list[int] | None = Field(None, description="image shape of flat feature rows (csv kind)")
+    header: bool | Literal["auto"] = "auto"
+    scale: float | None = Field(None, gt=0, description="largest feature value, mapped to 255 (csv kind)")
+    max_per_class: int | None = Field(None, ge=1)
+    on_bad: Literal["skip", "error"] = "error"
+    image_size: int = Field(28, ge=4, le=1024, description="side of the square model input in pixels")
+    channels: Literal[1, 3] = 1
+    mean: float = 0.5
+    std: float = Field(0.5, gt=0)
+    augment: bool = Field(False, description="augment the training split (never val or test)")
+    split: Literal["stratified", "identity", "key_id"] = "stratified"
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.2, ge=0, lt=1, description="ignored where the source has an official test part")
+    batch_size: int = Field(128, ge=1, le=65536)
+    eval_batch_size: int | None = Field(None, ge=1, le=65536)
+    num_workers: int = Field(0, ge=0, le=64)
+    # Stroke data (Quick, Draw!): rendering and synthetic doodles.
+    encoding: Literal["binary", "time-decay", "order-velocity-time"] = "time-decay"
+    line_width: float | None = Field(None, gt=0, description="stroke width in output pixels")
+    padding: float = Field(0.0, ge=0, lt=0.5, description="margin as a fraction of the image side")
+    classes: int | list[str] | None = Field(None, description="synthetic doodle classes: a count or names")
+    per_class: int = Field(300, ge=1, description="synthetic drawings per class")
+    recognized_only: bool = False
+
+
+class ModelConfig(Section):
+    """A registered builder (`nnlab models`) or any timm model as `timm:<name>`."""
+
+    name: str = "lenet"
+    pretrained: bool = Field(False, description="download pretrained timm weights (online only)")
+    weights: str | None = Field(None, description="a local state dict (.pt) or .safetensors file to start from")
+    hidden: list[int] = Field(default_factory=lambda: [512, 128, 64], description="mlp hidden sizes")
+    activation: Literal["relu", "sigmoid", "tanh", "gelu"] = "relu"
+    batchnorm: bool = True
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class LossConfig(Section):
+    name: Literal["cross_entropy"] = "cross_entropy"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+class OptimConfig(Section):
+    name: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class ScheduleConfig(Section):
+    name: Literal["constant", "step", "cosine", "plateau", "onecycle"] = "constant"
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up (cosine)")
+    min_lr: float = Field(0.0, ge=0, description="floor of the cosine schedule")
+    step_size: int = Field(10, ge=1, description="epochs between decays (step)")
+    gamma: float = Field(0.1, gt=0, le=1, description="decay factor (step)")
+    factor: float = Field(0.5, gt=0, lt=1, description="decay factor (plateau)")
+    patience: int = Field(2, ge=0, description="epochs without improvement before a decay (plateau)")
+
+
+class TrainConfig(Section):
+    epochs: int = Field(10, ge=1, le=100000)
+    steps_per_epoch: int | None = Field(None, ge=1, description="fixed batches per epoch (endless samplers)")
+    grad_accum: int = Field(1, ge=1, le=1024)
+    clip_grad_norm: float | None = Field(None, gt=0)
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="mixed precision on CUDA; CPU is fp32")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
+    freeze_first: int = Field(0, ge=0, description="freeze the first N parameterised layers")
+    train_last: int | None = Field(None, ge=1, description="train only the last K parameterised layers")
+    early_stop_patience: int | None = Field(None, ge=1, description="epochs without improvement before stopping")
+    keep_best: int = Field(1, ge=0, le=100, description="best checkpoints kept besides last.pt")
+
+
+class EvalConfig(Section):
+    main_metric: str = Field("accuracy", description="metric on the val split that picks the best checkpoint")
+    top_k: int = Field(3, ge=1)
+
+
+class StudyConfig(Section):
+    """A grid of variants x seeds run by `nnlab study` (see study.py)."""
+
+    grid: dict[str, dict[str, Any]] = Field(default_factory=dict, description="variant name -> overrides")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    workers: int | None = Field(None, ge=1, description="parallel cells (default: by cores)")
+    metric: str = Field("accuracy", description="test metric compared across variants")
+    threshold: float = Field(0.01, ge=0, description="a difference smaller than this is 'within' (1 pp)")
+
+
+class ExperimentConfig(Section):
+    """One experiment: the root of the TOML file."""
+
+    name: str = Field("experiment", min_length=1, pattern=r"^[A-Za-z0-9_.+-]+$")
+    seed: int = Field(0, ge=0)
+    engine: Literal["torch", "numpy"] = "torch"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    study: StudyConfig | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentConfig:
+        from nnlab.metrics import METRICS_HIGHER_IS_BETTER
+
+        if self.eval.main_metric not in METRICS_HIGHER_IS_BETTER:
+            raise ValueError(f"eval.main_metric: unknown metric {self.eval.main_metric!r} "
+                             f"(allowed: {', '.join(sorted(METRICS_HIGHER_IS_BETTER))})")
+        return self
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
+                base: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read a TOML experiment (or start from `base`), apply `section.key=value` overrides, validate."""
+    source = str(path) if path is not None else "config"
+    raw: dict[str, Any] = dict(base or {})
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for item in overrides:
+        apply_override(raw, item)
+    return validate(raw, source)
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set `a.b.c=value` in a nested dict; the value is read as TOML, else kept as a string."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    *parents, leaf = key.strip().split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {item!r}: {part} is not a section")
+    node[leaf] = value
+
+
+def validate(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, raw, source)) from None
+
+
+def _describe(exc: ValidationError, raw: dict[str, Any], source: str) -> str:
+    """One line for the first error: file, dotted key, what is wrong and what is allowed."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+    key = ".".join(loc) or "(root)"
+    if err["type"] == "extra_forbidden":
+        model: type[BaseModel] = ExperimentConfig
+        for part in loc[:-1]:
+            annotation = model.model_fields[part].annotation
+            model = next(a for a in (annotation, *getattr(annotation, "__args__", ())) if
+                         isinstance(a, type) and issubclass(a, BaseModel))
+        allowed = sorted(model.model_fields)
+        close = difflib.get_close_matches(loc[-1], allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{source}: {key}: unknown key{hint} (allowed: {', '.join(allowed)})"
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "value_error" and message.startswith(key.split(".")[0]):
+        return f"{source}: {message}"
+    return f"{source}: {key}: {message} (got {err.get('input')!r})"
+
+
+def save_config(cfg: ExperimentConfig, path: Path) -> None:
+    """Write the fully resolved config as TOML (None values are left out: they mean 'default')."""
+    path.write_text(tomli_w.dumps(cfg.model_dump(mode="json", exclude_none=True)))
+
+
+def options_for(fn: Callable[..., Any], section: BaseModel, **fixed: Any) -> dict[str, Any]:
+    """Keyword arguments for `fn` taken from the config section fields it accepts (None = unset)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        names = set(type(section).model_fields)
+    else:
+        names = set(params)
+    out = {k: v for k, v in section.model_dump().items() if k in names and v is not None}
+    out.update(fixed)
+    return out
