@@ -140,11 +140,12 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
-        from nnlab.metrics import METRICS_HIGHER_IS_BETTER
+        from nnlab.metrics import higher_is_better
 
-        if self.eval.main_metric not in METRICS_HIGHER_IS_BETTER:
-            raise ValueError(f"eval.main_metric: unknown metric {self.eval.main_metric!r} "
-                             f"(allowed: {', '.join(sorted(METRICS_HIGHER_IS_BETTER))})")
+        try:
+            higher_is_better(self.eval.main_metric)
+        except ConfigError as exc:
+            raise ValueError(f"eval.main_metric: {exc}") from None
         return self
 
 

@@ -1,3 +1,139 @@
-"""core commands."""
+"""Core commands: run, resume, eval, predict, report, compare, summary, models."""
 
-from nnlab.cli.app import app, data_app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from nnlab.cli.app import app
+
+SET_HELP = "Override a config value: section.key=value (repeatable)."
+
+
+def _echo(text: str) -> None:
+    typer.echo(text)
+
+
+@app.command()
+def run(config: Path = typer.Argument(..., help="Experiment TOML file."),
+        set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+        out: Path | None = typer.Option(None, "--out", help="Run directory (default runs/<name>-<timestamp>).")) -> None:
+    """Train an experiment; prints the run directory when it starts and when it ends."""
+    from nnlab.config import load_config
+    from nnlab.report import format_report
+    from nnlab.train import fit, is_main_process
+
+    cfg = load_config(config, set_)
+    run_ = fit(cfg, out=out, announce=lambda r: _echo(f"run directory: {r.path}"))
+    if is_main_process():
+        _echo(format_report(run_))
+        _echo(f"finished: {run_.path}")
+
+
+@app.command()
+def resume(run_dir: Path = typer.Argument(..., help="Run directory to continue.")) -> None:
+    """Continue a run exactly where its last checkpoint left it."""
+    from nnlab.report import format_report
+    from nnlab.runs import Run
+    from nnlab.train import fit
+
+    run_ = Run.open(run_dir)
+    _echo(f"resuming {run_.path}")
+    fit(run_.config, resume_run=run_)
+    _echo(format_report(run_))
+
+
+@app.command("eval")
+def eval_(run_dir: Path = typer.Argument(..., help="Run directory."),
+          data: Path | None = typer.Option(None, "--data", help="Evaluate on another data path (same kind)."),
+          split: str = typer.Option("test", "--split", help="train, val or test."),
+          set_: list[str] = typer.Option([], "--set", help="Override data settings, e.g. data.kind=npz.")) -> None:
+    """Evaluate a run's best checkpoint on a split, printing its metrics."""
+    from nnlab.predict import evaluate_run
+
+    metrics = evaluate_run(run_dir, split=split, data_path=data, overrides=set_)
+    for k, v in metrics.items():
+        _echo(f"{k:<16} {v:.4f}" if isinstance(v, float) else f"{k:<16} {v}")
+
+
+@app.command()
+def predict(inputs: list[Path] = typer.Argument(..., help="RUN [RUN ...] INPUT: run directories, then the input."),
+            out: Path = typer.Option(..., "--out", help="Output CSV."),
+            top_k: int = typer.Option(3, "--top-k", min=1),
+            tta: str | None = typer.Option(None, "--tta", help="Test-time augmentation: flip."),
+            weights: str | None = typer.Option(None, "--weights", help="Ensemble weights w1,w2,... (one per run).")) -> None:
+    """Predict an input with one run or an ensemble of runs (images -> probability CSV;
+    drawings -> Kaggle submission)."""
+    from nnlab.predict import predict_command
+
+    if len(inputs) < 2:
+        raise typer.BadParameter("give at least one run directory and an input")
+    n, message = predict_command(inputs[:-1], inputs[-1], out, top_k=top_k, tta=tta, weights=weights)
+    if message:
+        typer.echo(message, err=True)
+    _echo(f"wrote {n} rows to {out}")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="Run directory.")) -> None:
+    """Print a finished run's summary."""
+    from nnlab.report import format_report
+    from nnlab.runs import Run
+
+    _echo(format_report(Run.open(run_dir)))
+
+
+@app.command()
+def compare(run_dirs: list[Path] = typer.Argument(..., help="Run directories."),
+            out: Path | None = typer.Option(None, "--out", help="Also write the Markdown table here."),
+            metric: str | None = typer.Option(None, "--metric", help="Sort by this metric.")) -> None:
+    """A Markdown table of runs (main metrics, parameters, time, images/s), best first."""
+    from nnlab.report import compare_table
+    from nnlab.runs import Run
+
+    table = compare_table([Run.open(p) for p in run_dirs], metric)
+    if out:
+        out.write_text(table)
+    _echo(table)
+
+
+@app.command()
+def summary(config: Path = typer.Argument(..., help="Experiment TOML file."),
+            set_: list[str] = typer.Option([], "--set", help=SET_HELP)) -> None:
+    """Per-layer table of the configured model (name, output shape, parameters), like Keras' summary()."""
+    from nnlab.config import load_config
+    from nnlab.models import build_model, count_parameters, summary_rows
+
+    cfg = load_config(config, set_)
+    num_classes = _class_count(cfg)
+    model = build_model(cfg.model, cfg.data.channels, num_classes, cfg.data.image_size)
+    rows = summary_rows(model, (1, cfg.data.channels, cfg.data.image_size, cfg.data.image_size))
+    width = max([len(r[0]) + len(r[1]) + 3 for r in rows] + [20])
+    _echo(f"{'layer (type)':<{width}} {'output shape':<22} {'params':>10}")
+    _echo("-" * (width + 34))
+    for name, kind, shape, params in rows:
+        _echo(f"{f'{name} ({kind})':<{width}} {shape:<22} {params:>10,}")
+    _echo("-" * (width + 34))
+    total, trainable = count_parameters(model), count_parameters(model, trainable_only=True)
+    _echo(f"total parameters: {total:,} (trainable {trainable:,}); input "
+          f"{cfg.data.channels}x{cfg.data.image_size}x{cfg.data.image_size}, {num_classes} classes")
+
+
+def _class_count(cfg) -> int:
+    """Classes of the configured data, without loading images where it can be avoided."""
+    if cfg.data.kind in ("digits", "idx", "csv"):
+        return 10
+    from nnlab.data import build_data
+
+    return len(build_data(cfg).classes)
+
+
+@app.command()
+def models(pattern: str = typer.Argument("*", help="Glob filter, e.g. 'lenet*' or 'timm:mobilenet*'."),
+           timm_models: bool = typer.Option(True, "--timm/--no-timm", help="Include timm's models.")) -> None:
+    """List registered models and timm models."""
+    from nnlab.models import list_models
+
+    for name in list_models(pattern, include_timm=timm_models):
+        _echo(name)
