@@ -232,8 +232,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, cfg:
         x, y = next(batches)[:2]
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with amp:
-            logits = model(x)
-            loss = criterion(logits, y)
+            logits, loss = forward_loss(model, x, y, criterion)
         if not torch.isfinite(loss):
             raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped, "
                                 "the last good checkpoint is kept (try a lower optim.lr or train.clip_grad_norm)")
@@ -266,6 +265,16 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, cfg:
     loss_total, correct_total, seen_total = totals.tolist()
     return {"loss": loss_total / seen_total, "accuracy": correct_total / seen_total,
             "seconds": elapsed, "images_per_second": seen_total / elapsed}
+
+
+def forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and loss. Margin heads (ArcFace, CosFace) need the labels inside the forward pass:
+    such a model sets `needs_labels` and returns (logits with the margin, an extra loss term)."""
+    if getattr(unwrap(model), "needs_labels", False):
+        logits, extra = model(x, y)
+        return logits, criterion(logits, y) + extra
+    logits = model(x)
+    return logits, criterion(logits, y)
 
 
 def autocast(device: str, amp: str):
