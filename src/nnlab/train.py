@@ -369,7 +369,7 @@ def fit(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | 
         tracker.best, tracker.stale = state["tracker"]["best"], state["tracker"]["stale"]
         start_epoch = state["epoch"] + 1
         if ddp.main:
-            run.truncate_history(state["epoch"])
+            run.truncate_history(state["epoch"] + 1)  # history counts epochs from 1
     if ddp.main:
         run.write_env(device, {"world_size": ddp.world, "params": count_parameters(model)})
         run.write_classes(data.classes)
