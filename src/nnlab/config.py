@@ -121,6 +121,7 @@ class StudyConfig(Section):
     workers: int | None = Field(None, ge=1, description="parallel cells (default: by cores)")
     metric: str = Field("accuracy", description="test metric compared across variants")
     threshold: float = Field(0.01, ge=0, description="a difference smaller than this is 'within' (1 pp)")
+    significance: float = Field(0.05, gt=0, lt=1, description="p-value below which a difference is significant")
 
 
 class ExperimentConfig(Section):
@@ -179,12 +180,17 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = text
-    *parents, leaf = key.strip().split(".")
+    set_key(raw, key.strip(), value, f"--set {item!r}")
+
+
+def set_key(raw: dict[str, Any], key: str, value: Any, where: str = "config") -> None:
+    """Set the dotted `key` (`a.b.c`) of a nested dict to an already typed value."""
+    *parents, leaf = key.split(".")
     node = raw
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"--set {item!r}: {part} is not a section")
+            raise ConfigError(f"{where}: {part} is not a section")
     node[leaf] = value
 
 

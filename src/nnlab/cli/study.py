@@ -1,3 +1,42 @@
-"""study commands."""
+"""`nnlab study`: a grid of variants x seeds, resumable, with an honest comparison report."""
 
-from nnlab.cli.app import app, data_app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from nnlab.cli.app import app
+
+GRID_HELP = ("A variant: NAME=key=value[,key=value...] (repeatable); replaces the config's study.grid. "
+             "Example: --grid relu=model.name=lenet_alpha")
+
+
+@app.command()
+def study(config: Path = typer.Argument(..., help="Experiment TOML file (its study section: grid, seeds, metric)."),
+          grid: list[str] = typer.Option([], "--grid", help=GRID_HELP),
+          seeds: int | None = typer.Option(None, "--seeds", min=1, help="Run seeds 0..K-1 (default: study.seeds)."),
+          set_: list[str] = typer.Option([], "--set", help="Override a value in every cell: section.key=value "
+                                                           "(repeatable; a variant's own overrides win)."),
+          out: Path | None = typer.Option(None, "--out", help="Study directory (default studies/<name>/); "
+                                                              "running again resumes it."),
+          workers: int | None = typer.Option(None, "--workers", min=1,
+                                             help="Cells trained in parallel (default: min(cells, cores)).")) -> None:
+    """Train every cell (variant x seed) as its own run, skipping finished ones, then compare the variants:
+    mean ± std, parameters, time, Welch's t-test and a plain verdict (report.md, report.json, plots/)."""
+    from nnlab.errors import NnlabError
+    from nnlab.study import format_tables, plan_study, run_study
+
+    plan = plan_study(config, set_, grid, seeds, out, workers)
+    typer.echo(f"study directory: {plan.out} ({len(plan.variants)} variants x {len(plan.settings.seeds)} seeds)")
+    result = run_study(plan)
+    ran = sum(c.status in ("trained", "resumed") for c in result.cells)
+    typer.echo(f"{ran} cells trained now, {sum(c.status == 'done' for c in result.cells)} already finished, "
+               f"{len(result.failed)} failed; {result.workers} worker(s), {result.wall_seconds:.0f} s")
+    typer.echo(format_tables(result.report))
+    for c in result.failed:
+        typer.echo(f"failed {c.cell.label}: {c.error}", err=True)
+    typer.echo(f"report: {plan.out / 'report.md'}")
+    if result.failed:
+        raise NnlabError(f"{len(result.failed)} of {len(result.cells)} cells failed (see above and "
+                         f"{plan.out / 'report.md'}); run the same command again to retry only those")
