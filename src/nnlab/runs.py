@@ -15,6 +15,8 @@ import platform
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -114,17 +116,71 @@ class Run:
             self.append_history({k: (int(v) if k == "epoch" else v) for k, v in r.items()})
 
     def best_checkpoint(self) -> Path:
-        """The best checkpoint by the main metric, else last.pt."""
-        best = sorted(self.checkpoints.glob("best-*.pt"))
-        if best:
-            meta = [(json.loads(p.with_suffix(".json").read_text()), p) for p in best if p.with_suffix(".json").exists()]
-            if meta:
-                sign = 1 if meta[0][0]["higher_is_better"] else -1
-                return max(meta, key=lambda m: (sign * m[0]["value"], m[0]["epoch"]))[1]
-        last = self.checkpoints / "last.pt"
-        if not last.exists():
-            raise NnlabError(f"{self.path}: no checkpoint yet")
-        return last
+        """The best checkpoint by the main metric, else the last one (.pt for torch, .npz for numpy)."""
+        metas = [json.loads(p.read_text()) for p in self.checkpoints.glob("best-*.json")]
+        metas = [m for m in metas if (self.checkpoints / m.get("file", "")).is_file()]
+        if metas:
+            sign = 1 if metas[0]["higher_is_better"] else -1
+            return self.checkpoints / max(metas, key=lambda m: (sign * m["value"], m["epoch"]))["file"]
+        for last in (self.checkpoints / "last.pt", self.checkpoints / "last.npz"):
+            if last.exists():
+                return last
+        raise NnlabError(f"{self.path}: no checkpoint yet")
+
+
+@dataclass
+class BestCheckpoints:
+    """The best k checkpoints by one metric, and the epochs since the last improvement (early stopping).
+
+    Each kept checkpoint is `best-e<epoch>-<metric><value><suffix>` with a JSON beside it;
+    one that drops out of the best k is deleted.
+    """
+
+    metric: str
+    higher_is_better: bool
+    keep: int
+    best: list[dict[str, Any]] = field(default_factory=list)  # {"epoch", "value", "file"}, best first
+    stale: int = 0
+
+    def improved(self, value: float) -> bool:
+        if not self.best:
+            return True
+        top = self.best[0]["value"]
+        return value > top if self.higher_is_better else value < top
+
+    def update(self, run: Run, epoch: int, value: float | None, save: Callable[[Path], Any] | None,
+               suffix: str = ".pt") -> None:
+        """Count the epoch for early stopping; when `value` makes the best k, call `save(path)`.
+
+        `save=None` keeps the same ranking without touching files (DDP ranks other than 0)."""
+        import math
+
+        if value is None or not math.isfinite(value):
+            self.stale += value is not None
+            return
+        self.stale = 0 if self.improved(value) else self.stale + 1
+        if self.keep <= 0:
+            return
+        entry = {"epoch": epoch, "value": value, "file": f"best-e{epoch:03d}-{self.metric}{value:.4f}{suffix}"}
+        sign = 1 if self.higher_is_better else -1
+        ranked = sorted([*self.best, entry], key=lambda e: (-sign * e["value"], e["epoch"]))
+        kept, dropped = ranked[:self.keep], ranked[self.keep:]
+        self.best = kept
+        if save is None:
+            return
+        if entry in kept:
+            save(run.checkpoints / entry["file"])
+            run.write_json(f"checkpoints/{Path(entry['file']).stem}.json",
+                           entry | {"metric": self.metric, "higher_is_better": self.higher_is_better})
+        for old in dropped:
+            (run.checkpoints / old["file"]).unlink(missing_ok=True)
+            (run.checkpoints / old["file"]).with_suffix(".json").unlink(missing_ok=True)
+
+    def state(self) -> dict[str, Any]:
+        return {"best": self.best, "stale": self.stale}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.best, self.stale = list(state["best"]), int(state["stale"])
 
 
 def resolve_paths(cfg: ExperimentConfig) -> ExperimentConfig:

@@ -37,7 +37,7 @@ from nnlab.errors import NnlabError, TrainingError
 from nnlab.metrics import classification_report, higher_is_better
 from nnlab.models import build_model, count_parameters
 from nnlab.progress import progress
-from nnlab.runs import Run, atomic_save
+from nnlab.runs import BestCheckpoints, Run, atomic_save
 
 
 # --------------------------------------------------------------------------- setup
@@ -157,49 +157,15 @@ STEP_SCHEDULES = ("cosine", "onecycle")
 # --------------------------------------------------------------------------- checkpoints
 
 
-@dataclass
-class Tracker:
-    """Best-k checkpoints by the main metric, and the early-stopping counter."""
-
-    metric: str
-    higher_is_better: bool
-    keep: int
-    best: list[dict[str, Any]] = field(default_factory=list)  # {"epoch", "value", "file"}
-    stale: int = 0
-
-    def improved(self, value: float) -> bool:
-        if not self.best:
-            return True
-        top = self.best[0]["value"]
-        return value > top if self.higher_is_better else value < top
-
-    def state(self) -> dict[str, Any]:
-        return {"best": self.best, "stale": self.stale}
-
-
-def save_checkpoint(run: Run, epoch: int, model: nn.Module, optimizer, scheduler, scaler, tracker: Tracker,
-                    value: float | None) -> None:
-    """last.pt every epoch; best-e<epoch>-<metric><value>.pt for the best k (older ones deleted)."""
-    state = {"epoch": epoch, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+def save_checkpoint(run: Run, epoch: int, model: nn.Module, optimizer, scheduler, scaler,
+                    best: BestCheckpoints, value: float | None) -> None:
+    """last.pt every epoch (model, optimiser, schedule, RNG); best-e<epoch>-<metric><value>.pt for the best k."""
+    weights = unwrap(model).state_dict()
+    best.update(run, epoch, value, lambda path: atomic_save({"epoch": epoch, "model": weights}, path))
+    state = {"epoch": epoch, "model": weights, "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict() if scheduler is not None else None,
              "scaler": scaler.state_dict() if scaler is not None else None,
-             "rng": rng_state(), "tracker": tracker.state()}
-    if value is not None and tracker.keep > 0 and math.isfinite(value):
-        entry = {"epoch": epoch, "value": value,
-                 "file": f"best-e{epoch:03d}-{tracker.metric}{value:.4f}.pt".replace("@", "")}
-        sign = 1 if tracker.higher_is_better else -1
-        ranked = sorted([*tracker.best, entry], key=lambda e: (-sign * e["value"], e["epoch"]))
-        kept, dropped = ranked[:tracker.keep], ranked[tracker.keep:]
-        if entry in kept:
-            atomic_save({"epoch": epoch, "model": state["model"]}, run.checkpoints / entry["file"])
-            run.write_json(f"checkpoints/{Path(entry['file']).stem}.json",
-                           {"epoch": epoch, "metric": tracker.metric, "value": value,
-                            "higher_is_better": tracker.higher_is_better})
-        for old in dropped:
-            (run.checkpoints / old["file"]).unlink(missing_ok=True)
-            (run.checkpoints / old["file"]).with_suffix(".json").unlink(missing_ok=True)
-        tracker.best = kept
-        state["tracker"] = tracker.state()
+             "rng": rng_state(), "best": best.state()}
     atomic_save(state, run.checkpoints / "last.pt")
 
 
@@ -354,7 +320,7 @@ def fit(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | 
     scaler = torch.amp.GradScaler("cuda") if device.startswith("cuda") and cfg.train.amp == "fp16" else None
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.loss.label_smoothing)
     metric = cfg.eval.main_metric
-    tracker = Tracker(metric, higher_is_better(metric), cfg.train.keep_best)
+    best = BestCheckpoints(metric, higher_is_better(metric), cfg.train.keep_best)
 
     start_epoch = 0
     if resume_run is not None and (run.checkpoints / "last.pt").exists():
@@ -366,7 +332,7 @@ def fit(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | 
         if scaler is not None and state["scaler"] is not None:
             scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
-        tracker.best, tracker.stale = state["tracker"]["best"], state["tracker"]["stale"]
+        best.load_state(state["best"])
         start_epoch = state["epoch"] + 1
         if ddp.main:
             run.truncate_history(state["epoch"] + 1)  # history counts epochs from 1
@@ -396,12 +362,12 @@ def fit(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | 
             scheduler.step()
         elif scheduler is not None and cfg.schedule.name == "plateau" and value is not None:
             scheduler.step(value)
-        improved = value is not None and tracker.improved(value)
-        tracker.stale = 0 if improved or value is None else tracker.stale + 1
         if ddp.main:
-            save_checkpoint(run, epoch, model, optimizer, scheduler, scaler, tracker, value)
+            save_checkpoint(run, epoch, model, optimizer, scheduler, scaler, best, value)
             run.append_history(row)
-        if cfg.train.early_stop_patience and tracker.stale >= cfg.train.early_stop_patience:
+        else:
+            best.update(run, epoch, value, save=None)  # the same early-stopping count, no files
+        if cfg.train.early_stop_patience and best.stale >= cfg.train.early_stop_patience:
             stopped_early = True
             break
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.train.epochs:
