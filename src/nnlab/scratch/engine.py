@@ -1,0 +1,177 @@
+"""`engine = "numpy"`: the same experiment TOML and run directory as the torch engine, trained by
+the from-scratch NumPy MLP, so `nnlab report`/`compare`/`study` treat both alike.
+
+Checkpoints are `.npz` + JSON (`nnlab.scratch.serialize`), never pickle; `last.npz` also holds
+the optimiser state and, in its JSON header, the epoch and every random generator, so
+`nnlab resume` continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnlab.config import ExperimentConfig
+from nnlab.data import DataBundle, image_splits, load_image_source
+from nnlab.errors import ConfigError
+from nnlab.metrics import classification_report, higher_is_better
+from nnlab.runs import BestCheckpoints, Run
+from nnlab.scratch.layers import Dropout, Sequential
+from nnlab.scratch.losses import softmax_cross_entropy
+from nnlab.scratch.model import build_mlp
+from nnlab.scratch.optim import OPTIMIZERS, Optimizer
+from nnlab.scratch.serialize import load_weights, save_model
+from nnlab.scratch.trainer import fit_epoch, predict_proba
+
+SCHEDULES = ("constant", "step", "cosine")
+
+
+def check_config(cfg: ExperimentConfig) -> None:
+    """What the NumPy engine supports, with the alternative named."""
+    problems = []
+    if cfg.model.name != "mlp":
+        problems.append(f"model.name = {cfg.model.name!r} (the NumPy engine trains model.name = 'mlp')")
+    if cfg.schedule.name not in SCHEDULES:
+        problems.append(f"schedule.name = {cfg.schedule.name!r} (allowed: {', '.join(SCHEDULES)})")
+    if cfg.data.augment:
+        problems.append("data.augment = true (not available in the NumPy engine)")
+    if cfg.data.kind in ("strokes", "synth"):
+        problems.append(f"data.kind = {cfg.data.kind!r} (the NumPy engine takes image data sets)")
+    if problems:
+        raise ConfigError("engine = 'numpy': unsupported " + "; ".join(problems))
+
+
+def image_arrays(cfg: ExperimentConfig, run_dir: Path | None) -> tuple[DataBundle, dict[str, np.ndarray]]:
+    """Flattened float32 inputs per split, transformed exactly as the torch engine's eval transform does."""
+    from nnlab.data.images import ImageDataset, make_transform
+
+    source = load_image_source(cfg)
+    splits = image_splits(cfg, source, run_dir)
+    d = cfg.data
+    transform = make_transform(train=False, image_size=d.image_size, channels=d.channels, augment=False,
+                               mean=d.mean, std=d.std)
+    inputs = {}
+    for split, index in splits.items():
+        dataset = ImageDataset(source, index, transform)
+        batch = [x for x, _ in dataset.__getitems__(list(range(len(index))))] if len(index) else []
+        inputs[split] = (np.stack([x.numpy() for x in batch]).reshape(len(index), -1) if batch
+                         else np.zeros((0, d.channels * d.image_size ** 2), np.float32))
+    bundle = DataBundle(classes=list(source.classes), in_chans=d.channels, image_size=d.image_size, loaders={},
+                        ids=dict(splits), labels={k: source.labels[v] for k, v in splits.items()},
+                        info={"sizes": {k: len(v) for k, v in splits.items()}, "skipped": source.skipped})
+    return bundle, inputs
+
+
+def learning_rate(cfg: ExperimentConfig, epoch: int) -> float:
+    """The epoch's learning rate under a constant, step or cosine (with warm-up) schedule."""
+    s, lr = cfg.schedule, cfg.optim.lr
+    if s.name == "step":
+        return lr * s.gamma ** (epoch // s.step_size)
+    if s.name == "cosine":
+        if epoch < s.warmup_epochs:
+            return lr * (epoch + 1) / math.ceil(s.warmup_epochs)
+        t = (epoch - s.warmup_epochs) / max(1.0, cfg.train.epochs - s.warmup_epochs)
+        return s.min_lr + (lr - s.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return lr
+
+
+def build_optimizer(cfg: ExperimentConfig, model: Sequential) -> Optimizer:
+    o = cfg.optim
+    if o.name == "sgd":
+        return OPTIMIZERS["sgd"](model.params(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                                 weight_decay=o.weight_decay)
+    return OPTIMIZERS[o.name](model.params(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+
+
+def rng_states(model: Sequential, shuffle: np.random.Generator) -> dict[str, Any]:
+    return {"shuffle": shuffle.bit_generator.state,
+            "dropout": [layer.rng.bit_generator.state for layer in model.layers if isinstance(layer, Dropout)]}
+
+
+def set_rng_states(model: Sequential, shuffle: np.random.Generator, states: dict[str, Any]) -> None:
+    shuffle.bit_generator.state = states["shuffle"]
+    for layer, state in zip([m for m in model.layers if isinstance(m, Dropout)], states["dropout"], strict=True):
+        layer.rng.bit_generator.state = state
+
+
+def fit_numpy(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | None = None,
+              announce: Callable[[Run], None] | None = None) -> Run:
+    """Train an MLP with the NumPy engine into a run directory (or carry on `resume_run`)."""
+    from nnlab.train import write_results
+
+    check_config(cfg)
+    run = resume_run or Run.create(cfg, out)
+    if announce is not None and resume_run is None:
+        announce(run)
+    cfg = run.config
+    data, inputs = image_arrays(cfg, run.path)
+    model = build_mlp(inputs["train"].shape[1], cfg.model.hidden, len(data.classes), cfg.model.activation,
+                      cfg.model.batchnorm, cfg.model.dropout, seed=cfg.seed)
+    optimizer = build_optimizer(cfg, model)
+    shuffle = np.random.default_rng(cfg.seed)
+    metric = cfg.eval.main_metric
+    best = BestCheckpoints(metric, higher_is_better(metric), cfg.train.keep_best)
+    last = run.checkpoints / "last.npz"
+    start_epoch = 0
+    if resume_run is not None and last.exists():
+        meta = load_weights(model, last, optimizer=optimizer)
+        set_rng_states(model, shuffle, meta["rng"])
+        best.load_state(meta["best"])
+        start_epoch = meta["epoch"] + 1
+        run.truncate_history(start_epoch)
+    params = sum(p.size for p in model.params().values())
+    run.write_env("cpu", {"engine": "numpy", "numpy_dtype": str(model.dtype), "params": params})
+    run.write_classes(data.classes)
+
+    has_val = len(data.labels["val"]) > 0
+    stopped_early = False
+    for epoch in range(start_epoch, cfg.train.epochs):
+        optimizer.lr = learning_rate(cfg, epoch)
+        start = time.perf_counter()
+        stats = fit_epoch(model, softmax_cross_entropy, optimizer, inputs["train"], data.labels["train"],
+                          cfg.data.batch_size, shuffle)
+        seconds = time.perf_counter() - start
+        row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.lr, "train_loss": stats["loss"],
+                               "train_accuracy": stats["accuracy"]}
+        value = None
+        if has_val:
+            report = evaluate(model, data, inputs, "val", cfg.eval.top_k)
+            row |= {f"val_{k}": v for k, v in report.items()}
+            value = report[metric]
+        row |= {"epoch_seconds": seconds, "images_per_second": stats["samples"] / seconds}
+        best.update(run, epoch, value, lambda path: save_model(path, model, meta={"epoch": epoch}), suffix=".npz")
+        save_model(last, model, optimizer=optimizer,
+                   meta={"epoch": epoch, "rng": rng_states(model, shuffle), "best": best.state()})
+        run.append_history(row)
+        if cfg.train.early_stop_patience and best.stale >= cfg.train.early_stop_patience:
+            stopped_early = True
+            break
+
+    load_weights(model, run.best_checkpoint())
+    history = run.history()
+    metrics: dict[str, Any] = {"name": cfg.name, "engine": "numpy", "model": cfg.model.name,
+                               "main_metric": metric, "checkpoint": run.best_checkpoint().name, "params": params,
+                               "epochs": len(history), "stopped_early": stopped_early,
+                               "train_seconds": sum(r["epoch_seconds"] for r in history),
+                               "images_per_second": float(np.mean([r["images_per_second"] for r in history])),
+                               "data": data.info}
+    outputs = {}
+    for split in ("val", "test"):
+        if len(data.labels[split]):
+            outputs[split] = predict_proba(model, inputs[split])
+            metrics[split] = evaluate(model, data, inputs, split, cfg.eval.top_k, outputs[split])
+    write_results(run, data, metrics, outputs)
+    return run
+
+
+def evaluate(model: Sequential, data: DataBundle, inputs: dict[str, np.ndarray], split: str, k: int,
+             probs: np.ndarray | None = None) -> dict[str, float]:
+    probs = predict_proba(model, inputs[split]) if probs is None else probs
+    report = classification_report(data.labels[split], probs, ids=data.ids[split], k=k)
+    report["loss"] = report["log_loss"]
+    return report
