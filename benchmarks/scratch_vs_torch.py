@@ -12,8 +12,9 @@ MNIST's shape (throughput does not depend on the pixel values).
 Each engine runs in its own fresh subprocess, so peak memory is measured
 cleanly: peak RSS of the process, its growth during training, and for NumPy
 also tracemalloc's peak of array allocations during one epoch. The engines
-alternate for ``--rounds`` rounds and the best round of each counts, which
-damps noise from other work on a shared machine. Usage::
+alternate for ``--rounds`` rounds of ``--epochs`` timed epochs each, and the
+best epoch of each engine counts (median and worst are printed too): other
+work on a shared machine only ever slows an epoch down. Usage::
 
     python benchmarks/scratch_vs_torch.py [--threads 2] [--epochs 3] [--rounds 2]
 
@@ -26,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -119,13 +121,13 @@ def worker(engine: str, threads: int, epochs: int) -> dict:
 
     rss_before = reset_peak_rss()  # after imports, data and model: only training counts
     epoch(X[:20 * BATCH], y[:20 * BATCH])  # warm-up: allocator, BLAS buffers, first-call costs
-    start = time.perf_counter()
+    rates = []
     for _ in range(epochs):
+        start = time.perf_counter()
         epoch(X, y)
-    seconds = time.perf_counter() - start
+        rates.append(len(X) / (time.perf_counter() - start))
     peak = peak_rss_mib()
-    out = {"images_per_s": epochs * len(X) / seconds, "peak_rss_mib": peak,
-           "rss_growth_mib": peak - rss_before}
+    out = {"epoch_images_per_s": rates, "peak_rss_mib": peak, "rss_growth_mib": peak - rss_before}
     if engine == "numpy":  # numpy reports its array allocations to tracemalloc
         import tracemalloc
         tracemalloc.start()
@@ -176,16 +178,17 @@ def main() -> None:
             results[engine].append(run_worker(engine, args.threads, args.epochs))
     print(f"data: {load_data()[2]}; 784-{'-'.join(map(str, HIDDEN))}-{CLASSES}, ReLU, BatchNorm1d, "
           f"Dropout {DROPOUT}, Adam, batch {BATCH}, float32, {args.threads} thread(s), "
-          f"{args.epochs} timed epochs, best of {args.rounds} rounds")
+          f"best of {args.epochs} timed epochs x {args.rounds} rounds")
     best = {}
     for engine, runs in results.items():
-        best[engine] = max(r["images_per_s"] for r in runs)
-        rounds = ", ".join(f"{r['images_per_s']:,.0f}" for r in runs)
+        rates = [rate for r in runs for rate in r["epoch_images_per_s"]]
+        best[engine] = max(rates)
+        spread = f"median {statistics.median(rates):,.0f}, worst {min(rates):,.0f}"
         mem = (f"peak RSS while training {max(r['peak_rss_mib'] for r in runs):.0f} MiB, "
                f"{max(r['rss_growth_mib'] for r in runs):.1f} MiB above the RSS before training")
         if "tracemalloc_peak_mib" in runs[0]:
             mem += f", tracemalloc peak {max(r['tracemalloc_peak_mib'] for r in runs):.1f} MiB"
-        print(f"{engine:>5}: {best[engine]:,.0f} images/s (rounds: {rounds}); {mem}")
+        print(f"{engine:>5}: {best[engine]:,.0f} images/s in its best epoch ({spread}); {mem}")
     print(f"RESULT scratch_vs_torch {best['numpy'] / best['torch']:.3f}")
 
 
