@@ -166,8 +166,9 @@ class TrainBatchSampler(Sampler[BatchRequest]):
 
 
 class EvalBatchSampler(Sampler[BatchRequest]):
-    """Every item once, in order, in batches of batch_size (the last one may be short);
-    with world_size > 1, rank r takes batches r, r + world_size, ..."""
+    """Every item once, in order, in batches of batch_size (the last one may be short); with
+    world_size > 1, rank r takes items r, r + world_size, ... (the image loaders' convention,
+    so the trainer interleaves the ranks' predictions back the same way)."""
 
     def __init__(self, n: int, batch_size: int, *, rank: int = 0, world_size: int = 1) -> None:
         if n < 0 or batch_size <= 0:
@@ -175,7 +176,7 @@ class EvalBatchSampler(Sampler[BatchRequest]):
                               f"batch_size={batch_size})")
         if not 0 <= rank < world_size:
             raise ConfigError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
-        self.n = n
+        self.size = n
         self.batch_size = batch_size
         self.rank = rank
         self.world_size = world_size
@@ -183,15 +184,16 @@ class EvalBatchSampler(Sampler[BatchRequest]):
     def set_epoch(self, epoch: int) -> None:
         """Nothing to do (the order never changes); here so both samplers share one API."""
 
+    def positions(self) -> np.ndarray:
+        return np.arange(self.rank, self.size, self.world_size, dtype=np.int64)
+
     def __len__(self) -> int:
-        n_batches = -(-self.n // self.batch_size)
-        return len(range(self.rank, n_batches, self.world_size))
+        return -(-len(self.positions()) // self.batch_size)
 
     def __iter__(self) -> Iterator[BatchRequest]:
-        n_batches = -(-self.n // self.batch_size)
-        for b in range(self.rank, n_batches, self.world_size):
-            lo = b * self.batch_size
-            yield np.arange(lo, min(lo + self.batch_size, self.n), dtype=np.int64), b
+        mine = self.positions()
+        for b, lo in enumerate(range(0, len(mine), self.batch_size)):
+            yield mine[lo:lo + self.batch_size], b
 
 
 def stroke_loader(dataset: StrokeDataset, batch_size: int, *, train: bool,
@@ -208,3 +210,44 @@ def stroke_loader(dataset: StrokeDataset, batch_size: int, *, train: bool,
         loader_kwargs.setdefault("persistent_workers", True)
     return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=num_workers,
                       **loader_kwargs)
+
+
+def build_stroke_data(cfg, rank: int = 0, world: int = 1):
+    """The `strokes` (a store from `nnlab data prepare`) and `synth` (doodles drawn on the fly) kinds:
+    split by key_id hash, rendered per batch; ids are key_ids so MAP@3 is keyed by key_id."""
+    from nnlab.data import DataBundle
+    from nnlab.data.store import StrokeStore
+    from nnlab.errors import DataError
+
+    d = cfg.data
+    if d.kind == "synth":
+        from nnlab.data.synth import synth_drawings
+
+        store = StrokeStore.from_drawings(synth_drawings(d.classes or 12, d.per_class, seed=cfg.seed))
+    else:
+        if not d.path:
+            raise ConfigError("data.path: the stroke store to read (made by `nnlab data prepare`)")
+        store = StrokeStore.open(d.path)
+    keep = np.asarray(store.labels) >= 0  # unlabelled drawings (test files) cannot be trained on
+    if d.recognized_only:
+        keep &= np.asarray(store.recognized, dtype=bool)
+    splits = {name: idx[keep[idx]] for name, idx in store.split(d.val_fraction, d.test_fraction).items()}
+    if not len(splits["train"]):
+        raise DataError(f"{d.path or 'synth'}: no labelled drawings in the training split")
+    augment = StrokeAugment() if d.augment else None
+    loaders, ids, labels = {}, {}, {}
+    for name, idx in splits.items():
+        train = name == "train"
+        dataset = StrokeDataset(store, idx, size=d.image_size, encoding=d.encoding, line_width=d.line_width,
+                                padding=d.padding, augment=augment if train else None, seed=cfg.seed)
+        loaders[name] = stroke_loader(dataset, d.batch_size if train else (d.eval_batch_size or d.batch_size),
+                                      train=train, steps_per_epoch=cfg.train.steps_per_epoch if train else None,
+                                      seed=cfg.seed, num_workers=d.num_workers, rank=rank, world_size=world)
+        ids[name] = np.asarray(store.key_ids)[idx]
+        labels[name] = np.asarray(store.labels)[idx].astype(np.int64)
+    if d.channels != ENCODINGS[d.encoding]:
+        raise ConfigError(f"data.channels = {d.channels} but encoding {d.encoding!r} has {ENCODINGS[d.encoding]}")
+    return DataBundle(classes=list(store.classes), in_chans=ENCODINGS[d.encoding], image_size=d.image_size,
+                      loaders=loaders, ids=ids, labels=labels,
+                      info={"sizes": {k: len(v) for k, v in splits.items()}, "store": d.path or "synth",
+                            "skipped": store.meta.get("skipped", {})})
