@@ -389,8 +389,8 @@ def _skip_value(buf, i, end):
 def _parse_drawing(buf, i, end, px, py, pt, p0, slen, s0):
     """Parse ``[[[x...],[y...](,[t...])], ...]`` at buf[i] into px/py/pt from p0 and slen from s0.
 
-    Returns (next index, points, strokes, arrays per stroke, status). A syntax error returns at
-    once; a semantic one (length mismatch, empty, non-finite) too, and the caller skips the value."""
+    Returns (next index, points, strokes, arrays per stroke, status). Errors return at once; the
+    caller skips the rest of the value when it needs to."""
     i = _ws(buf, i, end)
     if i >= end or buf[i] != _LBR:
         return i, 0, 0, 0, R_MALFORMED_JSON
@@ -403,40 +403,64 @@ def _parse_drawing(buf, i, end, px, py, pt, p0, slen, s0):
     cap_p = len(px)
     cap_s = len(slen)
     while True:
-        i = _ws(buf, i, end)
         if i >= end or buf[i] != _LBR:
             return i, 0, 0, 0, R_MALFORMED_JSON
         i = _ws(buf, i + 1, end)
         if i < end and buf[i] == _RBR:
             return i, 0, 0, 0, R_EMPTY_STROKE
         a = 0
-        n_first = -1
+        n_first = 0
+        base = p0 + npts
         while True:
-            i = _ws(buf, i, end)
             if i >= end or buf[i] != _LBR:
                 return i, 0, 0, 0, R_MALFORMED_JSON
             i = _ws(buf, i + 1, end)
+            if a == 0:
+                tgt = px
+                lim = cap_p - base
+            elif a == 1:
+                tgt = py
+                lim = n_first
+            else:
+                tgt = pt
+                lim = n_first if a == 2 else 0
             cnt = 0
             if i < end and buf[i] == _RBR:
                 i += 1
             else:
                 while True:
-                    v, i, st = _parse_number(buf, i, end)
-                    if st == 1:
-                        return i, 0, 0, 0, R_MALFORMED_JSON
-                    if st == 2:
-                        return i, 0, 0, 0, R_NON_FINITE
-                    if a < 3 and (a == 0 or cnt < n_first):
-                        idx = p0 + npts + cnt
-                        if idx >= cap_p:  # cannot happen with the caller's bound; be safe
+                    # fast path: a plain integer (every simplified coordinate, most raw times)
+                    start = i
+                    iv = 0
+                    c = 0
+                    while i < end:
+                        c = buf[i]
+                        if c < 48 or c > 57:
+                            break
+                        iv = iv * 10 + (c - 48)
+                        i += 1
+                    if i == end:
+                        c = 0
+                    if i > start and i - start <= 15 and c != 46 and c != 101 and c != 69:
+                        v = float(iv)
+                    else:
+                        v, i, st = _parse_number(buf, start, end)
+                        if st == 1:
                             return i, 0, 0, 0, R_MALFORMED_JSON
-                        if a == 0:
-                            px[idx] = v
-                        elif a == 1:
-                            py[idx] = v
-                        else:
-                            pt[idx] = v
+                        if st == 2:
+                            return i, 0, 0, 0, R_NON_FINITE
+                        c = buf[i] if i < end else 0
+                    if cnt < lim:
+                        tgt[base + cnt] = v
                     cnt += 1
+                    if c == _COMMA:
+                        i += 1
+                        while i < end and buf[i] == 32:
+                            i += 1
+                        continue
+                    if c == _RBR:
+                        i += 1
+                        break
                     i = _ws(buf, i, end)
                     if i < end and buf[i] == _COMMA:
                         i = _ws(buf, i + 1, end)
@@ -447,12 +471,14 @@ def _parse_drawing(buf, i, end, px, py, pt, p0, slen, s0):
                     return i, 0, 0, 0, R_MALFORMED_JSON
             if a == 0:
                 n_first = cnt
+                if cnt > lim:  # cannot happen with the caller's capacity bound; be safe
+                    return i, 0, 0, 0, R_MALFORMED_JSON
             elif cnt != n_first:
                 return i, 0, 0, 0, R_LENGTH
             a += 1
             i = _ws(buf, i, end)
             if i < end and buf[i] == _COMMA:
-                i += 1
+                i = _ws(buf, i + 1, end)
                 continue
             if i < end and buf[i] == _RBR:
                 i += 1
@@ -473,7 +499,7 @@ def _parse_drawing(buf, i, end, px, py, pt, p0, slen, s0):
         npts += n_first
         i = _ws(buf, i, end)
         if i < end and buf[i] == _COMMA:
-            i += 1
+            i = _ws(buf, i + 1, end)
             continue
         if i < end and buf[i] == _RBR:
             return i + 1, npts, nstr, narr_d, R_OK
@@ -494,6 +520,25 @@ def _check_points(px, py, pt, p0, n, narr):
             if abs(px[k]) > RAW_LIMIT or abs(py[k]) > RAW_LIMIT or pt[k] < 0.0 or pt[k] >= TIME_LIMIT:
                 return R_RANGE
     return R_OK
+
+
+@numba.njit(cache=True)
+def _word_changes(buf, ws, wl, esc):
+    """True where a row's word differs from the previous row's (or either is escaped)."""
+    n = len(ws)
+    out = np.ones(n, np.bool_)
+    for r in range(1, n):
+        if wl[r] != wl[r - 1] or esc[r] or esc[r - 1]:
+            continue
+        same = True
+        a = ws[r]
+        b = ws[r - 1]
+        for k in range(wl[r]):
+            if buf[a + k] != buf[b + k]:
+                same = False
+                break
+        out[r] = not same
+    return out
 
 
 # Row fields, in the order of the `rows` int64 matrix the scanners fill (one row per kept drawing).
@@ -540,7 +585,9 @@ def _finish_row(buf, status, narr, expect, px, py, pt, P, npts, rows, R, bad, B,
 
 @numba.njit(cache=True)
 def _scan_csv(buf, roles, expect, line0, px, py, pt, slen, rows, bad):
-    """Parse the CSV rows of buf (whole lines). Returns (rows kept, bad rows, points, strokes, expect)."""
+    """Parse the CSV rows of buf (whole lines), in one pass over the bytes.
+
+    Returns (rows kept, bad rows, points, strokes, expect)."""
     n = len(buf)
     ncols = len(roles)
     R = 0
@@ -550,20 +597,17 @@ def _scan_csv(buf, roles, expect, line0, px, py, pt, slen, rows, bad):
     line = line0 - 1
     s = 0
     while s < n:
-        e = s
-        while e < n and buf[e] != 10:
-            e += 1
-        nxt = e + 1
         line += 1
-        while e > s and buf[e - 1] == 13:
-            e -= 1
-        if _ws(buf, s, e) == e:  # blank line
-            s = nxt
+        i = _ws(buf, s, n)
+        if i >= n or buf[i] == 10:  # blank line
+            s = i + 1
             continue
+        i = s
         status = R_OK
         npts = 0
         nstr = 0
         narr = 0
+        drawn = False
         rows[R, F_KEY] = _NO_INT
         rows[R, F_REC] = 1
         rows[R, F_TS] = _NO_INT
@@ -573,46 +617,69 @@ def _scan_csv(buf, roles, expect, line0, px, py, pt, slen, rows, bad):
         rows[R, F_CS] = 0
         rows[R, F_CL] = 0
         rows[R, F_FLAGS] = 0
-        i = s
         for c in range(ncols):
+            role = roles[c]
             dq = False
-            if i < e and buf[i] == _Q:
-                j = i + 1
-                closed = False
-                while j < e:
-                    if buf[j] == _Q:
-                        if j + 1 < e and buf[j + 1] == _Q:
-                            dq = True
-                            j += 2
-                            continue
-                        closed = True
+            if i < n and buf[i] == _Q:
+                found = False
+                if role == ROLE_DRAWING and status == R_OK:
+                    # parse the drawing straight from the bytes; its closing quote must follow
+                    j, npts, nstr, narr, st = _parse_drawing(buf, i + 1, n, px, py, pt, P, slen, S)
+                    if st == R_OK:
+                        j = _ws(buf, j, n)
+                        if j < n and buf[j] == _Q:
+                            fs = i + 1
+                            fe = j
+                            i = j + 1
+                            found = True
+                            drawn = True
+                if not found:
+                    j = i + 1
+                    closed = False
+                    while j < n and buf[j] != 10:
+                        if buf[j] == _Q:
+                            if j + 1 < n and buf[j + 1] == _Q:
+                                dq = True
+                                j += 2
+                                continue
+                            closed = True
+                            break
+                        j += 1
+                    if not closed:
+                        status = R_MALFORMED_ROW
+                        i = j
                         break
-                    j += 1
-                if not closed:
-                    status = R_MALFORMED_ROW
-                    break
-                fs = i + 1
-                fe = j
-                i = j + 1
+                    fs = i + 1
+                    fe = j
+                    i = j + 1
             else:
                 j = i
-                while j < e and buf[j] != _COMMA:
+                while j < n and buf[j] != _COMMA and buf[j] != 10:
                     j += 1
                 fs = i
                 fe = j
                 i = j
+                if c == ncols - 1:
+                    while fe > fs and buf[fe - 1] == 13:
+                        fe -= 1
             if c < ncols - 1:
-                if i >= e or buf[i] != _COMMA:
+                if i >= n or buf[i] != _COMMA:
                     status = R_MALFORMED_ROW
                     break
                 i += 1
-            elif i != e:
-                status = R_MALFORMED_ROW
-                break
+            else:
+                k = i
+                while k < n and buf[k] == 13:
+                    k += 1
+                if k < n and buf[k] != 10:
+                    status = R_MALFORMED_ROW
+                    break
+                i = k
             if status != R_OK:
-                continue  # keep splitting: a later malformed row wins over a semantic error
-            role = roles[c]
+                continue  # keep splitting: a malformed row wins over a semantic error
             if role == ROLE_DRAWING:
+                if drawn:
+                    continue
                 if _ws(buf, fs, fe) == fe:
                     status = R_MISSING
                     continue
@@ -658,6 +725,12 @@ def _scan_csv(buf, roles, expect, line0, px, py, pt, slen, rows, bad):
                     if v == _NO_INT or v < 0:
                         status = R_BAD_VALUE
                     rows[R, F_Y] = v
+        while i < n and buf[i] != 10:  # the rest of a malformed row
+            i += 1
+        s = i + 1
+        if status != R_OK:
+            npts = 0
+            nstr = 0
         rows[R, F_NPTS] = npts
         rows[R, F_NSTR] = nstr
         R2, B, expect = _finish_row(buf, status, narr, expect, px, py, pt, P, npts, rows, R, bad, B, line)
@@ -665,7 +738,6 @@ def _scan_csv(buf, roles, expect, line0, px, py, pt, slen, rows, bad):
             P += npts
             S += nstr
         R = R2
-        s = nxt
     return R, B, P, S, expect
 
 
@@ -983,22 +1055,21 @@ class _ByteSource:
         pending = b""
         lines_before = 0
         for raw in self.blocks():
-            pending += raw
-            if len(pending) < self.chunk_bytes:
+            cut = raw.rfind(b"\n") + 1
+            if cut == 0 or len(pending) + cut < self.chunk_bytes // 2:
+                pending += raw
                 continue
-            cut = pending.rfind(b"\n") + 1
-            if cut == 0:
-                continue
-            block, pending = pending[:cut], pending[cut:]
-            yield np.frombuffer(block, dtype=np.uint8), lines_before
-            lines_before += block.count(b"\n")
+            block = np.frombuffer(pending + raw[:cut] if pending else raw[:cut], dtype=np.uint8)
+            pending = raw[cut:]
+            yield block, lines_before
+            lines_before += int(np.count_nonzero(block == 10))
         if self.trouble is not None:
             # The row cut off by the end of the stream is counted as the trouble, never parsed.
             cut = pending.rfind(b"\n") + 1
-            block = pending[:cut]
-            self.trouble = (self.trouble[0], lines_before + block.count(b"\n") + 1)
-            if block:
-                yield np.frombuffer(block, dtype=np.uint8), lines_before
+            block = np.frombuffer(pending[:cut], dtype=np.uint8)
+            self.trouble = (self.trouble[0], lines_before + int(np.count_nonzero(block == 10)) + 1)
+            if len(block):
+                yield block, lines_before
             return
         if pending:
             yield np.frombuffer(pending, dtype=np.uint8), lines_before
@@ -1044,10 +1115,11 @@ class _ByteSource:
 class ParsedChunk:
     """Valid drawings of one block of a file, packed (see `nnlab.data.drawing.StrokeBatch`).
 
-    points are float64 (x, y) as read; time is float64 milliseconds for raw data, else None."""
+    points are (x, y): uint8 for simplified data, float64 as read for raw data; time is float64
+    milliseconds for raw data, else None."""
 
     kind: str  # "simplified" or "raw"
-    points: np.ndarray  # (P, 2) float64
+    points: np.ndarray  # (P, 2) uint8 (simplified) or float64 (raw)
     time: np.ndarray | None  # (P,) float64
     stroke_len: np.ndarray  # (S,) int64
     num_strokes: np.ndarray  # (N,) int64
@@ -1190,6 +1262,7 @@ class _ChunkParser:
         self.expect = 0
         self.roles: np.ndarray | None = None
         self.unit = "record" if fmt == "bin" else "line"
+        self._buffers: dict[str, np.ndarray] = {}
 
     def fail_or_count(self, reason: str, line: int, n: int = 1) -> None:
         if self.on_bad == "error":
@@ -1212,19 +1285,26 @@ class _ChunkParser:
         self.has_word = "word" in cols
         self.has_y = "y" in cols
 
+    def _scratch(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """A reusable buffer of at least `shape` (fresh arrays per block cost page faults)."""
+        a = self._buffers.get(name)
+        if a is None or a.shape[0] < shape[0]:
+            a = np.empty((int(shape[0] * 1.25) + 16,) + shape[1:], dtype)
+            self._buffers[name] = a
+        return a
+
     def parse(self, buf: np.ndarray, lines_before: int) -> ParsedChunk:
         n = len(buf)
-        nl = int(np.count_nonzero(buf == 10)) + 1
-        # Every number is followed by ',' or ']', so these bound the points and strokes of the block.
-        n_sep = int(np.count_nonzero(buf == _COMMA)) + int(np.count_nonzero(buf == _RBR)) + 1
-        rows = np.empty((nl, N_FIELDS), np.int64)
-        bad = np.empty((nl, 2), np.int64)
-        if self.fmt == "bin":
-            raise AssertionError("bin blocks go through parse_bin")
-        px = np.empty(n_sep, np.float64)
-        py = np.empty(n_sep, np.float64)
-        pt = np.empty(n_sep, np.float64)
-        slen = np.empty(int(np.count_nonzero(buf == _RBR)) + 1, np.int64)
+        nl = int(np.count_nonzero(buf == 10))
+        # A point takes at least 4 bytes ("0,0," across its x and y lists), a stroke at least 9
+        # ("[[0],[0]]"): these bound the points and strokes of the block.
+        n_pts = n // 4 + 16
+        rows = self._scratch("rows", (nl + 1, N_FIELDS), np.int64)
+        bad = self._scratch("bad", (nl + 1, 2), np.int64)
+        px = self._scratch("px", (n_pts,), np.float64)
+        py = self._scratch("py", (n_pts,), np.float64)
+        pt = self._scratch("pt", (n_pts,), np.float64)  # untouched (never paged in) unless raw
+        slen = self._scratch("slen", (n // 9 + 16,), np.int64)
         if self.fmt == "csv":
             R, B, P, S, self.expect = _scan_csv(buf, self.roles, self.expect, lines_before + 1,
                                                 px, py, pt, slen, rows, bad)
@@ -1265,17 +1345,8 @@ class _ChunkParser:
         elif n:
             ws, wl = rows[:, F_WS], rows[:, F_WL]
             esc = (rows[:, F_FLAGS] & FLAG_WORD_ESC) != 0
-            labelled = wl >= 0
             # Files hold long runs of one word: decode one word per run, not per row.
-            width = int(wl.max()) if labelled.any() else 0
-            if width > 0:
-                gather = np.clip(ws[:, None] + np.arange(width)[None, :], 0, len(buf) - 1)
-                mat = np.where(np.arange(width)[None, :] < wl[:, None], buf[gather], 0).astype(np.uint8)
-                keyed = np.ascontiguousarray(mat).view(f"S{width}").ravel()
-            else:
-                keyed = np.zeros(n, "S1")
-            change = np.ones(n, bool)
-            change[1:] = (keyed[1:] != keyed[:-1]) | (wl[1:] != wl[:-1]) | esc[1:] | esc[:-1]
+            change = _word_changes(buf, ws, wl, esc)
             starts = np.flatnonzero(change)
             index: dict[str, int] = {}
             codes = np.empty(len(starts), np.int32)
@@ -1303,8 +1374,12 @@ class _ChunkParser:
                 self.fail_or_count("bad_value", int(rows[r, F_LINE]))
             else:
                 countries[r] = c
+        points = np.empty((len(px), 2), np.uint8 if kind == "simplified" else np.float64)
+        points[:, 0] = px  # simplified coordinates were checked to be integers in 0..255
+        points[:, 1] = py
         chunk = ParsedChunk(
-            kind=kind, points=np.column_stack([px, py]), time=pt, stroke_len=slen.copy(),
+            kind=kind, points=points, time=None if pt is None else pt.copy(),
+            stroke_len=slen.copy(),
             num_strokes=rows[:, F_NSTR].copy(), key_ids=rows[:, F_KEY].copy(),
             recognized=rows[:, F_REC] == 1, timestamps=rows[:, F_TS].copy(), countries=countries,
             words=words, word_list=word_list, lines=rows[:, F_LINE].copy(),

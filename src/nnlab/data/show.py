@@ -66,6 +66,6 @@ def show_grid(drawings_or_store, n: int = 36, word: str | None = None,
     fig.tight_layout(rect=(0, 0.03 if credit else 0, 1, 1))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    fig.savefig(out, dpi=100, metadata={"Copyright": GOOGLE_CREDIT} if credit else None)
     plt.close(fig)
     return out

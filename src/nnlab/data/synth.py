@@ -6,6 +6,7 @@ lines, shapes made of one stroke by some and of several by others, then a random
 (rotation, anisotropic scale, shear). The strokes are drawn on a 'screen' of a few hundred
 pixels and passed through Google's simplification (`nnlab.data.simplify`), so the result looks
 like Google's simplified files: integer coordinates 0..255, the larger side spanning 0..255.
+Some drawings carry a stray mark that belongs to no class, as real ones do.
 
 A drawing depends only on (seed, class name, index), so asking for more classes or more drawings
 per class never changes the drawings already there.
@@ -368,11 +369,18 @@ def _wobble(rng: np.random.Generator, stroke: Stroke, amp: float) -> Stroke:
 
 
 def _affine(rng: np.random.Generator) -> np.ndarray:
-    a = np.deg2rad(np.clip(rng.normal(0, 10), -25, 25))
+    a = np.deg2rad(np.clip(rng.normal(0, 15), -35, 35))
     rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-    shear = np.array([[1, rng.uniform(-0.15, 0.15)], [0, 1]])
-    scale = np.diag(rng.uniform(0.8, 1.2, 2))
+    shear = np.array([[1, rng.uniform(-0.25, 0.25)], [0, 1]])
+    scale = np.diag(rng.uniform(0.75, 1.25, 2))
     return rot @ shear @ scale
+
+
+def _stray(rng: np.random.Generator) -> Stroke:
+    """A short extra mark (a tick, a dash, a bit of shading) that belongs to no class."""
+    c = rng.uniform(-0.9, 0.9, 2)
+    n = int(rng.integers(2, 5))
+    return c + np.cumsum(rng.normal(0, 0.18, (n, 2)), axis=0)
 
 
 def synth_strokes(shape: str, rng: np.random.Generator) -> list[np.ndarray]:
@@ -381,8 +389,10 @@ def synth_strokes(shape: str, rng: np.random.Generator) -> list[np.ndarray]:
     if len(strokes) > 1 and rng.random() < 0.15:  # sometimes an unusual stroke order
         strokes = [strokes[k] for k in rng.permutation(len(strokes))]
     strokes = [s[::-1] if rng.random() < 0.2 else s for s in strokes]
+    if rng.random() < 0.15:
+        strokes.insert(int(rng.integers(len(strokes) + 1)), _stray(rng))
     m = _affine(rng)
-    amp = rng.uniform(0.005, 0.03)
+    amp = rng.uniform(0.005, 0.04)
     out = []
     for s in strokes:
         s = _wobble(rng, _densify(np.asarray(s, float)), amp)

@@ -1,0 +1,157 @@
+"""Ingest speed: a Kaggle-format CSV parsed into stroke arrays, nnlab vs the notebooks' way.
+
+The reference is what the Kaggle notebooks do: ``pandas.read_csv(chunksize=...)`` and
+``json.loads`` on every row's drawing, here followed by packing the strokes into the same flat
+arrays nnlab produces (points, stroke lengths, key_ids), so both sides end with the same data
+(checked). nnlab's reader scans each block of the file once with numba. Each side runs in its
+own subprocess so that its peak memory (ru_maxrss) is its own; both stream (nothing kept but
+checksums). The peak includes the imports (nnlab's package imports torch), so the growth over
+the resident size after imports, the parser's working set, is printed too.
+
+The CSV is built in a temporary folder by repeating the 8,600 shared simplified drawings
+(``../shared/data/quickdraw/simplified``) with fresh key_ids.
+
+    .venv/bin/python benchmarks/ingest.py [--rows 206400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SIMPLIFIED = ROOT.parent / "shared" / "data" / "quickdraw" / "simplified"
+
+
+def build_csv(path: Path, rows: int) -> int:
+    from nnlab.data.quickdraw import KAGGLE_TRAIN_COLUMNS, csv_row, find_sources, read_drawings
+
+    base = [d for f in find_sources([SIMPLIFIED]) for d in read_drawings(f)]
+    parts = []
+    for d in base:  # the row split around its key_id, so that copies get fresh ones
+        line = csv_row(d)
+        head, tail = line.split(f'",{d.key_id},', 1)
+        parts.append((head + '",', "," + tail + "\n", d.key_id))
+    n = 0
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(",".join(KAGGLE_TRAIN_COLUMNS) + "\n")
+        rep = 0
+        while n < rows:
+            for head, tail, key in parts[:rows - n]:
+                f.write(f"{head}{key + rep * 10**16}{tail}")
+            n += min(len(parts), rows - n)
+            rep += 1
+    return n
+
+
+def run_nnlab(csv_path: Path) -> dict:
+    from nnlab.data.quickdraw import iter_chunks
+
+    # warm-up on a tiny file: loads the compiled scanners (numba cache) outside the timing
+    tiny = csv_path.with_name("tiny.csv")
+    with open(csv_path, encoding="utf-8") as src, open(tiny, "w", encoding="utf-8") as dst:
+        dst.write(src.readline() + src.readline())
+    list(iter_chunks(tiny))
+    t = time.perf_counter()
+    n = points = 0
+    checksum = 0
+    for chunk in iter_chunks(csv_path):
+        n += len(chunk)
+        points += len(chunk.points)
+        checksum += int(chunk.points.sum(dtype=np.int64)) + int((chunk.key_ids % 1000003).sum())
+    return {"seconds": time.perf_counter() - t, "drawings": n, "points": points, "checksum": checksum}
+
+
+def run_pandas(csv_path: Path, chunksize: int = 20000) -> dict:
+    import pandas as pd
+
+    t = time.perf_counter()
+    n = points = 0
+    checksum = 0
+    for df in pd.read_csv(csv_path, chunksize=chunksize):
+        xs, ys, lens = [], [], []
+        for text in df["drawing"].values:
+            for stroke in json.loads(text):
+                xs.extend(stroke[0])
+                ys.extend(stroke[1])
+                lens.append(len(stroke[0]))
+        pts = np.column_stack([np.array(xs, np.float64), np.array(ys, np.float64)])
+        stroke_len = np.array(lens, np.int64)  # noqa: F841  (the same arrays as nnlab's)
+        keys = df["key_id"].to_numpy(np.int64)
+        words = df["word"].to_numpy()  # noqa: F841
+        n += len(df)
+        points += len(pts)
+        checksum += int(pts.sum(dtype=np.int64) if pts.size else 0) + int((keys % 1000003).sum())
+    return {"seconds": time.perf_counter() - t, "drawings": n, "points": points, "checksum": checksum}
+
+
+def _rss_mb() -> float:
+    """Current resident set size (Linux /proc), else the peak so far."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker(which: str, csv_path: Path) -> None:
+    if which == "nnlab":
+        import nnlab.data.quickdraw  # noqa: F401  (imports outside the measured working set)
+    else:
+        import pandas  # noqa: F401
+    base = _rss_mb()
+    out = run_nnlab(csv_path) if which == "nnlab" else run_pandas(csv_path)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["base_rss_mb"] = base
+    print(json.dumps(out))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=206_400)
+    ap.add_argument("--worker", choices=["nnlab", "pandas"])
+    ap.add_argument("--csv", type=Path)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args.worker, args.csv)
+        return
+    if not SIMPLIFIED.is_dir():
+        sys.exit(f"needs {SIMPLIFIED} (the shared Quick, Draw! sample)")
+    with tempfile.TemporaryDirectory() as tmp:
+        csv_path = Path(tmp) / "train_big.csv"
+        rows = build_csv(csv_path, args.rows)
+        size_mb = csv_path.stat().st_size / 2**20
+        print(f"CSV: {rows:,} drawings, {size_mb:.0f} MB ({csv_path.name}, Kaggle train_simplified columns)")
+        res = {}
+        for which in ("pandas", "nnlab"):
+            proc = subprocess.run([sys.executable, __file__, "--worker", which, "--csv", str(csv_path)],
+                                  capture_output=True, text=True, check=True)
+            res[which] = json.loads(proc.stdout.strip().splitlines()[-1])
+    a, b = res["pandas"], res["nnlab"]
+    if (a["drawings"], a["points"], a["checksum"]) != (b["drawings"], b["points"], b["checksum"]):
+        sys.exit(f"the two parsers disagree: pandas {a}, nnlab {b}")
+    for name, r in (("pandas+json.loads", a), ("nnlab", b)):
+        print(f"{name:<18} {r['drawings'] / r['seconds']:>10,.0f} drawings/s  {r['seconds']:6.2f} s  "
+              f"peak RSS {r['peak_rss_mb']:5.0f} MB (after imports {r['base_rss_mb']:4.0f} MB, "
+              f"parsing +{r['peak_rss_mb'] - r['base_rss_mb']:.0f} MB)")
+    print(f"RESULT ingest_drawings_per_s {b['drawings'] / b['seconds']:.0f}")
+    print(f"RESULT ingest_reference_drawings_per_s {a['drawings'] / a['seconds']:.0f}")
+    print(f"RESULT ingest_peak_rss_mb {b['peak_rss_mb']:.0f}")
+    print(f"RESULT ingest_parse_rss_mb {b['peak_rss_mb'] - b['base_rss_mb']:.0f}")
+    print(f"RESULT ingest_reference_peak_rss_mb {a['peak_rss_mb']:.0f}")
+    print(f"RESULT ingest_reference_parse_rss_mb {a['peak_rss_mb'] - a['base_rss_mb']:.0f}")
+    print(f"RESULT ingest_speedup {a['seconds'] / b['seconds']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
