@@ -89,11 +89,19 @@ class StrokeDataset(Dataset):
         if self.augment is not None:
             rng = np.random.default_rng(np.random.SeedSequence([self.seed, batch_seed]))
             batch = self.augment(batch, rng)
-        images = render(batch, size=self.size, encoding=self.encoding, line_width=self.line_width,
-                        antialias=self.antialias, padding=self.padding)
-        x = torch.from_numpy(images).float().div_(255.0)
+        x = to_model_input(batch, size=self.size, encoding=self.encoding, line_width=self.line_width,
+                           antialias=self.antialias, padding=self.padding)
         y = torch.from_numpy(np.asarray(self.store.labels)[idx].astype(np.int64))
         return x, y, torch.from_numpy(idx)
+
+
+def to_model_input(drawings, size: int, encoding: str, line_width: float | None = None, antialias: bool = True,
+                   padding: float = 0.0) -> torch.Tensor:
+    """Render and scale to [0, 1]: the one preprocessing of drawings, shared by training,
+    prediction, ONNX export and the web demo. Returns float32 (B, C, size, size)."""
+    images = render(drawings, size=size, encoding=encoding, line_width=line_width, antialias=antialias,
+                    padding=padding)
+    return torch.from_numpy(images).float().div_(255.0)
 
 
 def _batch_seed(seed: int, epoch: int, step: int) -> int:
