@@ -169,6 +169,10 @@ def test_study_cli_runs_in_parallel_writes_the_report_and_resumes(tmp_path):
     assert report["curves"]["alpha"]["epochs"] == [1]
     text = (out / "report.md").read_text()
     assert "| alpha |" in text and "Welch" in text and pair["verdict"] in text
+    vals = {n: np.mean([json.loads((out / n / f"seed{s}" / "metrics.json").read_text())["val"]["accuracy"]
+                        for s in (0, 1)]) for n in ("alpha", "delta")}
+    assert report["best_by_val"] == max(vals, key=vals.get)
+    assert f"Chosen by validation accuracy: **{report['best_by_val']}**" in text
     assert (out / "plots" / "accuracy.png").stat().st_size > 0 and (out / "plots" / "curves.png").stat().st_size > 0
 
     before = _mtimes(out)
@@ -229,3 +233,12 @@ def test_a_finished_cell_with_another_config_is_not_mixed_in(tmp_path):
                          out=tmp_path)
     with pytest.raises(ConfigError, match=r"different config.*optim.lr"):
         run_study(changed, workers=1)
+
+
+def test_best_variant_is_chosen_on_validation_never_on_test():
+    from nnlab.study import best_by_val
+
+    table = {"lr=0.1": {"val_mean": 0.80}, "lr=0.01": {"val_mean": 0.90}, "lr=0.001": {"val_mean": float("nan")}}
+    assert best_by_val(table, higher=True) == "lr=0.01"
+    assert best_by_val(table, higher=False) == "lr=0.1"  # e.g. a loss
+    assert best_by_val({"a": {"val_mean": float("nan")}}, higher=True) is None

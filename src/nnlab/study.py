@@ -444,7 +444,7 @@ def collect(study: Study, outcomes: Sequence[CellOutcome]) -> dict[str, Any]:
                  "status": o.status, "error": o.error}
         cells.append(entry)
         v = variants.setdefault(o.cell.variant, {"overrides": study.variants[o.cell.variant], "seeds": [],
-                                                  "values": [], "accuracies": [], "params": [],
+                                                  "values": [], "val_values": [], "accuracies": [], "params": [],
                                                   "train_seconds": [], "images_per_second": []})
         metrics_file = o.cell.path / "metrics.json"
         if o.status == "failed" or not metrics_file.is_file():
@@ -459,6 +459,7 @@ def collect(study: Study, outcomes: Sequence[CellOutcome]) -> dict[str, Any]:
         entry["value"] = m[split][metric]
         v["seeds"].append(o.cell.seed)
         v["values"].append(m[split][metric])
+        v["val_values"].append(m.get("val", {}).get(metric))
         v["accuracies"].append(m[split].get("accuracy"))
         for key in ("params", "train_seconds", "images_per_second"):
             v[key].append(m.get(key))
@@ -479,6 +480,7 @@ def collect(study: Study, outcomes: Sequence[CellOutcome]) -> dict[str, Any]:
                "train_seconds": _mean(v["train_seconds"]), "images_per_second": _mean(v["images_per_second"])}
         if metric != "accuracy":
             row |= {f"{metric}_mean": _mean(v["values"]), f"{metric}_std": _std(v["values"])}
+        row["val_mean"] = _mean([x for x in v["val_values"] if x is not None])
         table[name] = row
     names = list(variants)
     pairs = []
@@ -491,6 +493,7 @@ def collect(study: Study, outcomes: Sequence[CellOutcome]) -> dict[str, Any]:
         pair |= verdict(pair["a"], pair["b"], pair["diff"], pair["p"], s.threshold, metric, s.significance,
                         pair["note"])
     return {"name": study.name, "config": study.source, "metric": metric,
+            "best_by_val": best_by_val(table, higher_is_better(metric)),
             "split": "/".join(sorted(splits_used)) or None, "higher_is_better": higher_is_better(metric),
             "threshold": s.threshold, "significance": s.significance, "seeds": s.seeds,
             "cells_total": len(outcomes), "cells_finished": sum(len(v["values"]) for v in variants.values()),
@@ -499,6 +502,14 @@ def collect(study: Study, outcomes: Sequence[CellOutcome]) -> dict[str, Any]:
                 name: {"epochs": sorted(c), "mean": [_mean(c[e]) for e in sorted(c)],
                        "std": [_std(c[e]) for e in sorted(c)], "n": [len(c[e]) for e in sorted(c)]}
                 for name, c in curves.items()}}
+
+
+def best_by_val(table: dict[str, dict[str, Any]], higher: bool) -> str | None:
+    """The variant a practitioner would pick: the best mean on the validation split (never on test)."""
+    scored = {name: row["val_mean"] for name, row in table.items() if math.isfinite(row["val_mean"])}
+    if not scored:
+        return None
+    return (max if higher else min)(scored, key=scored.get)
 
 
 def write_report(study: Study, outcomes: Sequence[CellOutcome]) -> dict[str, Any]:
@@ -580,6 +591,12 @@ def format_report(data: dict[str, Any]) -> str:
              f"p (Holm) may well be chance. With {len(data['seeds'])} seeds a test only detects large, consistent "
              "differences: *not significant* means 'not shown', not 'equal'. Cells of the same seed share the data "
              "split and order across variants; the seed also sets the initialisation.", ""]
+    best = data.get("best_by_val")
+    if best is not None:
+        row = data["variants"][best]
+        test_mean = row["accuracy_mean"] if metric == "accuracy" else row[f"{metric}_mean"]
+        lines += [f"Chosen by validation {metric}: **{best}** (val {_fmt(row['val_mean'], metric)}, "
+                  f"{data['split'] or 'test'} {_fmt(test_mean, metric)}); its runs are `{best}/seed<k>/`.", ""]
     notes = sorted({p["note"] for p in data["pairwise"] if p["note"]})
     if notes:
         lines += ["Untested pairs: " + "; ".join(notes) + ".", ""]
