@@ -74,12 +74,15 @@ def load_weights(model: nn.Module, path: Path) -> None:
             state = state.get("model", state) if isinstance(state, dict) else state
     except Exception as exc:  # noqa: BLE001  (any unreadable file gets the same clear message)
         raise ModelError(f"model.weights: cannot read {path}: {exc}") from None
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys and len(result.missing_keys) == len(model.state_dict()):
-        raise ModelError(f"model.weights: {path} shares no parameter names with the model")
-    mismatched = [k for k, v in state.items() if k in model.state_dict() and model.state_dict()[k].shape != v.shape]
+    own = model.state_dict()
+    mismatched = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+                  if k in own and own[k].shape != v.shape]
     if mismatched:
-        raise ModelError(f"model.weights: shape mismatch in {path} for {', '.join(mismatched[:5])}")
+        raise ModelError(f"model.weights: shape mismatch in {path} (file vs model): {'; '.join(mismatched[:3])}"
+                         " (saved for another number of classes or input channels?)")
+    result = model.load_state_dict(state, strict=False)
+    if len(result.missing_keys) == len(own):
+        raise ModelError(f"model.weights: {path} shares no parameter names with the model")
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
