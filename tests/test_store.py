@@ -227,12 +227,16 @@ def test_cli_prepare_info_export_show(shared_data, tmp_path):
     assert r.exit_code == 0 and (tmp_path / "g.png").stat().st_size > 1000
 
 
-def test_cli_on_bad_error_exits_2_naming_file_and_line(tmp_path):
+def test_cli_on_bad_error_exits_2_naming_file_and_line(tmp_path, monkeypatch, capsys):
+    from nnlab.cli import main
+
     (tmp_path / "bad.ndjson").write_text('{"word":"cat","key_id":"1","drawing":[[[1,2],[3]]]}\n')
-    proc = subprocess.run([sys.executable, "-m", "nnlab", "data", "prepare", str(tmp_path / "bad.ndjson"),
-                           "--out", str(tmp_path / "s"), "--on-bad", "error"], capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert f"{tmp_path / 'bad.ndjson'}: line 1: length_mismatch" in proc.stderr
+    monkeypatch.setattr(sys, "argv", ["nnlab", "data", "prepare", str(tmp_path / "bad.ndjson"),
+                                      "--out", str(tmp_path / "s"), "--on-bad", "error"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    assert f"{tmp_path / 'bad.ndjson'}: line 1: length_mismatch" in capsys.readouterr().err
 
 
 def test_memory_stays_bounded_as_drawings_grow(shared_data, tmp_path):
@@ -249,27 +253,27 @@ def test_memory_stays_bounded_as_drawings_grow(shared_data, tmp_path):
                     f.write(line.replace(f'"key_id":"{key}"', f'"key_id":"{int(key) + c * 10**16}"') + "\n")
         return p
 
-    # the peak above the resident size just before prepare (VmHWM reset through clear_refs)
+    # the peak above the resident size just before each prepare (VmHWM reset through clear_refs);
+    # one process for both sizes, so that the imports are paid once
     script = textwrap.dedent("""
         import re, resource, sys
         from nnlab.data.store import prepare
         def status(key):
             return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
-        try:
-            open("/proc/self/clear_refs", "w").write("5")
-            base = status("VmRSS")
-        except OSError:
-            base = 0
-        prepare([sys.argv[1]], sys.argv[2], workers=1, chunk_bytes=1 << 20)
-        peak = status("VmHWM") if base else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(peak - base)
+        for src, out in zip(sys.argv[1::2], sys.argv[2::2]):
+            try:
+                open("/proc/self/clear_refs", "w").write("5")
+                base = status("VmRSS")
+            except OSError:
+                base = 0
+            prepare([src], out, workers=1, chunk_bytes=1 << 20)
+            peak = status("VmHWM") if base else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            print(peak - base)
     """)
-    peaks = {}
+    args = [str(a) for n in (1, 4) for a in (make(n), tmp_path / f"s{n}")]
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, check=True)
+    peaks = dict(zip((1, 4), (int(v) / 1024 for v in out.stdout.split()[-2:])))  # MB above the start
     for n in (1, 4):
-        src = make(n)
-        out = subprocess.run([sys.executable, "-c", script, str(src), str(tmp_path / f"s{n}")],
-                             capture_output=True, text=True, check=True)
-        peaks[n] = int(out.stdout.split()[-1]) / 1024  # MB above the start
         assert len(StrokeStore.open(tmp_path / f"s{n}")) == 8600 * n
     grown = peaks[4] - peaks[1]
     data_mb = (tmp_path / "x4.ndjson").stat().st_size / 2**20 - (tmp_path / "x1.ndjson").stat().st_size / 2**20

@@ -389,31 +389,32 @@ def _skip_value(buf, i, end):
 def _parse_drawing(buf, i, end, px, py, pt, p0, slen, s0):
     """Parse ``[[[x...],[y...](,[t...])], ...]`` at buf[i] into px/py/pt from p0 and slen from s0.
 
-    Returns (next index, points, strokes, arrays per stroke, status). Errors return at once; the
-    caller skips the rest of the value when it needs to."""
+    Returns (next index, points, strokes, arrays per stroke, all numbers plain integers <= 255,
+    status). Errors return at once; the caller skips the rest of the value when it needs to."""
     i = _ws(buf, i, end)
     if i >= end or buf[i] != _LBR:
-        return i, 0, 0, 0, R_MALFORMED_JSON
+        return i, 0, 0, 0, False, R_MALFORMED_JSON
     i = _ws(buf, i + 1, end)
     if i < end and buf[i] == _RBR:
-        return i + 1, 0, 0, 0, R_EMPTY_DRAWING
+        return i + 1, 0, 0, 0, False, R_EMPTY_DRAWING
     npts = 0
     nstr = 0
     narr_d = 0
+    plain = True  # every number a plain integer <= 255: no range pass needed for simplified data
     cap_p = len(px)
     cap_s = len(slen)
     while True:
         if i >= end or buf[i] != _LBR:
-            return i, 0, 0, 0, R_MALFORMED_JSON
+            return i, 0, 0, 0, False, R_MALFORMED_JSON
         i = _ws(buf, i + 1, end)
         if i < end and buf[i] == _RBR:
-            return i, 0, 0, 0, R_EMPTY_STROKE
+            return i, 0, 0, 0, False, R_EMPTY_STROKE
         a = 0
         n_first = 0
         base = p0 + npts
         while True:
             if i >= end or buf[i] != _LBR:
-                return i, 0, 0, 0, R_MALFORMED_JSON
+                return i, 0, 0, 0, False, R_MALFORMED_JSON
             i = _ws(buf, i + 1, end)
             if a == 0:
                 tgt = px
@@ -443,12 +444,15 @@ def _parse_drawing(buf, i, end, px, py, pt, p0, slen, s0):
                         c = 0
                     if i > start and i - start <= 15 and c != 46 and c != 101 and c != 69:
                         v = float(iv)
+                        if iv > 255:
+                            plain = False
                     else:
+                        plain = False
                         v, i, st = _parse_number(buf, start, end)
                         if st == 1:
-                            return i, 0, 0, 0, R_MALFORMED_JSON
+                            return i, 0, 0, 0, False, R_MALFORMED_JSON
                         if st == 2:
-                            return i, 0, 0, 0, R_NON_FINITE
+                            return i, 0, 0, 0, False, R_NON_FINITE
                         c = buf[i] if i < end else 0
                     if cnt < lim:
                         tgt[base + cnt] = v
@@ -468,13 +472,13 @@ def _parse_drawing(buf, i, end, px, py, pt, p0, slen, s0):
                     if i < end and buf[i] == _RBR:
                         i += 1
                         break
-                    return i, 0, 0, 0, R_MALFORMED_JSON
+                    return i, 0, 0, 0, False, R_MALFORMED_JSON
             if a == 0:
                 n_first = cnt
                 if cnt > lim:  # cannot happen with the caller's capacity bound; be safe
-                    return i, 0, 0, 0, R_MALFORMED_JSON
+                    return i, 0, 0, 0, False, R_MALFORMED_JSON
             elif cnt != n_first:
-                return i, 0, 0, 0, R_LENGTH
+                return i, 0, 0, 0, False, R_LENGTH
             a += 1
             i = _ws(buf, i, end)
             if i < end and buf[i] == _COMMA:
@@ -483,17 +487,17 @@ def _parse_drawing(buf, i, end, px, py, pt, p0, slen, s0):
             if i < end and buf[i] == _RBR:
                 i += 1
                 break
-            return i, 0, 0, 0, R_MALFORMED_JSON
+            return i, 0, 0, 0, False, R_MALFORMED_JSON
         if a < 2 or a > 3:
-            return i, 0, 0, 0, R_MALFORMED_JSON
+            return i, 0, 0, 0, False, R_MALFORMED_JSON
         if narr_d == 0:
             narr_d = a
         elif a != narr_d:
-            return i, 0, 0, 0, R_MIXED
+            return i, 0, 0, 0, False, R_MIXED
         if n_first == 0:
-            return i, 0, 0, 0, R_EMPTY_STROKE
+            return i, 0, 0, 0, False, R_EMPTY_STROKE
         if s0 + nstr >= cap_s:
-            return i, 0, 0, 0, R_MALFORMED_JSON
+            return i, 0, 0, 0, False, R_MALFORMED_JSON
         slen[s0 + nstr] = n_first
         nstr += 1
         npts += n_first
@@ -502,8 +506,8 @@ def _parse_drawing(buf, i, end, px, py, pt, p0, slen, s0):
             i = _ws(buf, i + 1, end)
             continue
         if i < end and buf[i] == _RBR:
-            return i + 1, npts, nstr, narr_d, R_OK
-        return i, 0, 0, 0, R_MALFORMED_JSON
+            return i + 1, npts, nstr, narr_d, plain, R_OK
+        return i, 0, 0, 0, False, R_MALFORMED_JSON
 
 
 @numba.njit(cache=True)
@@ -520,6 +524,27 @@ def _check_points(px, py, pt, p0, n, narr):
             if abs(px[k]) > RAW_LIMIT or abs(py[k]) > RAW_LIMIT or pt[k] < 0.0 or pt[k] >= TIME_LIMIT:
                 return R_RANGE
     return R_OK
+
+
+@numba.njit(cache=True)
+def _newlines(buf, n):
+    """(newlines in buf[:n], index just after the last one, 0 if none)."""
+    count = 0
+    for k in range(n):
+        count += buf[k] == 10  # branch-free, so that it vectorises
+    last = n
+    while last > 0 and buf[last - 1] != 10:
+        last -= 1
+    return count, last
+
+
+@numba.njit(cache=True)
+def _interleave(px, py, out):
+    """(x, y) columns -> (P, 2) rows of out's dtype (simplified values are checked integers 0..255)."""
+    for k in range(len(px)):
+        out[k, 0] = px[k]
+        out[k, 1] = py[k]
+    return out
 
 
 @numba.njit(cache=True)
@@ -568,12 +593,26 @@ def _bool_literal(buf, s, e):
 
 
 @numba.njit(cache=True)
-def _finish_row(buf, status, narr, expect, px, py, pt, P, npts, rows, R, bad, B, line):
+def _new_row(rows, R):
+    """Defaults of a row's fields: no key_id, recognized, no timestamp, no y, no word, no country."""
+    rows[R, F_KEY] = _NO_INT
+    rows[R, F_REC] = 1
+    rows[R, F_TS] = _NO_INT
+    rows[R, F_Y] = -1
+    rows[R, F_WS] = 0
+    rows[R, F_WL] = -1
+    rows[R, F_CS] = 0
+    rows[R, F_CL] = 0
+    rows[R, F_FLAGS] = 0
+
+
+@numba.njit(cache=True)
+def _finish_row(status, narr, plain, expect, px, py, pt, P, npts, rows, R, bad, B, line):
     """Shared end of a row: format and range checks; returns (kept rows, bad rows, expect)."""
     if status == R_OK:
         if expect != 0 and narr != expect:
             status = R_MIXED
-        else:
+        elif not (plain and narr == 2):
             status = _check_points(px, py, pt, P, npts, narr)
     if status != R_OK:
         bad[B, 0] = line
@@ -607,16 +646,9 @@ def _scan_csv(buf, roles, expect, line0, px, py, pt, slen, rows, bad):
         npts = 0
         nstr = 0
         narr = 0
+        plain = False
         drawn = False
-        rows[R, F_KEY] = _NO_INT
-        rows[R, F_REC] = 1
-        rows[R, F_TS] = _NO_INT
-        rows[R, F_Y] = -1
-        rows[R, F_WS] = 0
-        rows[R, F_WL] = -1
-        rows[R, F_CS] = 0
-        rows[R, F_CL] = 0
-        rows[R, F_FLAGS] = 0
+        _new_row(rows, R)
         for c in range(ncols):
             role = roles[c]
             dq = False
@@ -624,7 +656,7 @@ def _scan_csv(buf, roles, expect, line0, px, py, pt, slen, rows, bad):
                 found = False
                 if role == ROLE_DRAWING and status == R_OK:
                     # parse the drawing straight from the bytes; its closing quote must follow
-                    j, npts, nstr, narr, st = _parse_drawing(buf, i + 1, n, px, py, pt, P, slen, S)
+                    j, npts, nstr, narr, plain, st = _parse_drawing(buf, i + 1, n, px, py, pt, P, slen, S)
                     if st == R_OK:
                         j = _ws(buf, j, n)
                         if j < n and buf[j] == _Q:
@@ -683,7 +715,7 @@ def _scan_csv(buf, roles, expect, line0, px, py, pt, slen, rows, bad):
                 if _ws(buf, fs, fe) == fe:
                     status = R_MISSING
                     continue
-                j, npts, nstr, narr, st = _parse_drawing(buf, fs, fe, px, py, pt, P, slen, S)
+                j, npts, nstr, narr, plain, st = _parse_drawing(buf, fs, fe, px, py, pt, P, slen, S)
                 if st == R_OK and _ws(buf, j, fe) != fe:
                     st = R_MALFORMED_JSON
                 status = st
@@ -733,7 +765,7 @@ def _scan_csv(buf, roles, expect, line0, px, py, pt, slen, rows, bad):
             nstr = 0
         rows[R, F_NPTS] = npts
         rows[R, F_NSTR] = nstr
-        R2, B, expect = _finish_row(buf, status, narr, expect, px, py, pt, P, npts, rows, R, bad, B, line)
+        R2, B, expect = _finish_row(status, narr, plain, expect, px, py, pt, P, npts, rows, R, bad, B, line)
         if R2 > R:
             P += npts
             S += nstr
@@ -810,16 +842,9 @@ def _scan_ndjson(buf, expect, line0, px, py, pt, slen, rows, bad):
         npts = 0
         nstr = 0
         narr = 0
+        plain = False
         seen = 0
-        rows[R, F_KEY] = _NO_INT
-        rows[R, F_REC] = 1
-        rows[R, F_TS] = _NO_INT
-        rows[R, F_Y] = -1
-        rows[R, F_WS] = 0
-        rows[R, F_WL] = -1
-        rows[R, F_CS] = 0
-        rows[R, F_CL] = 0
-        rows[R, F_FLAGS] = 0
+        _new_row(rows, R)
         if buf[i] != _LBRACE:
             syntax = True
         else:
@@ -846,7 +871,7 @@ def _scan_ndjson(buf, expect, line0, px, py, pt, slen, rows, bad):
                         break
                     c = buf[i]
                     if key == _K_DRAWING and c == _LBR:
-                        j, npts, nstr, narr, st = _parse_drawing(buf, i, e, px, py, pt, P, slen, S)
+                        j, npts, nstr, narr, plain, st = _parse_drawing(buf, i, e, px, py, pt, P, slen, S)
                         if st == R_MALFORMED_JSON:
                             syntax = True
                             break
@@ -945,7 +970,7 @@ def _scan_ndjson(buf, expect, line0, px, py, pt, slen, rows, bad):
                 status = R_MISSING
         rows[R, F_NPTS] = npts
         rows[R, F_NSTR] = nstr
-        R2, B, expect = _finish_row(buf, status, narr, expect, px, py, pt, P, npts, rows, R, bad, B, line)
+        R2, B, expect = _finish_row(status, narr, plain, expect, px, py, pt, P, npts, rows, R, bad, B, line)
         if R2 > R:
             P += npts
             S += nstr
@@ -1036,9 +1061,9 @@ CHUNK_BYTES = 8 << 20
 class _ByteSource:
     """Reads a file (plain or gzip, by magic bytes) in blocks of about `chunk_bytes`.
 
-    `blocks()` yields (bytes, number of lines before them) cut after a newline (text) or anywhere
-    (binary). After the iteration, `trouble` is None, ("truncated_file", tail bytes) or
-    ("corrupt_file", message)."""
+    `blocks()` yields the bytes as they come, `text_blocks()` whole lines. After the iteration,
+    `trouble` is None or (reason, where): "truncated_file" or "corrupt_file", and for text the
+    line of the row cut off."""
 
     def __init__(self, path: Path, chunk_bytes: int = CHUNK_BYTES):
         self.path = path
@@ -1050,29 +1075,39 @@ class _ByteSource:
         except OSError as exc:
             raise DataError(f"cannot read {path}: {exc.strerror}") from exc
 
-    def text_blocks(self) -> Iterator[tuple[np.ndarray, int]]:
-        """Whole lines, as uint8 arrays, with the count of lines before each block."""
-        pending = b""
+    def text_blocks(self) -> Iterator[tuple[np.ndarray, int, int]]:
+        """Whole lines: (uint8 block, lines before it, newlines in it). A block is a view of a
+        buffer reused for the next one: use it before asking for the next."""
+        buf = np.empty(self.chunk_bytes + 16, np.uint8)
+        fill = 0
         lines_before = 0
         for raw in self.blocks():
-            cut = raw.rfind(b"\n") + 1
-            if cut == 0 or len(pending) + cut < self.chunk_bytes // 2:
-                pending += raw
-                continue
-            block = np.frombuffer(pending + raw[:cut] if pending else raw[:cut], dtype=np.uint8)
-            pending = raw[cut:]
-            yield block, lines_before
-            lines_before += int(np.count_nonzero(block == 10))
+            piece = np.frombuffer(raw, np.uint8)
+            off = 0
+            while off < len(piece):
+                k = min(len(buf) - fill, len(piece) - off)
+                buf[fill:fill + k] = piece[off:off + k]
+                fill += k
+                off += k
+                if fill < len(buf):
+                    continue
+                nl, cut = _newlines(buf, fill)
+                if cut == 0:  # one line longer than the buffer: grow it
+                    buf = np.concatenate([buf, np.empty_like(buf)])
+                    continue
+                yield buf[:cut], lines_before, nl
+                lines_before += nl
+                buf[:fill - cut] = buf[cut:fill]
+                fill -= cut
+        nl, cut = _newlines(buf, fill)
         if self.trouble is not None:
             # The row cut off by the end of the stream is counted as the trouble, never parsed.
-            cut = pending.rfind(b"\n") + 1
-            block = np.frombuffer(pending[:cut], dtype=np.uint8)
-            self.trouble = (self.trouble[0], lines_before + int(np.count_nonzero(block == 10)) + 1)
-            if len(block):
-                yield block, lines_before
+            if cut:
+                yield buf[:cut], lines_before, nl
+            self.trouble = (self.trouble[0], lines_before + nl + 1)
             return
-        if pending:
-            yield np.frombuffer(pending, dtype=np.uint8), lines_before
+        if fill:
+            yield buf[:fill], lines_before, nl
 
     def blocks(self) -> Iterator[bytes]:
         """Decompressed blocks; marks a gzip stream that ends before its end-of-stream marker."""
@@ -1206,7 +1241,8 @@ def bad_input_message(path: Path | str, line: int, reason: str, unit: str = "lin
     return f"{path}: {unit} {line}: {reason}: {REASONS.get(reason, reason)}"
 
 
-def _check_on_bad(on_bad: str) -> None:
+def check_on_bad(on_bad: str) -> None:
+    """DataError unless on_bad is 'skip' or 'error'."""
     if on_bad not in ("skip", "error"):
         raise DataError(f"on_bad must be 'skip' or 'error', got {on_bad!r}")
 
@@ -1222,7 +1258,7 @@ def detect_format(path: Path) -> str:
             return fmt
     src = _ByteSource(path, chunk_bytes=1 << 16)
     head = b""
-    for block, _ in src.text_blocks():
+    for block, _, _ in src.text_blocks():
         head = bytes(block[:4096])
         break
     text = head.lstrip()
@@ -1263,6 +1299,13 @@ class _ChunkParser:
         self.roles: np.ndarray | None = None
         self.unit = "record" if fmt == "bin" else "line"
         self._buffers: dict[str, np.ndarray] = {}
+        self._words: dict[bytes, str] = {}  # raw bytes -> word
+
+    def _word(self, raw: bytes) -> str:
+        w = self._words.get(raw)
+        if w is None:
+            w = self._words[raw] = label_to_word(raw.decode("utf-8", "replace"))
+        return w
 
     def fail_or_count(self, reason: str, line: int, n: int = 1) -> None:
         if self.on_bad == "error":
@@ -1293,9 +1336,10 @@ class _ChunkParser:
             self._buffers[name] = a
         return a
 
-    def parse(self, buf: np.ndarray, lines_before: int) -> ParsedChunk:
+    def parse(self, buf: np.ndarray, lines_before: int, nl: int | None = None) -> ParsedChunk:
+        """Parse a block of whole lines (nl: its newlines, counted here when not given)."""
         n = len(buf)
-        nl = int(np.count_nonzero(buf == 10))
+        nl = int(np.count_nonzero(buf == 10)) if nl is None else nl
         # A point takes at least 4 bytes ("0,0," across its x and y lists), a stroke at least 9
         # ("[[0],[0]]"): these bound the points and strokes of the block.
         n_pts = n // 4 + 16
@@ -1348,13 +1392,22 @@ class _ChunkParser:
             # Files hold long runs of one word: decode one word per run, not per row.
             change = _word_changes(buf, ws, wl, esc)
             starts = np.flatnonzero(change)
+            ws_s, wl_s, esc_s = ws[starts], wl[starts], esc[starts]
+            codes = np.full(len(starts), -1, np.int32)
             index: dict[str, int] = {}
-            codes = np.empty(len(starts), np.int32)
-            for k, r in enumerate(starts):
-                if wl[r] < 0:
-                    codes[k] = -1
-                    continue
-                w = label_to_word(_decode(buf, int(ws[r]), int(wl[r]), bool(esc[r]), quote))
+            plain = (wl_s >= 0) & ~esc_s
+            if plain.any():  # shuffled files change word every row: no Python loop over runs
+                width = max(int(wl_s[plain].max()), 1)
+                offs = np.arange(width)
+                gather = np.minimum(ws_s[plain][:, None] + offs, len(buf) - 1)
+                mat = np.where(offs < wl_s[plain][:, None], buf[gather], 0).astype(np.uint8)
+                uniq, inverse = np.unique(np.ascontiguousarray(mat).view(f"S{width}").ravel(),
+                                          return_inverse=True)
+                ucodes = np.array([index.setdefault(self._word(u), len(index)) for u in uniq.tolist()],
+                                  np.int32)
+                codes[plain] = ucodes[inverse.ravel()]
+            for k in np.flatnonzero((wl_s >= 0) & esc_s):  # rare: escaped quotes in a word
+                w = label_to_word(_decode(buf, int(ws_s[k]), int(wl_s[k]), True, quote))
                 codes[k] = index.setdefault(w, len(index))
             word_list = list(index)
             run = np.cumsum(change) - 1
@@ -1374,9 +1427,7 @@ class _ChunkParser:
                 self.fail_or_count("bad_value", int(rows[r, F_LINE]))
             else:
                 countries[r] = c
-        points = np.empty((len(px), 2), np.uint8 if kind == "simplified" else np.float64)
-        points[:, 0] = px  # simplified coordinates were checked to be integers in 0..255
-        points[:, 1] = py
+        points = _interleave(px, py, np.empty((len(px), 2), np.uint8 if kind == "simplified" else np.float64))
         chunk = ParsedChunk(
             kind=kind, points=points, time=None if pt is None else pt.copy(),
             stroke_len=slen.copy(),
@@ -1418,7 +1469,7 @@ def iter_chunks(path: str | os.PathLike, *, on_bad: str = "skip", stats: SkipSta
     Bad rows are counted in `stats` by reason (on_bad="skip") or raise DataError naming the file,
     line and reason (on_bad="error"). With `classes`, words outside it are bad rows
     (unknown_word) and chunk.words index the class list; otherwise they index chunk.word_list."""
-    _check_on_bad(on_bad)
+    check_on_bad(on_bad)
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -1447,14 +1498,14 @@ def iter_chunks(path: str | os.PathLike, *, on_bad: str = "skip", stats: SkipSta
             parser.fail_or_count("truncated_file", records + 1)
         return
     first = True
-    for block, lines_before in src.text_blocks():
+    for block, lines_before, nl in src.text_blocks():
         if first and fmt == "csv":
-            cut = int(np.argmax(block == 10)) + 1 if (block == 10).any() else len(block)
+            cut = int(np.argmax(block == 10)) + 1 if nl else len(block)
             parser.set_header(bytes(block[:cut]))
-            block, lines_before = block[cut:], lines_before + 1
+            block, lines_before, nl = block[cut:], lines_before + 1, max(nl - 1, 0)
         first = False
         if len(block):
-            chunk = parser.parse(block, lines_before)
+            chunk = parser.parse(block, lines_before, nl)
             if len(chunk):
                 yield chunk
     if first and fmt == "csv" and src.trouble is None:

@@ -41,9 +41,9 @@ import numpy as np
 
 from nnlab.data.drawing import Drawing, StrokeBatch
 from nnlab.data.quickdraw import (CHUNK_BYTES, MISSING_TIMESTAMP, ParsedChunk, SkipStats, Vocabulary,
-                                  bad_input_message, detect_format, find_sources, format_timestamps,
-                                  iter_chunks, label_to_word, parse_timestamps, sort_words, write_bin,
-                                  write_csv, write_ndjson)
+                                  bad_input_message, check_on_bad, detect_format, find_sources,
+                                  format_timestamps, iter_chunks, label_to_word, parse_timestamps, sort_words,
+                                  write_bin, write_csv, write_ndjson)
 from nnlab.data.splits import key_id_split
 from nnlab.errors import DataError
 from nnlab.progress import progress
@@ -550,8 +550,7 @@ def prepare(sources: Sequence[str | os.PathLike] | str | os.PathLike, out: str |
     file, line and reason. workers: processes parsing files in parallel (default: CPUs, at
     most one per file). classes: a class list (or a classes.txt path) fixing the vocabulary and
     its order; other words are bad rows. Returns the opened store."""
-    if on_bad not in ("skip", "error"):
-        raise DataError(f"on_bad must be 'skip' or 'error', got {on_bad!r}")
+    check_on_bad(on_bad)
     if max_per_class is not None and max_per_class < 1:
         raise DataError(f"max_per_class must be >= 1, got {max_per_class}")
     if isinstance(sources, (str, os.PathLike)):
