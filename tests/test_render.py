@@ -67,6 +67,26 @@ def test_hard_edges_match_brute_force_capsules(size, width, padding):
     assert np.array_equal((img > 0)[~edge], expected[~edge])
 
 
+@pytest.mark.parametrize("antialias", [False, True])
+def test_strokes_past_the_border_are_clipped_without_leaking(antialias):
+    # lines that leave the canvas on every side, in a batch: the 8-pixel groups that reach
+    # past a row's end must not ink the next row, the next channel or the next drawing
+    size = 40
+    out_of_canvas = np.array([[-60, 100], [300, 250], [250, 400], [120, -50], [400, 30]])
+    drawings = [[out_of_canvas], [np.array([[100, 100], [110, 120]])], [out_of_canvas[::-1]]]
+    for encoding in ENCODINGS:
+        img = render(drawings, size=size, encoding=encoding, antialias=antialias)
+        dist = np.min([seg_distance(size, out_of_canvas[i], out_of_canvas[i + 1]) for i in range(4)], axis=0)
+        hw = max(6 * size / 256 / 2, 0.5) if not antialias else 6 * size / 256 / 2
+        reach = hw if not antialias else hw + 0.5
+        for k in (0, 2):
+            ink = img[k].max(axis=0) > 0
+            assert not (ink & (dist > reach + 1e-4)).any()
+            assert ink[dist < reach - 0.2].all()
+        second = img[1].max(axis=0) > 0
+        assert second.sum() < 30 and not second[:, :10].any() and not second[:, 25:].any()
+
+
 def test_antialiased_coverage_matches_the_box_filter():
     size, hw = 48, 1.3
     stroke = np.array([[15, 15], [240, 60], [60, 230]])
@@ -109,15 +129,16 @@ def test_time_decay_colours_each_stroke_and_paints_later_strokes_on_top():
 def test_order_velocity_time_channels():
     lw = 4
     # stroke 0: left half slow (1 px/ms), right half fast (10 px/ms); stroke 1 later on
-    d = Drawing(strokes=[np.array([[0, 50, 0], [100, 50, 100], [200, 50, 110]], float),
-                         np.array([[0, 200, 500], [200, 200, 900]], float)])
+    slow = [[x, 50, x] for x in range(0, 101, 20)]
+    fast = [[x, 50, 100 + (x - 100) / 10] for x in range(120, 201, 20)]
+    d = Drawing(strokes=[np.array(slow + fast, float), np.array([[0, 200, 500], [200, 200, 900]], float)])
     img = render([d], size=256, encoding="order-velocity-time", line_width=lw)[0].astype(int)
     assert img.shape == (3, 256, 256)
     order, speed, elapsed = img
     # order: first stroke 255, last stroke INK_LOW
     assert order[50, 50] == 255 and order[200, 100] == round(INK_LOW)
     # speed: the fast segment is brighter than the slow one (saturated at 2x the mean)
-    assert speed[50, 150] > speed[50, 50] + 50 and speed[50, 150] == 255
+    assert speed[50, 190] > speed[50, 30] + 50 and speed[50, 190] == 255
     # time grows along each stroke and from stroke to stroke: 50 ms of 900 at x = 50
     assert elapsed[50, 50] == round(INK_LOW + (255 - INK_LOW) * 50 / 900)
     assert elapsed[50, 20] < elapsed[50, 50] < elapsed[50, 150] < elapsed[200, 20] < elapsed[200, 180]

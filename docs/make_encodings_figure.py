@@ -1,0 +1,87 @@
+"""Draw docs/encodings.png: the same Quick, Draw! drawings in every encoding of nnlab.render.
+
+Run from the repository root: .venv/bin/python docs/make_encodings_figure.py
+(reads ../shared/data/quickdraw/{simplified,raw}; set NNLAB_SHARED_DATA to point elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from nnlab.augment import StrokeAugment  # noqa: E402
+from nnlab.data.drawing import Drawing, StrokeBatch  # noqa: E402
+from nnlab.render import fit_to_canvas, render  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("NNLAB_SHARED_DATA", ROOT.parent / "shared" / "data")) / "quickdraw"
+WORDS = ["cat", "bicycle", "house", "snowman", "octopus"]
+SIZE = 128
+
+
+def first_pair(word: str) -> tuple[Drawing, Drawing]:
+    """The first drawing of `word` that has both a simplified and a raw version."""
+    raw = {}
+    with open(DATA / "raw" / f"{word}.ndjson") as f:
+        for line in f:
+            rec = json.loads(line)
+            raw[rec["key_id"]] = rec
+    with open(DATA / "simplified" / f"{word}.ndjson") as f:
+        for line in f:
+            rec = json.loads(line)
+            if rec["key_id"] in raw and rec["recognized"]:
+                simple = Drawing([np.array(s[:2], float).T for s in rec["drawing"]], word=word)
+                r = raw[rec["key_id"]]["drawing"]
+                timed = Drawing([np.array(s[:3], float).T for s in r], word=word)
+                return simple, timed
+    raise SystemExit(f"no drawing of {word!r} has both a simplified and a raw version in {DATA}")
+
+
+def main(out: Path = ROOT / "docs" / "encodings.png") -> None:
+    if not (DATA / "simplified").is_dir():
+        sys.exit(f"{DATA} not found: the figure needs the shared Quick, Draw! samples")
+    pairs = [first_pair(w) for w in WORDS]
+    simple = StrokeBatch.from_drawings([s for s, _ in pairs])
+    # raw drawings keep their timing; framed like Google's simplified ones (0..255)
+    timed = fit_to_canvas(StrokeBatch.from_drawings([t for _, t in pairs]), margin=8)
+    augmented = StrokeAugment(rotation=15, stroke_dropout=0.15)(simple, np.random.default_rng(3))
+    rows = [
+        ("binary", render(simple, SIZE, "binary")[:, 0], "gray"),
+        ("time-decay", render(simple, SIZE, "time-decay")[:, 0], "gray"),
+        ("order-velocity-time\n(raw, as RGB)", render(timed, SIZE, "order-velocity-time"), None),
+    ]
+    ovt = rows[-1][1]
+    rows += [(f"  channel {k}: {name}", ovt[:, k], "gray")
+             for k, name in enumerate(["stroke order", "speed", "elapsed time"])]
+    rows.append(("time-decay +\nStrokeAugment", render(augmented, SIZE, "time-decay")[:, 0], "gray"))
+    fig, axes = plt.subplots(len(rows), len(WORDS), figsize=(1.6 * len(WORDS) + 1.6, 1.6 * len(rows)))
+    for r, (label, images, cmap) in enumerate(rows):
+        for c in range(len(WORDS)):
+            ax = axes[r, c]
+            img = images[c]
+            ax.imshow(img.transpose(1, 2, 0) if img.ndim == 3 else img, cmap=cmap, vmin=0, vmax=255,
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(WORDS[c], fontsize=10)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=9, rotation=0, ha="right", va="center")
+    fig.suptitle(f"nnlab.render encodings at {SIZE} px (line width 6 x {SIZE}/256 px)", fontsize=11)
+    fig.text(0.5, 0.005, "Drawings: Google Quick, Draw! data set, CC BY 4.0 "
+             "(github.com/googlecreativelab/quickdraw-dataset)", ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.02, 1, 0.97))
+    fig.savefig(out, dpi=80)
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
