@@ -279,3 +279,15 @@ def test_memory_stays_bounded_as_drawings_grow(shared_data, tmp_path):
     data_mb = (tmp_path / "x4.ndjson").stat().st_size / 2**20 - (tmp_path / "x1.ndjson").stat().st_size / 2**20
     print(f"peak RSS {peaks}, grew {grown:.1f} MB for {data_mb:.0f} MB more input")
     assert grown < 0.25 * data_mb + 8
+
+
+def test_unlabelled_kaggle_test_file_round_trip(tmp_path):
+    text = ('key_id,countrycode,drawing\n9000003627287624,DE,"[[[17, 18, 20], [48, 41, 36]]]"\n'
+            '9000010688666847,UA,"[[[0, 255], [3, 0]], [[4, 4], [9, 9]]]"\n')
+    (tmp_path / "test_simplified.csv").write_text(text)
+    s = prepare([tmp_path / "test_simplified.csv"], tmp_path / "s", workers=1)
+    assert len(s) == 2 and s.classes == [] and s.labels.tolist() == [-1, -1] and s.meta["unlabelled"] == 2
+    export(s, tmp_path / "out.csv", "csv")  # all unlabelled: Kaggle's test columns
+    assert (tmp_path / "out.csv").read_text() == text
+    with pytest.raises(DataError, match="unknown export format"):
+        export(s, tmp_path / "out.x", "parquet")

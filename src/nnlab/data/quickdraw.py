@@ -12,6 +12,10 @@ Formats read (gzip is detected from the file's magic bytes, whatever its name):
 - Google's binary ``.bin`` files (key_id u64, countrycode 2 chars, recognized u8, timestamp u32,
   n_strokes u16, then per stroke n_points u16, x u8[n], y u8[n]; the word is the file name).
 
+Required fields: drawing, key_id, and the word wherever the format has one (a null word in
+ndjson is an unlabelled drawing); countrycode, recognized and timestamp default to "", true and
+absent.
+
 Text formats are parsed a chunk at a time by numba-compiled scanners (one pass over the bytes, no
 per-row ``json.loads``), into packed arrays (`ParsedChunk`). `read_drawings` turns those into
 `Drawing` objects for code that wants one drawing at a time.
@@ -1468,7 +1472,11 @@ def iter_chunks(path: str | os.PathLike, *, on_bad: str = "skip", stats: SkipSta
 
     Bad rows are counted in `stats` by reason (on_bad="skip") or raise DataError naming the file,
     line and reason (on_bad="error"). With `classes`, words outside it are bad rows
-    (unknown_word) and chunk.words index the class list; otherwise they index chunk.word_list."""
+    (unknown_word) and chunk.words index the class list; otherwise they index chunk.word_list.
+
+    Labels always come from the word (Kaggle labels with underscores are mapped to words). A
+    shard's ``y`` column is only checked against the word when `classes` is given (a mismatch
+    is a label_mismatch row), and used alone only when the file has no word column."""
     check_on_bad(on_bad)
     path = Path(path)
     if not path.is_file():

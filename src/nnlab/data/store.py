@@ -587,6 +587,8 @@ def _run_jobs(jobs: list[tuple], workers: int) -> list[dict]:
         # script that calls prepare() need an `if __name__ == "__main__"` guard
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        if ctx.get_start_method() == "fork":
+            _warm_up()  # compile (or load) the numba scanners once, before the workers inherit them
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futures = [pool.submit(_prepare_file, job) for job in jobs]
             for fut in futures:
@@ -601,6 +603,23 @@ def _run_jobs(jobs: list[tuple], workers: int) -> list[dict]:
             return results
     finally:
         bar.close()
+
+
+def _warm_up() -> None:
+    """Run every scanner once on tiny files, so that forked workers inherit compiled code."""
+    from nnlab.data.drawing import Drawing as _D
+    from nnlab.data.simplify import simplify_packed
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = [_D(strokes=[np.array([[0, 0], [255, 255]])], word="a b", key_id=1, timestamp="2017-01-01 00:00:00 UTC")]
+        write_ndjson(d, Path(tmp) / "w.ndjson")
+        write_csv(d, Path(tmp) / "w.csv")
+        write_bin(d, Path(tmp) / "w.bin")
+        write_ndjson([_D(strokes=[np.array([[0.5, 1.0, 0.0], [2.0, 3.0, 5.0]])], word="a", key_id=2)],
+                     Path(tmp) / "r.ndjson")
+        for name in ("w.ndjson", "w.csv", "w.bin", "r.ndjson"):
+            list(iter_chunks(Path(tmp) / name))
+    simplify_packed(np.array([[0.0, 0.0], [3.0, 4.0]]), np.array([2]), np.array([1]))
 
 
 def _merge(summaries: list[dict], tmp_root: Path, out: Path, opts: dict) -> StrokeStore:
@@ -628,7 +647,6 @@ def _merge(summaries: list[dict], tmp_root: Path, out: Path, opts: dict) -> Stro
     keys = np.concatenate([np.zeros(0, np.int64)] + [_read_all(s, "key", np.int64) for s in summaries])
     labels = np.concatenate([np.zeros(0, np.int32)]
                             + [m[_read_all(s, "word", np.int32)] for s, m in zip(summaries, word_maps)])
-    file_of = np.repeat(np.arange(len(summaries)), ns)
     first_row = np.concatenate([[0], np.cumsum(ns)])
 
     # Duplicate key_ids across all files: the first in file order is kept.
@@ -639,13 +657,14 @@ def _merge(summaries: list[dict], tmp_root: Path, out: Path, opts: dict) -> Stro
         dup[order[1:][keys[order[1:]] == keys[order[:-1]]]] = True
     if dup.any():
         rows = np.flatnonzero(dup)
+        file_of = np.searchsorted(first_row, rows, side="right") - 1  # the file of each duplicate
         if opts["on_bad"] == "error":
             r = int(rows[0])
-            f = int(file_of[r])
+            f = int(file_of[0])
             line = int(_read_all(summaries[f], "line", np.int64)[r - int(first_row[f])])
             raise DataError(bad_input_message(summaries[f]["path"], line, "duplicate_key_id"))
-        for f in np.unique(file_of[rows]):
-            rf = rows[file_of[rows] == f]
+        for f in np.unique(file_of):
+            rf = rows[file_of == f]
             line = int(_read_all(summaries[f], "line", np.int64)[int(rf[0] - first_row[f])])
             stats.add("duplicate_key_id", summaries[f]["path"], line, len(rf))
         keep &= ~dup
