@@ -14,6 +14,7 @@ import numpy as np
 
 from nnlab.data.drawing import StrokeBatch
 from nnlab.errors import ConfigError
+from nnlab.render import drawing_bounds
 
 
 @dataclass
@@ -62,9 +63,9 @@ class StrokeAugment:
         noise = rng.standard_normal((len(batch.points), 2))
 
         pts = batch.points.astype(np.float64)
-        counts = np.diff(batch.stroke_ptr[batch.drawing_ptr])
+        lo, hi, counts = drawing_bounds(batch)
         owner = np.repeat(np.arange(n_draw), counts)
-        centre = _bbox_centres(pts, batch, counts)
+        centre = (lo + hi) / 2.0
         # M = rotation @ shear @ (scale, with the mirror on x), applied about the centre
         cos, sin = np.cos(angle), np.sin(angle)
         sx, sy = scale * mirror, scale
@@ -76,19 +77,6 @@ class StrokeAugment:
         out = np.column_stack([x, y]) + (centre + shift)[owner] + self.jitter * noise
         moved = StrokeBatch(out.astype(np.float32), batch.stroke_ptr, batch.drawing_ptr, batch.time)
         return _drop_strokes(moved, keep_draw >= self.stroke_dropout, rescue)
-
-
-def _bbox_centres(pts: np.ndarray, batch: StrokeBatch, counts: np.ndarray) -> np.ndarray:
-    """Centre of each drawing's bounding box, (B, 2); (127.5, 127.5) for an empty one."""
-    centre = np.full((len(counts), 2), 127.5)
-    if len(pts) == 0:
-        return centre
-    starts = np.minimum(batch.stroke_ptr[batch.drawing_ptr[:-1]], len(pts) - 1)
-    lo = np.minimum.reduceat(pts, starts, axis=0)
-    hi = np.maximum.reduceat(pts, starts, axis=0)
-    full = counts > 0
-    centre[full] = (lo[full] + hi[full]) / 2.0
-    return centre
 
 
 def _drop_strokes(batch: StrokeBatch, keep: np.ndarray, rescue: np.ndarray) -> StrokeBatch:

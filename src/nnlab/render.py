@@ -110,21 +110,28 @@ def render(drawings: StrokeBatch | Sequence[Drawing | Sequence[Stroke]], size: i
     return flat[:n_out].reshape(len(batch), channels, size, size)
 
 
+def drawing_bounds(batch: StrokeBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per drawing: the bounding box's low and high corners, (B, 2) float64 each (0 for an
+    empty drawing), and the number of points, (B,)."""
+    counts = np.diff(batch.stroke_ptr[batch.drawing_ptr])
+    lo = np.zeros((len(counts), 2))
+    hi = np.zeros((len(counts), 2))
+    if len(batch.points):
+        pts = batch.points.astype(np.float64)
+        starts = np.minimum(batch.stroke_ptr[batch.drawing_ptr[:-1]], len(pts) - 1)
+        full = counts > 0
+        lo[full] = np.minimum.reduceat(pts, starts, axis=0)[full]
+        hi[full] = np.maximum.reduceat(pts, starts, axis=0)[full]
+    return lo, hi, counts
+
+
 def fit_to_canvas(batch: StrokeBatch, margin: float = 0.0) -> StrokeBatch:
     """Each drawing moved to the top-left corner and scaled so its larger side spans
     margin..255-margin (Google's simplification frame); for raw drawings. Vectorised."""
-    b = len(batch)
-    counts = np.diff(batch.stroke_ptr[batch.drawing_ptr])  # points per drawing
-    pts = batch.points.astype(np.float32)
-    if len(pts) == 0:
-        return StrokeBatch(pts, batch.stroke_ptr.copy(), batch.drawing_ptr.copy(), batch.time)
-    starts = np.minimum(batch.stroke_ptr[batch.drawing_ptr[:-1]], len(pts) - 1)
-    lo = np.minimum.reduceat(pts, starts, axis=0)
-    hi = np.maximum.reduceat(pts, starts, axis=0)
-    extent = np.where(counts > 0, (hi - lo).max(axis=1), 1.0)
-    factor = (CANVAS - 1 - 2 * margin) / np.maximum(extent, 1e-6)
-    owner = np.repeat(np.arange(b), counts)
-    pts = (pts - lo[owner]) * factor[owner, None] + margin
+    lo, hi, counts = drawing_bounds(batch)
+    factor = (CANVAS - 1 - 2 * margin) / np.maximum((hi - lo).max(axis=1), 1e-6)
+    owner = np.repeat(np.arange(len(counts)), counts)
+    pts = (batch.points - lo[owner]) * factor[owner, None] + margin
     return StrokeBatch(pts.astype(np.float32), batch.stroke_ptr.copy(), batch.drawing_ptr.copy(),
                        None if batch.time is None else batch.time.copy())
 
