@@ -389,6 +389,17 @@ def _skip_value(buf, i, end):
     return j if j > i else -1
 
 
+@numba.njit(cache=True, inline="always")
+def _separator(buf, i, end):
+    """After a list item: (index after ',' and blanks, 0), (index after ']', 1) or (i, -1)."""
+    i = _ws(buf, i, end)
+    if i < end and buf[i] == _COMMA:
+        return _ws(buf, i + 1, end), 0
+    if i < end and buf[i] == _RBR:
+        return i + 1, 1
+    return i, -1
+
+
 @numba.njit(cache=True)
 def _parse_drawing(buf, i, end, px, py, pt, p0, slen, s0):
     """Parse ``[[[x...],[y...](,[t...])], ...]`` at buf[i] into px/py/pt from p0 and slen from s0.
@@ -469,14 +480,12 @@ def _parse_drawing(buf, i, end, px, py, pt, p0, slen, s0):
                     if c == _RBR:
                         i += 1
                         break
-                    i = _ws(buf, i, end)
-                    if i < end and buf[i] == _COMMA:
-                        i = _ws(buf, i + 1, end)
+                    i, sep = _separator(buf, i, end)
+                    if sep == 0:
                         continue
-                    if i < end and buf[i] == _RBR:
-                        i += 1
-                        break
-                    return i, 0, 0, 0, False, R_MALFORMED_JSON
+                    if sep < 0:
+                        return i, 0, 0, 0, False, R_MALFORMED_JSON
+                    break
             if a == 0:
                 n_first = cnt
                 if cnt > lim:  # cannot happen with the caller's capacity bound; be safe
@@ -484,14 +493,12 @@ def _parse_drawing(buf, i, end, px, py, pt, p0, slen, s0):
             elif cnt != n_first:
                 return i, 0, 0, 0, False, R_LENGTH
             a += 1
-            i = _ws(buf, i, end)
-            if i < end and buf[i] == _COMMA:
-                i = _ws(buf, i + 1, end)
+            i, sep = _separator(buf, i, end)
+            if sep == 0:
                 continue
-            if i < end and buf[i] == _RBR:
-                i += 1
-                break
-            return i, 0, 0, 0, False, R_MALFORMED_JSON
+            if sep < 0:
+                return i, 0, 0, 0, False, R_MALFORMED_JSON
+            break
         if a < 2 or a > 3:
             return i, 0, 0, 0, False, R_MALFORMED_JSON
         if narr_d == 0:
@@ -505,13 +512,12 @@ def _parse_drawing(buf, i, end, px, py, pt, p0, slen, s0):
         slen[s0 + nstr] = n_first
         nstr += 1
         npts += n_first
-        i = _ws(buf, i, end)
-        if i < end and buf[i] == _COMMA:
-            i = _ws(buf, i + 1, end)
+        i, sep = _separator(buf, i, end)
+        if sep == 0:
             continue
-        if i < end and buf[i] == _RBR:
-            return i + 1, npts, nstr, narr_d, plain, R_OK
-        return i, 0, 0, 0, False, R_MALFORMED_JSON
+        if sep < 0:
+            return i, 0, 0, 0, False, R_MALFORMED_JSON
+        return i, npts, nstr, narr_d, plain, R_OK
 
 
 @numba.njit(cache=True)
@@ -611,8 +617,9 @@ def _new_row(rows, R):
 
 
 @numba.njit(cache=True)
-def _finish_row(status, narr, plain, expect, px, py, pt, P, npts, rows, R, bad, B, line):
-    """Shared end of a row: format and range checks; returns (kept rows, bad rows, expect)."""
+def _finish_row(status, narr, plain, expect, px, py, pt, P, S, npts, nstr, rows, R, bad, B, line):
+    """Shared end of a row: format and range checks, then the row kept or counted as bad.
+    Returns the new (rows, bad rows, points, strokes, expect)."""
     if status == R_OK:
         if expect != 0 and narr != expect:
             status = R_MIXED
@@ -621,9 +628,11 @@ def _finish_row(status, narr, plain, expect, px, py, pt, P, npts, rows, R, bad, 
     if status != R_OK:
         bad[B, 0] = line
         bad[B, 1] = status
-        return R, B + 1, expect
+        return R, B + 1, P, S, expect
     rows[R, F_LINE] = line
-    return R + 1, B, narr if expect == 0 else expect
+    rows[R, F_NPTS] = npts
+    rows[R, F_NSTR] = nstr
+    return R + 1, B, P + npts, S + nstr, narr if expect == 0 else expect
 
 
 @numba.njit(cache=True)
@@ -633,10 +642,7 @@ def _scan_csv(buf, roles, expect, line0, px, py, pt, slen, rows, bad):
     Returns (rows kept, bad rows, points, strokes, expect)."""
     n = len(buf)
     ncols = len(roles)
-    R = 0
-    B = 0
-    P = 0
-    S = 0
+    R = B = P = S = 0  # rows kept, bad rows, points, strokes
     line = line0 - 1
     s = 0
     while s < n:
@@ -764,16 +770,8 @@ def _scan_csv(buf, roles, expect, line0, px, py, pt, slen, rows, bad):
         while i < n and buf[i] != 10:  # the rest of a malformed row
             i += 1
         s = i + 1
-        if status != R_OK:
-            npts = 0
-            nstr = 0
-        rows[R, F_NPTS] = npts
-        rows[R, F_NSTR] = nstr
-        R2, B, expect = _finish_row(status, narr, plain, expect, px, py, pt, P, npts, rows, R, bad, B, line)
-        if R2 > R:
-            P += npts
-            S += nstr
-        R = R2
+        R, B, P, S, expect = _finish_row(status, narr, plain, expect, px, py, pt, P, S, npts, nstr,
+                                         rows, R, bad, B, line)
     return R, B, P, S, expect
 
 
@@ -825,10 +823,7 @@ def _scan_string(buf, i, end):
 def _scan_ndjson(buf, expect, line0, px, py, pt, slen, rows, bad):
     """Parse the ndjson lines of buf. Returns (rows kept, bad rows, points, strokes, expect)."""
     n = len(buf)
-    R = 0
-    B = 0
-    P = 0
-    S = 0
+    R = B = P = S = 0  # rows kept, bad rows, points, strokes
     line = line0 - 1
     s = 0
     while s < n:
@@ -972,13 +967,8 @@ def _scan_ndjson(buf, expect, line0, px, py, pt, slen, rows, bad):
             need = (1 << _K_WORD) | (1 << _K_KEY) | (1 << _K_DRAWING)
             if seen & need != need:
                 status = R_MISSING
-        rows[R, F_NPTS] = npts
-        rows[R, F_NSTR] = nstr
-        R2, B, expect = _finish_row(status, narr, plain, expect, px, py, pt, P, npts, rows, R, bad, B, line)
-        if R2 > R:
-            P += npts
-            S += nstr
-        R = R2
+        R, B, P, S, expect = _finish_row(status, narr, plain, expect, px, py, pt, P, S, npts, nstr,
+                                         rows, R, bad, B, line)
         s = nxt
     return R, B, P, S, expect
 
