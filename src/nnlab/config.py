@@ -44,6 +44,8 @@ class DataConfig(Section):
     std: float = Field(0.5, gt=0)
     augment: bool = Field(False, description="augment the training split (never val or test)")
     split: Literal["stratified", "identity", "key_id"] = "stratified"
+    open_set_identities: int | None = Field(None, ge=1, description="identity split: how many identities are held "
+                                            "out unseen (default: test_fraction of them)")
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.2, ge=0, lt=1, description="ignored where the source has an official test part")
     batch_size: int = Field(128, ge=1, le=65536)
@@ -68,6 +70,18 @@ class ModelConfig(Section):
     activation: Literal["relu", "sigmoid", "tanh", "gelu"] = "relu"
     batchnorm: bool = True
     dropout: float = Field(0.0, ge=0, lt=1)
+    # Metric learning (models/heads.py): backbone features -> dropout -> embedding -> head.
+    head: Literal["linear", "arcface", "cosface"] = Field("linear", description="classifier on the embedding")
+    embedding_dim: int | None = Field(None, ge=2, le=65536, description="embedding size (None: the backbone's "
+                                      "pooled features; set it, or a margin head, for an embedding model)")
+    embedding_bn: bool = Field(True, description="BatchNorm1d after the embedding layer")
+    margin: float | None = Field(None, ge=0, le=1.5, description="arcface: angle in radians (default 0.5); "
+                                 "cosface: cosine (default 0.35)")
+    scale: float = Field(30.0, gt=0, le=1024, description="s: logits are s * cosine (margin heads)")
+    easy_margin: bool = Field(False, description="arcface: apply the margin only where cos(theta) > 0")
+    triplet_weight: float = Field(0.0, ge=0, description="weight of a batch-hard triplet term added to the loss")
+    triplet_margin: float = Field(0.2, gt=0, le=2, description="margin of the triplet term (L2 distance "
+                                  "of normalised embeddings)")
 
 
 class LossConfig(Section):
@@ -111,6 +125,8 @@ class TrainConfig(Section):
 class EvalConfig(Section):
     main_metric: str = Field("accuracy", description="metric on the val split that picks the best checkpoint")
     top_k: int = Field(3, ge=1)
+    gallery_per_id: int = Field(1, ge=1, description="open set: the first N images of each unseen identity "
+                                "form the gallery, the rest are probes")
 
 
 class StudyConfig(Section):
@@ -147,6 +163,11 @@ class ExperimentConfig(Section):
             higher_is_better(self.eval.main_metric)
         except ConfigError as exc:
             raise ValueError(f"eval.main_metric: {exc}") from None
+        m = self.model
+        embedding_model = m.head != "linear" or m.embedding_dim is not None or m.triplet_weight > 0
+        if self.data.split == "identity" and (self.engine != "torch" or not embedding_model):
+            raise ValueError("data.split = 'identity' (open-set evaluation) needs an embedding model: engine = "
+                             "'torch' and model.embedding_dim set, or model.head = 'arcface' or 'cosface'")
         return self
 
 

@@ -154,5 +154,10 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: Path | None = No
         raise DataError(f"the data's classes differ from the run's classes.txt ({len(data.classes)} vs "
                         f"{len(run.classes())}); cannot evaluate")
     device = pick_device(cfg.train.device)
+    if split == "test" and cfg.data.split == "identity":  # unseen people: identification and verification
+        from nnlab.openset import evaluate_open_set
+
+        return {"split": split, "examples": len(data.labels[split])} | evaluate_open_set(
+            load_trained(run, device), data, split, device, cfg)
     metrics, _ = evaluate(load_trained(run, device), data, split, device, cfg.train.amp, cfg.eval.top_k)
     return {"split": split, "examples": len(data.labels[split])} | metrics

@@ -265,18 +265,22 @@ def predict_proba(model: nn.Module, loader, device: str, amp: str = "off") -> np
     return torch.cat(out).numpy()
 
 
+def gather_split(loader, rows: np.ndarray) -> np.ndarray:
+    """Rows of a whole eval split in order: under DDP each rank holds a strided shard, interleaved back."""
+    if not dist.is_initialized():
+        return rows
+    pieces = [None] * dist.get_world_size()
+    dist.all_gather_object(pieces, rows)
+    full = np.zeros((loader.sampler.size, pieces[0].shape[1]), dtype=np.float32)
+    for r, piece in enumerate(pieces):
+        full[r::dist.get_world_size()] = piece
+    return full
+
+
 def evaluate(model: nn.Module, data: DataBundle, split: str, device: str, amp: str, k: int) -> tuple[dict, np.ndarray]:
     """Metrics of one split (gathered across ranks, aligned by id); returns (metrics, probabilities)."""
     loader = data.loaders[split]
-    probs = predict_proba(model, loader, device, amp)
-    if dist.is_initialized():  # each rank holds a strided shard of the ordered split: interleave back
-        sampler = loader.sampler
-        pieces = [None] * dist.get_world_size()
-        dist.all_gather_object(pieces, probs)
-        full = np.zeros((sampler.size, pieces[0].shape[1]), dtype=np.float32)
-        for r, piece in enumerate(pieces):
-            full[r::dist.get_world_size()] = piece
-        probs = full
+    probs = gather_split(loader, predict_proba(model, loader, device, amp))
     report = classification_report(data.labels[split], probs, ids=data.ids[split], k=k)
     report["loss"] = report["log_loss"]
     return report, probs
@@ -403,7 +407,11 @@ def finish(run: Run, model: nn.Module, data: DataBundle, device: str, train_seco
                                if history else None, "data": data.info}
     outputs = {}
     for split in ("val", "test"):
-        if data.has(split):
+        if split == "test" and cfg.data.split == "identity" and data.has(split):
+            from nnlab.openset import evaluate_open_set  # unseen people: identification and verification
+
+            metrics[split] = evaluate_open_set(unwrap(model), data, split, device, cfg, run if write else None)
+        elif data.has(split):
             report, probs = evaluate(unwrap(model), data, split, device, cfg.train.amp, cfg.eval.top_k)
             metrics[split] = report
             outputs[split] = probs

@@ -99,7 +99,7 @@ def image_splits(cfg: ExperimentConfig, source, run_dir: Path | None = None) -> 
     if cfg.data.split == "identity":
         from nnlab.data.identity import identity_split  # open-set face recognition (disjoint people)
 
-        splits = identity_split(source.labels, cfg)
+        splits = identity_split(source.labels, cfg, source.classes)
     elif source.test_mask is not None:
         test = np.flatnonzero(source.test_mask)
         rest = np.flatnonzero(~source.test_mask)
@@ -118,6 +118,12 @@ def build_image_data(cfg: ExperimentConfig, run_dir: Path | None, rank: int, wor
 
     source = load_image_source(cfg)
     splits = image_splits(cfg, source, run_dir)
+    known, extra_info = len(source.classes), {}
+    if cfg.data.split == "identity":  # the classifier covers the training identities; the unseen ones follow
+        from nnlab.data.identity import open_set_source
+
+        source, known, unseen = open_set_source(source, splits)
+        extra_info = {"open_set_identities": unseen}
     d = cfg.data
     loaders, ids, labels = {}, {}, {}
     for split, index in splits.items():
@@ -131,7 +137,7 @@ def build_image_data(cfg: ExperimentConfig, run_dir: Path | None, rank: int, wor
                                     persistent_workers=d.num_workers > 0, drop_last=False)
         ids[split] = index
         labels[split] = source.labels[index]
-    return DataBundle(classes=list(source.classes), in_chans=d.channels, image_size=d.image_size,
+    return DataBundle(classes=list(source.classes)[:known], in_chans=d.channels, image_size=d.image_size,
                       loaders=loaders, ids=ids, labels=labels,
                       info={"sizes": {k: len(v) for k, v in splits.items()},
-                            "skipped": getattr(source, "skipped", None) or {}})
+                            "skipped": getattr(source, "skipped", None) or {}} | extra_info)

@@ -44,7 +44,11 @@ def list_models(pattern: str = "*", include_timm: bool = True) -> list[str]:
 def build_model(cfg: ModelConfig, in_chans: int, num_classes: int, image_size: int) -> nn.Module:
     """Build the model the config names, with local weights loaded when `weights` is set."""
     _load_builtin()
-    if cfg.name.startswith("timm:"):
+    if cfg.head != "linear" or cfg.embedding_dim is not None or cfg.triplet_weight > 0:
+        from nnlab.models.heads import build_embedding_model  # backbone -> embedding -> linear/ArcFace/CosFace
+
+        model = build_embedding_model(cfg, in_chans, num_classes, image_size)
+    elif cfg.name.startswith("timm:"):
         from nnlab.models.timm_adapter import build_timm
 
         model = build_timm(cfg.name.removeprefix("timm:"), in_chans, num_classes, cfg.pretrained, cfg.dropout)
