@@ -1,3 +1,43 @@
-"""ship commands."""
+"""Ship commands: export a model, serve the doodle demo."""
 
-from nnlab.cli.app import app, data_app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from nnlab.cli.app import app
+from nnlab.errors import NnlabError
+
+
+@app.command()
+def export(run_dir: Path = typer.Argument(..., help="Run directory of a model trained on drawings."),
+           format_: str = typer.Option("onnx", "--format", help="Export format: onnx."),
+           out: Path = typer.Option(..., "--out", help="Directory to write (model.onnx, classes.txt, "
+                                                       "preprocessing.json, samples.ndjson).")) -> None:
+    """Export a run's best checkpoint as ONNX (dynamic batch), checked against torch."""
+    from nnlab.serve.export import export_onnx
+
+    if format_ != "onnx":
+        raise NnlabError(f"--format {format_!r}: only 'onnx' is supported")
+    result = export_onnx(run_dir, out)
+    typer.echo(f"onnxruntime matches torch on {result.checked_inputs} inputs "
+               f"(max abs difference {result.max_abs_diff:.2g})")
+    typer.echo(f"exported to {result.out_dir}")
+
+
+@app.command()
+def serve(path: Path = typer.Argument(..., help="A run directory (torch) or an `nnlab export` directory "
+                                                "(onnxruntime)."),
+          host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; 0.0.0.0 exposes the demo to "
+                                                               "your network."),
+          port: int = typer.Option(8000, "--port", min=1, max=65535),
+          threads: int | None = typer.Option(None, "--threads", min=1,
+                                             help="Threads of one model call (default 1 for onnxruntime, "
+                                                  "torch's default for a run)."),
+          access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request.")) -> None:
+    """Serve the doodle demo: a page that guesses while you draw, and its JSON API."""
+    from nnlab.serve.app import serve as run_server
+
+    run_server(path, host=host, port=port, threads=threads, access_log=access_log,
+               announce=lambda url: typer.echo(f"serving {path} at {url} (Ctrl+C to stop)"))
