@@ -1,0 +1,265 @@
+"""Load test of the doodle demo's API: 16 concurrent clients posting real drawings.
+
+The server is `nnlab serve EXPORT_DIR` (onnxruntime) in a subprocess on a free loopback port.
+The clients (threads with http.client, one keep-alive connection each, in this process) post real shared
+Quick, Draw! drawings to /api/predict for --seconds (20 by default) after a short warm-up;
+mostly Google's simplified drawings, and a quarter raw ones (float screen coordinates with t,
+simplified by the server, as the page sends them), each within the API's limits.
+
+Reference, measured in the same run: the same requests handled in this process without HTTP
+(JSON parse, validation-free preparation, rendering, onnxruntime, top-3), one after another,
+which gives the work per request and what the cores could serve at best.
+
+Without --export or --run it trains a demo-sized model first (about a minute): the
+architecture, input size and encoding of recipes/doodles-demo.toml when that file exists,
+else MobileNetV3-small at 64 px with time-decay strokes, on synthetic doodles for a few steps
+(latency depends on the architecture and input, not on the weights).
+
+Latency includes queueing behind the other clients, and on a shared machine the other
+programs' load: the load average is printed with the figures.
+
+Run: .venv/bin/python benchmarks/serve_load.py [--export DIR | --run DIR] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("NNLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DEMO_RECIPE = ROOT / "recipes" / "doodles-demo.toml"
+MAX_BODY, MAX_STROKES, MAX_POINTS = 256 * 1024, 256, 10_000
+
+
+def demo_model(workdir: Path) -> Path:
+    """Train a demo-sized model for a few steps on synthetic doodles; returns the run dir."""
+    from nnlab.config import load_config, validate
+    from nnlab.train import fit
+
+    data = {"kind": "synth", "per_class": 60, "image_size": 64, "encoding": "time-decay", "batch_size": 64,
+            "val_fraction": 0.2, "test_fraction": 0.0}
+    model = {"name": "timm:mobilenetv3_small_100"}
+    source = "MobileNetV3-small, 64 px, time-decay (default)"
+    if DEMO_RECIPE.is_file():
+        recipe = load_config(DEMO_RECIPE)
+        d = recipe.data
+        data |= {"image_size": d.image_size, "encoding": d.encoding, "padding": d.padding, "channels": d.channels}
+        if d.line_width is not None:
+            data["line_width"] = d.line_width
+        model = recipe.model.model_dump(mode="json", exclude_none=True) | {"pretrained": False}
+        model.pop("weights", None)
+        source = f"{DEMO_RECIPE.name}: {recipe.model.name}, {d.image_size} px, {d.encoding}"
+    print(f"training a demo-sized model ({source}) on synthetic doodles for a few steps...", flush=True)
+    cfg = validate({"name": "serve-load", "data": data, "model": model,
+                    "train": {"epochs": 1, "steps_per_epoch": 2, "threads": 2}})
+    return fit(cfg, out=workdir / "run").path
+
+
+def load_bodies(limit: int, raw_share: float, seed: int = 0) -> list[bytes]:
+    """JSON bodies of real drawings: simplified ones and a share of raw ones, within the limits."""
+    simplified, raw = [], []
+    for path in sorted((DATA / "quickdraw" / "simplified").glob("*.ndjson")):
+        with open(path) as f:
+            simplified.extend(json.loads(line)["drawing"] for line in f)
+    for path in sorted((DATA / "quickdraw" / "raw").glob("*.ndjson")):
+        with open(path) as f:
+            raw.extend(json.loads(line)["drawing"] for line in f)
+    rng = np.random.default_rng(seed)
+    n_raw = int(limit * raw_share)
+    bodies = []
+    for pool, n in ((raw, n_raw), (simplified, limit - n_raw)):
+        taken = 0
+        for i in rng.permutation(len(pool)):
+            drawing = pool[i]
+            body = json.dumps({"drawing": drawing, "top_k": 3}, separators=(",", ":")).encode()
+            if (len(drawing) <= MAX_STROKES and sum(len(s[0]) for s in drawing) <= MAX_POINTS
+                    and len(body) <= MAX_BODY):
+                bodies.append(body)
+                taken += 1
+                if taken == n:
+                    break
+    rng.shuffle(bodies)
+    return bodies
+
+
+def reference(export_dir: Path, bodies: list[bytes], seconds: float) -> float:
+    """CPU milliseconds of work per request without HTTP (one thread, requests one after another;
+    CPU time, so that other programs on a shared machine do not count)."""
+    from nnlab.serve.model import google_to_arrays, load_doodle_model, prepare_strokes
+
+    model = load_doodle_model(export_dir, threads=1)
+    for body in bodies[:20]:  # warm-up (JIT, allocations)
+        model.guess([prepare_strokes(google_to_arrays(json.loads(body)["drawing"]))], 3)
+    n, start, cpu = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - start < seconds:
+        body = bodies[n % len(bodies)]
+        model.guess([prepare_strokes(google_to_arrays(json.loads(body)["drawing"]))], 3)
+        n += 1
+    return (time.process_time() - cpu) / n * 1000
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc), or None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(export_dir: Path, port: int, threads: int) -> subprocess.Popen:
+    import httpx
+
+    cmd = [sys.executable, "-m", "nnlab", "serve", str(export_dir), "--port", str(port), "--host", "127.0.0.1",
+           "--no-access-log", "--threads", str(threads)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited ({proc.returncode}):\n{proc.stdout.read()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.terminate()
+    raise SystemExit("the server did not come up within 120 s")
+
+
+def drive(port: int, bodies: list[bytes], clients: int, seconds: float, warmup: float):
+    """`clients` threads, each with its own keep-alive connection, posting back to back;
+    latencies (s) and errors of the requests started after the warm-up."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    t_start = time.perf_counter()
+    t_measure, t_end = t_start + warmup, t_start + warmup + seconds
+    headers = {"content-type": "application/json"}
+
+    def worker(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        i = k
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= t_end:
+                break
+            body = bodies[i % len(bodies)]
+            i += clients
+            try:
+                conn.request("POST", "/api/predict", body, headers)
+                response = conn.getresponse()
+                data = response.read()
+                ok = response.status == 200 and len(json.loads(data)["predictions"]) == 3
+                problem = None if ok else f"HTTP {response.status}: {data[:200]!r}"
+            except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            t1 = time.perf_counter()
+            if t0 >= t_measure:  # list.append is atomic: no lock needed
+                latencies.append(t1 - t0)
+                if problem:
+                    errors.append(problem)
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, errors, time.perf_counter() - t_measure
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--export", type=Path, help="an `nnlab export` directory to serve")
+    ap.add_argument("--run", type=Path, help="a run directory (exported first)")
+    ap.add_argument("--seconds", type=float, default=20.0, help="measured duration (bounded to 60)")
+    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1, help="server inference threads per request")
+    ap.add_argument("--drawings", type=int, default=2000)
+    args = ap.parse_args()
+    seconds = min(max(args.seconds, 1.0), 60.0)
+    os.environ.setdefault("NNLAB_PROGRESS", "0")
+    if not (DATA / "quickdraw" / "simplified").is_dir():
+        raise SystemExit(f"{DATA}/quickdraw not found: the benchmark posts real shared drawings")
+
+    with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
+        export_dir = args.export
+        if export_dir is None:
+            from nnlab.serve.export import export_onnx
+
+            run_dir = args.run or demo_model(Path(tmp))
+            export_dir = export_onnx(run_dir, Path(tmp) / "export").out_dir
+        info = json.loads((export_dir / "preprocessing.json").read_text())
+        bodies = load_bodies(args.drawings, raw_share=0.25)
+        sizes = np.array([len(b) for b in bodies])
+        print(f"model: {info['model']}, {info['num_classes']} classes, input {info['input']['shape'][1:]}, "
+              f"{info['drawing']['encoding']} (onnxruntime)")
+        print(f"requests: {len(bodies)} real drawings (a quarter raw), body {sizes.mean() / 1024:.1f} KB mean, "
+              f"{sizes.max() / 1024:.1f} KB max")
+
+        ref_ms = reference(export_dir, bodies, seconds=3.0)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        print(f"reference (in process, no HTTP, one thread): {ref_ms:.2f} ms of CPU per request "
+              f"-> at best {1000 / ref_ms * cores:.0f} requests/s on {cores} cores")
+
+        port = free_port()
+        server = start_server(export_dir, port, args.threads)
+        try:
+            load_before = os.getloadavg()
+            cpu_before, own_before = cpu_seconds(server.pid), time.process_time()
+            latencies, errors, elapsed = drive(port, bodies, args.clients, seconds, args.warmup)
+            cpu_after, own_after = cpu_seconds(server.pid), time.process_time()
+            load_after = os.getloadavg()
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+    lat = np.array(latencies) * 1000
+    p50, p90, p99 = np.percentile(lat, [50, 90, 99]) if len(lat) else (float("nan"),) * 3
+    rps = len(lat) / elapsed
+    print(f"load: {args.clients} clients for {elapsed:.1f} s (after {args.warmup:.0f} s warm-up), "
+          f"server threads per request: {args.threads}")
+    print(f"requests/s {rps:.1f}   p50 {p50:.1f} ms   p90 {p90:.1f} ms   p99 {p99:.1f} ms   "
+          f"max {lat.max():.1f} ms   errors {len(errors)} of {len(lat)}")
+    print(f"vs reference: {rps * ref_ms / 1000 / cores:.0%} of the cores' best throughput; "
+          f"p50 is {p50 / ref_ms:.1f}x one request's work")
+    if cpu_before is not None and cpu_after is not None and len(lat):
+        # warm-up requests are counted in the CPU time too: an upper bound
+        print(f"server CPU per request: {(cpu_after - cpu_before) / len(lat) * 1000:.2f} ms "
+              f"(reference work {ref_ms:.2f} ms; the rest is HTTP, routing and JSON); "
+              f"the clients' CPU per request: {(own_after - own_before) / len(lat) * 1000:.2f} ms")
+    print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} on {os.cpu_count()} cores")
+    for e in sorted(set(errors))[:5]:
+        print(f"error: {e}")
+    print(f"RESULT serve_rps {rps:.1f}")
+    print(f"RESULT serve_p50_ms {p50:.2f}")
+    print(f"RESULT serve_p99_ms {p99:.2f}")
+    print(f"RESULT serve_errors {len(errors)}")
+
+
+if __name__ == "__main__":
+    main()
