@@ -1,13 +1,13 @@
 """Load test of the doodle demo's API: 16 concurrent clients posting real drawings.
 
 The server is `nnlab serve EXPORT_DIR` (onnxruntime) in a subprocess on a free loopback port.
-The clients (threads with http.client, one keep-alive connection each, in this process) post real shared
-Quick, Draw! drawings to /api/predict for --seconds (20 by default) after a short warm-up;
+The clients (threads with http.client, one keep-alive connection each, in this process) post
+real shared Quick, Draw! drawings to /api/predict for --seconds (20 by default) after a short warm-up;
 mostly Google's simplified drawings, and a quarter raw ones (float screen coordinates with t,
 simplified by the server, as the page sends them), each within the API's limits.
 
 Reference, measured in the same run: the same requests handled in this process without HTTP
-(JSON parse, validation-free preparation, rendering, onnxruntime, top-3), one after another,
+(JSON parse, simplification of raw drawings, rendering, onnxruntime, top-3), one after another,
 which gives the work per request and what the cores could serve at best.
 
 Without --export or --run it trains a demo-sized model first (about a minute): the
@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -126,8 +127,6 @@ def free_port() -> int:
 
 
 def start_server(export_dir: Path, port: int, threads: int) -> subprocess.Popen:
-    import httpx
-
     cmd = [sys.executable, "-m", "nnlab", "serve", str(export_dir), "--port", str(port), "--host", "127.0.0.1",
            "--no-access-log", "--threads", str(threads)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -136,9 +135,10 @@ def start_server(export_dir: Path, port: int, threads: int) -> subprocess.Popen:
         if proc.poll() is not None:
             raise SystemExit(f"the server exited ({proc.returncode}):\n{proc.stdout.read()}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
             pass
         time.sleep(0.2)
     proc.terminate()
@@ -195,7 +195,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="measured duration (bounded to 60)")
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--clients", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=1, help="server inference threads per request")
+    ap.add_argument("--threads", type=int, default=1, help="server inference threads per model call")
     ap.add_argument("--drawings", type=int, default=2000)
     args = ap.parse_args()
     seconds = min(max(args.seconds, 1.0), 60.0)
@@ -242,7 +242,7 @@ def main() -> None:
     p50, p90, p99 = np.percentile(lat, [50, 90, 99]) if len(lat) else (float("nan"),) * 3
     rps = len(lat) / elapsed
     print(f"load: {args.clients} clients for {elapsed:.1f} s (after {args.warmup:.0f} s warm-up), "
-          f"server threads per request: {args.threads}")
+          f"server inference threads per model call: {args.threads}")
     print(f"requests/s {rps:.1f}   p50 {p50:.1f} ms   p90 {p90:.1f} ms   p99 {p99:.1f} ms   "
           f"max {lat.max():.1f} ms   errors {len(errors)} of {len(lat)}")
     print(f"vs reference: {rps * ref_ms / 1000 / cores:.0%} of the cores' best throughput; "
