@@ -16,8 +16,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# The embedded demo: synthetic doodles drawn on the fly, a small timm MobileNet, validation MAP@3.
 demo: $(STAMP)
-	$(BIN)/nnlab run recipes/digits-lenet.toml
+	@run=runs/doodles-demo-$$(date +%Y%m%d-%H%M%S) && \
+	$(BIN)/nnlab run recipes/doodles-demo.toml --out $$run && \
+	$(BIN)/nnlab data show $$run --n 36 >/dev/null && \
+	echo && echo "report:      $$run/metrics.json  (again: $(BIN)/nnlab report $$run)" && \
+	echo "plots:       $$run/plots/history.png, $$run/plots/confusion.png" && \
+	echo "sample grid: $$run/plots/samples.png  (validation drawings with the model's guesses)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

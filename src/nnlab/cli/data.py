@@ -100,13 +100,21 @@ def synth_cmd(classes: int = typer.Option(12, "--classes", min=1, help="Number o
 
 
 @data_app.command("show")
-def show_cmd(store_path: Path = typer.Argument(..., help="Store directory."),
+def show_cmd(store_path: Path = typer.Argument(..., help="Store directory, or a run directory: its "
+                                                 "validation drawings with the model's guesses."),
              n: int = typer.Option(36, "--n", min=1, help="Drawings to show."),
              class_: str | None = typer.Option(None, "--class", help="Only this class (word or Kaggle label)."),
-             out: Path = typer.Option(Path("grid.png"), "--out", help="PNG to write.")) -> None:
+             out: Path | None = typer.Option(None, "--out", help="PNG to write [default: grid.png, or "
+                                             "RUN/plots/samples.png for a run].")) -> None:
     """A labelled grid of drawings as a PNG."""
     from nnlab.data.show import show_grid
     from nnlab.data.store import StrokeStore
 
+    if (store_path / "config.toml").is_file():
+        from nnlab.quickdraw import show_run_samples
+
+        typer.echo(f"wrote {show_run_samples(store_path, out, n=n, word=class_)}")
+        return
+    out = out or Path("grid.png")
     path = show_grid(StrokeStore.open(store_path), n=n, word=class_, out=out)
     typer.echo(f"wrote {path}")

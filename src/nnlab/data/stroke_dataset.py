@@ -220,22 +220,28 @@ def stroke_loader(dataset: StrokeDataset, batch_size: int, *, train: bool,
                       **loader_kwargs)
 
 
-def build_stroke_data(cfg, rank: int = 0, world: int = 1):
-    """The `strokes` (a store from `nnlab data prepare`) and `synth` (doodles drawn on the fly) kinds:
-    split by key_id hash, rendered per batch; ids are key_ids so MAP@3 is keyed by key_id."""
-    from nnlab.data import DataBundle
+def stroke_store(cfg):
+    """The StrokeStore a `strokes` or `synth` experiment reads (synthetic doodles are made here)."""
     from nnlab.data.store import StrokeStore
-    from nnlab.errors import DataError
 
     d = cfg.data
     if d.kind == "synth":
         from nnlab.data.synth import synth_drawings
 
-        store = StrokeStore.from_drawings(synth_drawings(d.classes or 12, d.per_class, seed=cfg.seed))
-    else:
-        if not d.path:
-            raise ConfigError("data.path: the stroke store to read (made by `nnlab data prepare`)")
-        store = StrokeStore.open(d.path)
+        return StrokeStore.from_drawings(synth_drawings(d.classes or 12, d.per_class, seed=cfg.seed))
+    if not d.path:
+        raise ConfigError("data.path: the stroke store to read (made by `nnlab data prepare`)")
+    return StrokeStore.open(d.path)
+
+
+def build_stroke_data(cfg, rank: int = 0, world: int = 1):
+    """The `strokes` (a store from `nnlab data prepare`) and `synth` (doodles drawn on the fly) kinds:
+    split by key_id hash, rendered per batch; ids are key_ids so MAP@3 is keyed by key_id."""
+    from nnlab.data import DataBundle
+    from nnlab.errors import DataError
+
+    d = cfg.data
+    store = stroke_store(cfg)
     keep = np.asarray(store.labels) >= 0  # unlabelled drawings (test files) cannot be trained on
     if d.recognized_only:
         keep &= np.asarray(store.recognized, dtype=bool)
@@ -258,4 +264,6 @@ def build_stroke_data(cfg, rank: int = 0, world: int = 1):
     return DataBundle(classes=list(store.classes), in_chans=ENCODINGS[d.encoding], image_size=d.image_size,
                       loaders=loaders, ids=ids, labels=labels,
                       info={"sizes": {k: len(v) for k, v in splits.items()}, "store": d.path or "synth",
-                            "skipped": store.meta.get("skipped", {})})
+                            "skipped": store.meta.get("skipped", {}),
+                            # per class, for the fallback guess of unreadable drawings at prediction time
+                            "train_counts": np.bincount(labels["train"], minlength=len(store.classes)).tolist()})
