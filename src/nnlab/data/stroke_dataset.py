@@ -234,6 +234,16 @@ def stroke_store(cfg):
     return StrokeStore.open(d.path)
 
 
+def stroke_splits(cfg, store) -> dict[str, np.ndarray]:
+    """Store indices per split (by key_id hash), keeping labelled drawings only (and recognized
+    ones when `data.recognized_only`): what training, evaluation and the web demo's samples use."""
+    d = cfg.data
+    keep = np.asarray(store.labels) >= 0  # unlabelled drawings (test files) cannot be trained on
+    if d.recognized_only:
+        keep &= np.asarray(store.recognized, dtype=bool)
+    return {name: idx[keep[idx]] for name, idx in store.split(d.val_fraction, d.test_fraction).items()}
+
+
 def build_stroke_data(cfg, rank: int = 0, world: int = 1):
     """The `strokes` (a store from `nnlab data prepare`) and `synth` (doodles drawn on the fly) kinds:
     split by key_id hash, rendered per batch; ids are key_ids so MAP@3 is keyed by key_id."""
@@ -242,10 +252,7 @@ def build_stroke_data(cfg, rank: int = 0, world: int = 1):
 
     d = cfg.data
     store = stroke_store(cfg)
-    keep = np.asarray(store.labels) >= 0  # unlabelled drawings (test files) cannot be trained on
-    if d.recognized_only:
-        keep &= np.asarray(store.recognized, dtype=bool)
-    splits = {name: idx[keep[idx]] for name, idx in store.split(d.val_fraction, d.test_fraction).items()}
+    splits = stroke_splits(cfg, store)
     if not len(splits["train"]):
         raise DataError(f"{d.path or 'synth'}: no labelled drawings in the training split")
     augment = StrokeAugment() if d.augment else None

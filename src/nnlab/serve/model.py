@@ -377,24 +377,15 @@ def validation_drawings(cfg, limit: int = 200, seed: int = 0) -> list[Drawing]:
 
     synth runs regenerate their doodles from the config; strokes runs read their store."""
     from nnlab.data.simplify import simplify_drawing
-    from nnlab.data.store import StrokeStore
+    from nnlab.data.stroke_dataset import stroke_splits, stroke_store
 
-    d = cfg.data
-    if d.kind == "synth":
-        from nnlab.data.synth import synth_drawings
-
-        store = StrokeStore.from_drawings(synth_drawings(d.classes or 12, d.per_class, seed=cfg.seed))
-    elif d.kind == "strokes" and d.path:
-        store = StrokeStore.open(d.path)
-    else:
-        raise DataError(f"data.kind = {d.kind!r}: no validation drawings to show")
-    keep = np.asarray(store.labels) >= 0
-    if d.recognized_only:
-        keep &= np.asarray(store.recognized, dtype=bool)
-    val = store.split(d.val_fraction, d.test_fraction)["val"]
-    idx = val[keep[val]]
+    if cfg.data.kind not in ("synth", "strokes"):
+        raise DataError(f"data.kind = {cfg.data.kind!r}: no validation drawings to show")
+    store = stroke_store(cfg)
+    splits = stroke_splits(cfg, store)
+    idx = splits["val"]
     if not len(idx):
-        idx = np.flatnonzero(keep)
+        idx = np.concatenate(list(splits.values()))
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(idx, size=min(limit, len(idx)), replace=False)) if len(idx) else idx
     drawings = list(store.iter_drawings(pick))
