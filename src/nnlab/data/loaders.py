@@ -1,4 +1,4 @@
-"""Data sources -> split -> per-split datasets and loaders, for any `data.kind`.
+"""Data sources -> split -> per-split datasets and loaders (torch), for any `data.kind`.
 
 `build_data(cfg)` is the one entry point the trainers use. Image kinds go through
 `nnlab.data.images`; Quick, Draw! stroke kinds through `nnlab.data.stroke_dataset`.
