@@ -60,7 +60,9 @@ class CosineHead(nn.Module):
         raise NotImplementedError
 
     def forward(self, emb: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        cos = self.cosine(emb)
+        # In float32 even under CUDA autocast: the margin near cos = +-1 is lost in bf16/fp16.
+        with torch.autocast(emb.device.type, enabled=False):
+            cos = self.cosine(emb.float() if emb.dtype in (torch.float16, torch.bfloat16) else emb)
         if labels is None:
             return self.scale * cos
         index = labels.long()[:, None]
