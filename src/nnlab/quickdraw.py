@@ -292,9 +292,10 @@ def predict_submission(runs: list[Run], input_path: str | os.PathLike, out: str 
     drawing of `input_path`, with one run or a weighted ensemble of runs.
 
     Returns (rows written, a warning naming the rows that could not be parsed, or None)."""
-    from nnlab.predict import ensemble_proba
+    from nnlab.predict import ensemble_proba, parse_weights
 
     check_tta(tta)
+    parse_weights(weights, len(runs))  # a wrong --weights fails before any work
     if top_k < 1:
         raise NnlabError(f"--top-k must be >= 1, got {top_k}")
     rows = read_drawing_rows(input_path)
