@@ -108,6 +108,13 @@ def _batch_seed(seed: int, epoch: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, step]).generate_state(1, np.uint32)[0])
 
 
+def _check_sampler(name: str, n: int, min_n: int, batch_size: int, rank: int, world_size: int) -> None:
+    if n < min_n or batch_size <= 0:
+        raise ConfigError(f"{name} needs n >= {min_n} and batch_size > 0 (got n={n}, batch_size={batch_size})")
+    if not 0 <= rank < world_size:
+        raise ConfigError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
+
+
 class TrainBatchSampler(Sampler[BatchRequest]):
     """Endless shuffled batches, cut into epochs of `steps_per_epoch` steps.
 
@@ -120,11 +127,7 @@ class TrainBatchSampler(Sampler[BatchRequest]):
 
     def __init__(self, n: int, batch_size: int, steps_per_epoch: int | None = None, *, seed: int = 0,
                  rank: int = 0, world_size: int = 1) -> None:
-        if n <= 0 or batch_size <= 0:
-            raise ConfigError(f"TrainBatchSampler needs n > 0 and batch_size > 0 (got n={n}, "
-                              f"batch_size={batch_size})")
-        if not 0 <= rank < world_size:
-            raise ConfigError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
+        _check_sampler("TrainBatchSampler", n, 1, batch_size, rank, world_size)
         self.n = n
         self.batch_size = batch_size
         self.world_size = world_size
@@ -179,11 +182,7 @@ class EvalBatchSampler(Sampler[BatchRequest]):
     so the trainer interleaves the ranks' predictions back the same way)."""
 
     def __init__(self, n: int, batch_size: int, *, rank: int = 0, world_size: int = 1) -> None:
-        if n < 0 or batch_size <= 0:
-            raise ConfigError(f"EvalBatchSampler needs n >= 0 and batch_size > 0 (got n={n}, "
-                              f"batch_size={batch_size})")
-        if not 0 <= rank < world_size:
-            raise ConfigError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
+        _check_sampler("EvalBatchSampler", n, 0, batch_size, rank, world_size)
         self.size = n
         self.batch_size = batch_size
         self.rank = rank
