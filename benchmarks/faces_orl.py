@@ -11,7 +11,7 @@ study report, a table of closed-set and open-set metrics, and checks the issue's
 
     .venv/bin/python benchmarks/faces_orl.py [--variants ce,arcface[,cosface]] [--seeds 3] [--out DIR]
 
-By default CE and ArcFace (6 runs, about 7 minutes on 2 idle cores); add cosface for the
+By default CE and ArcFace (6 runs: 584 s on 2 cores, 922 s with the cores shared); add cosface for the
 recipe's whole study (9 runs). Cells are deterministic: a variant's numbers do not depend on
 which others run.
 
