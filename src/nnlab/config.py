@@ -238,7 +238,7 @@ def _describe(exc: ValidationError, raw: dict[str, Any], source: str) -> str:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"{source}: {key}: unknown key{hint} (allowed: {', '.join(allowed)})"
     message = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "value_error" and message.startswith(key.split(".")[0]):
+    if err["type"] == "value_error" and not loc:  # a whole-file check: its message names the keys
         return f"{source}: {message}"
     return f"{source}: {key}: {message} (got {err.get('input')!r})"
 
