@@ -73,7 +73,8 @@ def test_predict_images_and_ensemble(runs, tmp_path):
     folder.mkdir()
     for i in range(5):
         Image.fromarray((digits.images[i] * 16).astype(np.uint8)).save(folder / f"d{i}.png")
-    nnlab("predict", runs[0], folder, "--out", tmp_path / "p.csv")
+    proc = nnlab("predict", runs[0], folder, "--out", tmp_path / "p.csv")
+    assert "Warning" not in proc.stderr, proc.stderr  # e.g. torch's on non-writable arrays from PIL
     rows = list(csv.DictReader((tmp_path / "p.csv").open()))
     assert [r["id"] for r in rows] == [f"d{i}.png" for i in range(5)]
     probs = np.array([[float(r[f"p_{c}"]) for c in range(10)] for r in rows])

@@ -57,7 +57,7 @@ def read_image_inputs(path: Path) -> tuple[list[str], list[np.ndarray]]:
     for f in files:
         try:
             with Image.open(f) as im:
-                images.append(np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im))
+                images.append(np.array(im.convert("RGB") if im.mode not in ("L", "RGB") else im))  # writable, for torch
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(f"{f}: cannot read image ({exc})") from None
         ids.append(str(f.relative_to(path)) if path.is_dir() else f.name)
