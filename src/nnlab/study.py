@@ -444,7 +444,7 @@ def collect(study: Study, outcomes: Sequence[CellOutcome]) -> dict[str, Any]:
                  "status": o.status, "error": o.error}
         cells.append(entry)
         v = variants.setdefault(o.cell.variant, {"overrides": study.variants[o.cell.variant], "seeds": [],
-                                                  "values": [], "val_values": [], "accuracies": [], "params": [],
+                                                  "values": [], "val_values": [], "params": [],
                                                   "train_seconds": [], "images_per_second": []})
         metrics_file = o.cell.path / "metrics.json"
         if o.status == "failed" or not metrics_file.is_file():
@@ -460,7 +460,6 @@ def collect(study: Study, outcomes: Sequence[CellOutcome]) -> dict[str, Any]:
         v["seeds"].append(o.cell.seed)
         v["values"].append(m[split][metric])
         v["val_values"].append(m.get("val", {}).get(metric))
-        v["accuracies"].append(m[split].get("accuracy"))
         for key in ("params", "train_seconds", "images_per_second"):
             v[key].append(m.get(key))
         history = Run(o.cell.path, o.cell.config).history()
@@ -472,14 +471,11 @@ def collect(study: Study, outcomes: Sequence[CellOutcome]) -> dict[str, Any]:
     table = {}
     for name, v in variants.items():
         params = sorted({p for p in v["params"] if p is not None})
-        accs = _finite(v["accuracies"])
         row = {"n": len(v["values"]), "seeds": v["seeds"], "overrides": v["overrides"],
                f"{metric}_values": v["values"],
-               "accuracy_mean": float(np.mean(accs)) if accs else math.nan, "accuracy_std": _std(accs),
+               f"{metric}_mean": _mean(v["values"]), f"{metric}_std": _std(_finite(v["values"])),
                "params": params[0] if len(params) == 1 else (params or None),
                "train_seconds": _mean(v["train_seconds"]), "images_per_second": _mean(v["images_per_second"])}
-        if metric != "accuracy":
-            row |= {f"{metric}_mean": _mean(v["values"]), f"{metric}_std": _std(v["values"])}
         row["val_mean"] = _mean([x for x in v["val_values"] if x is not None])
         table[name] = row
     names = list(variants)
@@ -557,8 +553,7 @@ def format_tables(data: dict[str, Any]) -> str:
     lines = [f"| variant | overrides | n | {split} {metric}{unit} mean ± std | per seed | params | train s | images/s |",
              "|---|---|---|---|---|---|---|---|"]
     for name, v in data["variants"].items():
-        mean = v["accuracy_mean"] if metric == "accuracy" else v[f"{metric}_mean"]
-        std = v["accuracy_std"] if metric == "accuracy" else v[f"{metric}_std"]
+        mean, std = v[f"{metric}_mean"], v[f"{metric}_std"]
         overrides = ", ".join(f"{k}={json.dumps(x)}" for k, x in v["overrides"].items()) or "-"
         per_seed = ", ".join(_fmt(x, metric) for x in v[f"{metric}_values"]) or "-"
         params = f"{v['params']:,}" if isinstance(v["params"], int) else str(v["params"] or "-")
@@ -594,7 +589,7 @@ def format_report(data: dict[str, Any]) -> str:
     best = data.get("best_by_val")
     if best is not None:
         row = data["variants"][best]
-        test_mean = row["accuracy_mean"] if metric == "accuracy" else row[f"{metric}_mean"]
+        test_mean = row[f"{metric}_mean"]
         lines += [f"Chosen by validation {metric}: **{best}** (val {_fmt(row['val_mean'], metric)}, "
                   f"{data['split'] or 'test'} {_fmt(test_mean, metric)}); its runs are `{best}/seed<k>/`.", ""]
     notes = sorted({p["note"] for p in data["pairwise"] if p["note"]})
