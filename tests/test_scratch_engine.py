@@ -105,3 +105,22 @@ def test_unsupported_settings_are_named():
     cfg.schedule.name = "onecycle"
     with pytest.raises(ConfigError, match=r"model.name = 'lenet'.*schedule.name = 'onecycle'"):
         fit(cfg)
+
+
+def test_train_threads_limits_blas_during_training(tmp_path, monkeypatch):
+    import threadpoolctl
+
+    import nnlab.scratch.engine as engine
+
+    seen = []
+    real = engine.fit_epoch
+
+    def recording(*args, **kwargs):
+        seen.append({i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "fit_epoch", recording)
+    before = threadpoolctl.threadpool_info()
+    fit(small_cfg(threads=1, epochs=2), out=tmp_path / "run")
+    assert seen == [{1}, {1}]
+    assert threadpoolctl.threadpool_info() == before  # the limit is lifted afterwards

@@ -102,12 +102,20 @@ def set_rng_states(model: Sequential, shuffle: np.random.Generator, states: dict
 def fit_numpy(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | None = None,
               announce: Callable[[Run], None] | None = None) -> Run:
     """Train an MLP with the NumPy engine into a run directory (or carry on `resume_run`)."""
-    from nnlab.train import write_results
+    from threadpoolctl import threadpool_limits
 
     check_config(cfg)
     run = resume_run or Run.create(cfg, out)
     if announce is not None and resume_run is None:
         announce(run)
+    with threadpool_limits(limits=run.config.train.threads):  # NumPy's BLAS threads; None: BLAS's default
+        _train(run, resume=resume_run is not None)
+    return run
+
+
+def _train(run: Run, resume: bool) -> None:
+    from nnlab.train import write_results
+
     cfg = run.config
     data, inputs = image_arrays(cfg, run.path)
     model = build_mlp(inputs["train"].shape[1], cfg.model.hidden, len(data.classes), cfg.model.activation,
@@ -118,7 +126,7 @@ def fit_numpy(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     best = BestCheckpoints(metric, higher_is_better(metric), cfg.train.keep_best)
     last = run.checkpoints / "last.npz"
     start_epoch = 0
-    if resume_run is not None and last.exists():
+    if resume and last.exists():
         meta = load_weights(model, last, optimizer=optimizer)
         set_rng_states(model, shuffle, meta["rng"])
         best.load_state(meta["best"])
@@ -166,7 +174,6 @@ def fit_numpy(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
             outputs[split] = predict_proba(model, inputs[split])
             metrics[split] = evaluate(model, data, inputs, split, cfg.eval.top_k, outputs[split])
     write_results(run, data, metrics, outputs)
-    return run
 
 
 def evaluate(model: Sequential, data: DataBundle, inputs: dict[str, np.ndarray], split: str, k: int,
