@@ -83,6 +83,11 @@ class ModelConfig(Section):
     triplet_margin: float = Field(0.2, gt=0, le=2, description="margin of the triplet term (L2 distance "
                                   "of normalised embeddings)")
 
+    @property
+    def embedding_model(self) -> bool:
+        """Whether the model is backbone -> embedding -> head (see `nnlab.models.heads`)."""
+        return self.head != "linear" or self.embedding_dim is not None or self.triplet_weight > 0
+
 
 class LossConfig(Section):
     name: Literal["cross_entropy"] = "cross_entropy"
@@ -164,9 +169,7 @@ class ExperimentConfig(Section):
             higher_is_better(self.eval.main_metric)
         except ConfigError as exc:
             raise ValueError(f"eval.main_metric: {exc}") from None
-        m = self.model
-        embedding_model = m.head != "linear" or m.embedding_dim is not None or m.triplet_weight > 0
-        if self.data.split == "identity" and (self.engine != "torch" or not embedding_model):
+        if self.data.split == "identity" and (self.engine != "torch" or not self.model.embedding_model):
             raise ValueError("data.split = 'identity' (open-set evaluation) needs an embedding model: engine = "
                              "'torch' and model.embedding_dim set, or model.head = 'arcface' or 'cosface'")
         return self

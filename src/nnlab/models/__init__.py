@@ -43,25 +43,29 @@ def list_models(pattern: str = "*", include_timm: bool = True) -> list[str]:
 
 def build_model(cfg: ModelConfig, in_chans: int, num_classes: int, image_size: int) -> nn.Module:
     """Build the model the config names, with local weights loaded when `weights` is set."""
-    _load_builtin()
-    if cfg.head != "linear" or cfg.embedding_dim is not None or cfg.triplet_weight > 0:
+    if cfg.embedding_model:
         from nnlab.models.heads import build_embedding_model  # backbone -> embedding -> linear/ArcFace/CosFace
 
         model = build_embedding_model(cfg, in_chans, num_classes, image_size)
-    elif cfg.name.startswith("timm:"):
-        from nnlab.models.timm_adapter import build_timm
-
-        model = build_timm(cfg.name.removeprefix("timm:"), in_chans, num_classes, cfg.pretrained, cfg.dropout)
-    elif cfg.name in _REGISTRY:
-        builder = _REGISTRY[cfg.name]
-        model = builder(**options_for(builder, cfg, in_chans=in_chans, num_classes=num_classes,
-                                      image_size=image_size))
     else:
-        raise ModelError(f"model.name: unknown model {cfg.name!r} (registered: {', '.join(sorted(_REGISTRY))}; "
-                         "or timm:<name>, see `nnlab models`)")
+        model = build_plain(cfg, in_chans, num_classes, image_size)
     if cfg.weights:
         load_weights(model, Path(cfg.weights))
     return model
+
+
+def build_plain(cfg: ModelConfig, in_chans: int, num_classes: int, image_size: int) -> nn.Module:
+    """The timm or registered model `cfg.name` with its own classifier (timm: `num_classes=0` pools features)."""
+    _load_builtin()
+    if cfg.name.startswith("timm:"):
+        from nnlab.models.timm_adapter import build_timm
+
+        return build_timm(cfg.name.removeprefix("timm:"), in_chans, num_classes, cfg.pretrained, cfg.dropout)
+    if cfg.name not in _REGISTRY:
+        raise ModelError(f"model.name: unknown model {cfg.name!r} (registered: {', '.join(sorted(_REGISTRY))}; "
+                         "or timm:<name>, see `nnlab models`)")
+    builder = _REGISTRY[cfg.name]
+    return builder(**options_for(builder, cfg, in_chans=in_chans, num_classes=num_classes, image_size=image_size))
 
 
 def load_weights(model: nn.Module, path: Path) -> None:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnlab.config import ModelConfig, options_for
+from nnlab.config import ModelConfig
 from nnlab.errors import ModelError
 
 DEFAULT_MARGINS = {"arcface": 0.5, "cosface": 0.35}
@@ -203,20 +203,13 @@ def build_backbone(cfg: ModelConfig, in_chans: int, image_size: int) -> tuple[nn
     timm models are built with ``num_classes=0`` (pooled features); registered builders
     with one class, after which their last Linear layer is replaced by the identity.
     """
-    from nnlab.models import _REGISTRY, _load_builtin
+    from nnlab.models import build_plain
 
-    if cfg.name.startswith("timm:"):
-        from nnlab.models.timm_adapter import build_timm
-
-        # Dropout lives in EmbeddingModel, so none inside timm's head.
-        model = build_timm(cfg.name.removeprefix("timm:"), in_chans, 0, cfg.pretrained, 0.0)
+    timm = cfg.name.startswith("timm:")
+    plain = cfg.model_copy(update={"dropout": 0.0}) if timm else cfg  # timm: dropout lives in EmbeddingModel
+    model = build_plain(plain, in_chans, 0 if timm else 1, image_size)
+    if timm:
         return model, int(model.num_features)
-    _load_builtin()
-    if cfg.name not in _REGISTRY:
-        raise ModelError(f"model.name: unknown model {cfg.name!r} (registered: {', '.join(sorted(_REGISTRY))}; "
-                         "or timm:<name>, see `nnlab models`)")
-    builder = _REGISTRY[cfg.name]
-    model = builder(**options_for(builder, cfg, in_chans=in_chans, num_classes=1, image_size=image_size))
     last = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not last:
         raise ModelError(f"model.name: {cfg.name} has no final Linear layer to replace by an embedding")
