@@ -160,6 +160,8 @@ def test_embedding_model_from_config(name, head):
     if name != "mlp":  # (the mlp's own hidden BatchNorm layers need two images)
         model.train()
         model(x[:1], y[:1])  # a last batch of one image must not break the embedding's BatchNorm
+    dropouts = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
+    assert dropouts == [0.1]  # model.dropout once, before the embedding; none left in the backbone
 
 
 def test_triplet_term_is_added_and_weighted():

@@ -206,7 +206,7 @@ def build_backbone(cfg: ModelConfig, in_chans: int, image_size: int) -> tuple[nn
     from nnlab.models import build_plain
 
     timm = cfg.name.startswith("timm:")
-    plain = cfg.model_copy(update={"dropout": 0.0}) if timm else cfg  # timm: dropout lives in EmbeddingModel
+    plain = cfg.model_copy(update={"dropout": 0.0})  # dropout lives in EmbeddingModel, not in the backbone too
     model = build_plain(plain, in_chans, 0 if timm else 1, image_size)
     if timm:
         return model, int(model.num_features)
