@@ -434,6 +434,12 @@ def verification_report(
 ) -> dict[str, float]:
     """``eer``, ``roc_auc`` and ``tpr_at_fpr_<target>`` for each target over all pairs."""
     fpr, tpr, _ = verification_roc(emb, ids)
+    return verification_summary(fpr, tpr, fpr_targets)
+
+
+def verification_summary(fpr: np.ndarray, tpr: np.ndarray,
+                         fpr_targets: Sequence[float] = (1e-2, 1e-3)) -> dict[str, float]:
+    """``eer``, ``roc_auc`` and ``tpr_at_fpr_<target>`` of a verification ROC."""
     out = {"eer": equal_error_rate(fpr, tpr), "roc_auc": float(auc(fpr, tpr))}
     out.update({f"tpr_at_fpr_{t:g}": tpr_at_fpr(fpr, tpr, t) for t in fpr_targets})
     return out

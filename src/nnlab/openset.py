@@ -28,7 +28,7 @@ from torch import nn  # noqa: E402
 from nnlab.config import ExperimentConfig  # noqa: E402
 from nnlab.data import DataBundle  # noqa: E402
 from nnlab.errors import ModelError  # noqa: E402
-from nnlab.metrics import identification_rates, verification_report, verification_roc  # noqa: E402
+from nnlab.metrics import identification_rates, verification_roc, verification_summary  # noqa: E402
 from nnlab.runs import Run  # noqa: E402
 
 FPR_TARGETS = (1e-2, 1e-3)
@@ -76,9 +76,9 @@ def open_set_report(emb: np.ndarray, ids: np.ndarray, gallery_per_id: int = 1,
     pid = ids[probes]
     _, counts = np.unique(pid, return_counts=True)
     if (counts >= 2).any() and len(counts) >= 2:
-        report |= verification_report(emb[probes], pid, FPR_TARGETS)
-        report["pairs"] = int(len(pid) * (len(pid) - 1) // 2)
         fpr, tpr, _ = verification_roc(emb[probes], pid)
+        report |= verification_summary(fpr, tpr, FPR_TARGETS)
+        report["pairs"] = int(len(pid) * (len(pid) - 1) // 2)
         return report, (fpr, tpr)
     report["note"] = "verification skipped: it needs two identities and two probes of one identity"
     return report, None
