@@ -137,7 +137,7 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: Path | None = No
     """Metrics of a run's best checkpoint on one split (optionally of other data of the same kind)."""
     from nnlab.config import apply_override, validate
     from nnlab.data import build_data
-    from nnlab.train import evaluate, pick_device
+    from nnlab.train import evaluate_split, pick_device
 
     run = Run.open(run_dir)
     raw = run.config.model_dump(mode="json", exclude_none=True)
@@ -154,10 +154,5 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: Path | None = No
         raise DataError(f"the data's classes differ from the run's classes.txt ({len(data.classes)} vs "
                         f"{len(run.classes())}); cannot evaluate")
     device = pick_device(cfg.train.device)
-    if split == "test" and cfg.data.split == "identity":  # unseen people: identification and verification
-        from nnlab.openset import evaluate_open_set
-
-        return {"split": split, "examples": len(data.labels[split])} | evaluate_open_set(
-            load_trained(run, device), data, split, device, cfg)
-    metrics, _ = evaluate(load_trained(run, device), data, split, device, cfg.train.amp, cfg.eval.top_k)
+    metrics, _ = evaluate_split(load_trained(run, device), data, split, device, cfg)
     return {"split": split, "examples": len(data.labels[split])} | metrics

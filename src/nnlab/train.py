@@ -22,7 +22,7 @@ import random
 import time
 from contextlib import nullcontext
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +286,17 @@ def evaluate(model: nn.Module, data: DataBundle, split: str, device: str, amp: s
     return report, probs
 
 
+def evaluate_split(model: nn.Module, data: DataBundle, split: str, device: str, cfg: ExperimentConfig,
+                   run: Run | None = None) -> tuple[dict, np.ndarray | None]:
+    """`evaluate`, except on the unseen people of an identity split (`data.split = 'identity'`, test):
+    identification and verification metrics, with plots written into `run` when given, and no probabilities."""
+    if split == "test" and cfg.data.split == "identity":
+        from nnlab.openset import evaluate_open_set
+
+        return evaluate_open_set(model, data, split, device, cfg, run), None
+    return evaluate(model, data, split, device, cfg.train.amp, cfg.eval.top_k)
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -407,14 +418,10 @@ def finish(run: Run, model: nn.Module, data: DataBundle, device: str, train_seco
                                if history else None, "data": data.info}
     outputs = {}
     for split in ("val", "test"):
-        if split == "test" and cfg.data.split == "identity" and data.has(split):
-            from nnlab.openset import evaluate_open_set  # unseen people: identification and verification
-
-            metrics[split] = evaluate_open_set(unwrap(model), data, split, device, cfg, run if write else None)
-        elif data.has(split):
-            report, probs = evaluate(unwrap(model), data, split, device, cfg.train.amp, cfg.eval.top_k)
-            metrics[split] = report
-            outputs[split] = probs
+        if data.has(split):
+            metrics[split], probs = evaluate_split(unwrap(model), data, split, device, cfg, run if write else None)
+            if probs is not None:
+                outputs[split] = probs
     return write_results(run, data, metrics, outputs) if write else metrics
 
 
