@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +139,6 @@ def plan_study(config: str | Path | ExperimentConfig, overrides: Sequence[str] =
         higher_is_better(settings.metric)
     except ConfigError as exc:
         raise ConfigError(f"{source}: study.metric: {exc}") from None
-    settings.grid = variants
     out_dir = Path(out) if out is not None else Path("studies") / base.name
     from nnlab.runs import resolve_paths
 
@@ -177,8 +176,8 @@ def cell_state(cell: Cell) -> str:
     finished = (cell.path / "metrics.json").is_file()
     if saved != expected:
         if finished:
-            changed = sorted(k for k in set(flatten(saved)) | set(flatten(expected))
-                             if flatten(saved).get(k) != flatten(expected).get(k))
+            saved, expected = flatten(saved), flatten(expected)
+            changed = sorted(k for k in saved.keys() | expected.keys() if saved.get(k) != expected.get(k))
             raise ConfigError(f"{cell.path} was trained with a different config (differs in: "
                               f"{', '.join(changed[:6]) or 'schema'}); choose another --out or delete that folder")
         return "new"
@@ -221,9 +220,11 @@ def available_cores() -> int:
 def _init_worker(threads: int) -> None:
     """Each worker process: its share of the cores, and no per-epoch bars (one bar over cells)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     os.environ["NNLAB_PROGRESS"] = "0"
     torch.set_num_threads(threads)
+    threadpool_limits(threads)  # BLAS, for NumPy-engine cells (a cell's own train.threads still wins)
 
 
 def _train_cell(config: dict[str, Any], path: str, resume: bool) -> dict[str, Any]:
@@ -259,12 +260,11 @@ def _prefetch(cells: Sequence[Cell]) -> None:
             download_idx(d.path, d.dataset or "mnist")
 
 
-def run_study(study: Study, workers: int | None = None,
-              on_cell: Callable[[CellOutcome], None] | None = None) -> StudyOutcome:
+def run_study(study: Study, workers: int | None = None) -> StudyOutcome:
     """Run the cells not finished yet (in parallel processes when there are cores), then write the report.
 
     `workers` (default: study.workers, else min(cells to run, cores)); each worker process gets
-    max(1, cores // workers) torch threads. `on_cell` hears about every cell as it ends.
+    max(1, cores // workers) torch threads.
     """
     from nnlab.progress import progress
 
@@ -288,8 +288,6 @@ def run_study(study: Study, workers: int | None = None,
         outcomes[cell] = CellOutcome(cell, status, result["seconds"], result.get("error"))
         bar.update()
         bar.set_postfix(failed=sum(o.status == "failed" for o in outcomes.values()))
-        if on_cell is not None:
-            on_cell(outcomes[cell])
 
     tasks = {c: (c.config.model_dump(mode="json", exclude_none=True), str(c.path), states[c] == "resume")
              for c in todo}
@@ -476,7 +474,7 @@ def collect(study: Study, outcomes: Sequence[CellOutcome]) -> dict[str, Any]:
                f"{metric}_mean": _mean(v["values"]), f"{metric}_std": _std(_finite(v["values"])),
                "params": params[0] if len(params) == 1 else (params or None),
                "train_seconds": _mean(v["train_seconds"]), "images_per_second": _mean(v["images_per_second"])}
-        row["val_mean"] = _mean([x for x in v["val_values"] if x is not None])
+        row["val_mean"] = _mean(v["val_values"])
         table[name] = row
     names = list(variants)
     pairs = []

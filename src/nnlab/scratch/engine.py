@@ -108,7 +108,7 @@ def fit_numpy(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     run = resume_run or Run.create(cfg, out)
     if announce is not None and resume_run is None:
         announce(run)
-    with threadpool_limits(limits=run.config.train.threads):  # NumPy's BLAS threads; None: BLAS's default
+    with threadpool_limits(limits=run.config.train.threads):  # NumPy's BLAS threads; None leaves them as they are
         _train(run, resume=resume_run is not None)
     return run
 
@@ -160,10 +160,11 @@ def _train(run: Run, resume: bool) -> None:
             stopped_early = True
             break
 
-    load_weights(model, run.best_checkpoint())
+    best_file = run.best_checkpoint()
+    load_weights(model, best_file)
     history = run.history()
     metrics: dict[str, Any] = {"name": cfg.name, "engine": "numpy", "model": cfg.model.name,
-                               "main_metric": metric, "checkpoint": run.best_checkpoint().name, "params": params,
+                               "main_metric": metric, "checkpoint": best_file.name, "params": params,
                                "epochs": len(history), "stopped_early": stopped_early,
                                "train_seconds": sum(r["epoch_seconds"] for r in history),
                                "images_per_second": float(np.mean([r["images_per_second"] for r in history])),
