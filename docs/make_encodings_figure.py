@@ -6,7 +6,6 @@ Run from the repository root: .venv/bin/python docs/make_encodings_figure.py
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np  # noqa: E402
 
 from nnlab.augment import StrokeAugment  # noqa: E402
 from nnlab.data.drawing import Drawing, StrokeBatch  # noqa: E402
+from nnlab.data.quickdraw import read_drawings  # noqa: E402
 from nnlab.render import fit_to_canvas, render  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,20 +28,11 @@ SIZE = 128
 
 
 def first_pair(word: str) -> tuple[Drawing, Drawing]:
-    """The first drawing of `word` that has both a simplified and a raw version."""
-    raw = {}
-    with open(DATA / "raw" / f"{word}.ndjson") as f:
-        for line in f:
-            rec = json.loads(line)
-            raw[rec["key_id"]] = rec
-    with open(DATA / "simplified" / f"{word}.ndjson") as f:
-        for line in f:
-            rec = json.loads(line)
-            if rec["key_id"] in raw and rec["recognized"]:
-                simple = Drawing([np.array(s[:2], float).T for s in rec["drawing"]], word=word)
-                r = raw[rec["key_id"]]["drawing"]
-                timed = Drawing([np.array(s[:3], float).T for s in r], word=word)
-                return simple, timed
+    """The first recognized drawing of `word` that has both a simplified and a raw version."""
+    raw = {d.key_id: d for d in read_drawings(DATA / "raw" / f"{word}.ndjson")}
+    for d in read_drawings(DATA / "simplified" / f"{word}.ndjson"):
+        if d.key_id in raw and d.recognized:
+            return d, raw[d.key_id]
     raise SystemExit(f"no drawing of {word!r} has both a simplified and a raw version in {DATA}")
 
 
