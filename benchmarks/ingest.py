@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from memory import peak_rss_mib, status_mib  # benchmarks/memory.py
 
 ROOT = Path(__file__).resolve().parents[1]
 SIMPLIFIED = ROOT.parent / "shared" / "data" / "quickdraw" / "simplified"
@@ -100,34 +100,16 @@ def run_pandas(csv_path: Path, chunksize: int = 20000) -> dict:
             "points": points, "checksum": checksum}
 
 
-def _status_mb(key: str) -> float | None:
-    """A memory figure of this process from /proc (Linux), in MB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def _peak_mb() -> float:
-    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec, and
-    # the parent here holds the imports and the CSV writer
-    peak = _status_mb("VmHWM")
-    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def worker(which: str, csv_path: Path, repeat: int) -> None:
     if which == "nnlab":
         import nnlab.data.quickdraw  # noqa: F401  (imports outside the measured working set)
     else:
         import pandas  # noqa: F401
-    base = _status_mb("VmRSS") or 0.0
+    base = status_mib("VmRSS") or 0.0
     runs = [run_nnlab(csv_path) if which == "nnlab" else run_pandas(csv_path) for _ in range(repeat)]
     out = min(runs, key=lambda r: r["seconds"])  # best of `repeat`: the machine may be shared
     out["cpu_seconds"] = min(r["cpu_seconds"] for r in runs)
-    out["peak_rss_mb"] = _peak_mb()
+    out["peak_rss_mb"] = peak_rss_mib()
     out["base_rss_mb"] = base
     print(json.dumps(out))
 

@@ -26,12 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from memory import peak_rss_mib, reset_peak_rss  # benchmarks/memory.py
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = Path(os.environ.get("NNLAB_SHARED_DATA", ROOT.parent / "shared" / "data")) \
@@ -51,31 +52,6 @@ def load_data():
     rng = np.random.default_rng(SEED)
     return (rng.random((IMAGES, 784), dtype=np.float32), rng.integers(0, CLASSES, IMAGES),
             f"{IMAGES:,} random images of MNIST shape ({MNIST} not found)")
-
-
-def _status_mib(field: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak_rss() -> float:
-    """Start a new peak-RSS window (Linux: clear_refs 5) and return the RSS now, in MiB."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # not Linux: the peak then includes the setup
-    return _status_mib("VmRSS") or 0.0
-
-
-def peak_rss_mib() -> float:
-    """Peak RSS since the last reset_peak_rss (or since the process started)."""
-    hwm = _status_mib("VmHWM")
-    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def worker(engine: str, threads: int, epochs: int) -> dict:
