@@ -160,14 +160,14 @@ def train_for(budget_s: float, batches, model: nn.Module, opt: torch.optim.Optim
             "wall_s": time.perf_counter() - wall}
 
 
-def train_reference(store, train_idx, budget_s: float, seed: int, size: int, batch_size: int,
+def train_reference(store, train_idx, labels: np.ndarray, budget_s: float, seed: int, size: int, batch_size: int,
                     log) -> tuple[nn.Module, dict]:
     """Adam 0.002 and cross-entropy on shuffled batches until `budget_s` CPU seconds are spent."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = KerasMobileNet(len(store.classes))
     opt = torch.optim.Adam(model.parameters(), lr=0.002, eps=1e-7)  # Keras' Adam epsilon
-    labels = torch.from_numpy(np.asarray(store.labels).astype(np.int64))
+    labels = torch.from_numpy(labels)
 
     def batches():
         while True:  # a new permutation each epoch (a short last batch is skipped)
@@ -211,30 +211,27 @@ def cosine_factor(frac: float, warmup: float) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (frac - warmup) / (1 - warmup))))
 
 
-def train_ours(cfg, store, train_idx, budget_s: float, log) -> tuple[nn.Module, dict]:
-    """What `nnlab run` does for a `strokes` config (StrokeDataset with StrokeAugment, endless
-    shuffled batches, build_model, build_optimizer, label smoothing, cosine), until `budget_s`
-    CPU seconds are spent."""
-    from nnlab.augment import StrokeAugment
-    from nnlab.data.stroke_dataset import StrokeDataset, TrainBatchSampler
+def train_ours(cfg, budget_s: float, log) -> tuple[nn.Module, dict]:
+    """What `nnlab run` does for a `strokes` config (build_stroke_data's endless shuffled training
+    loader with StrokeAugment, build_model, build_optimizer, label smoothing, cosine), until
+    `budget_s` CPU seconds are spent."""
+    from nnlab.data.stroke_dataset import build_stroke_data
     from nnlab.models import build_model
     from nnlab.train import build_optimizer, seed_everything
 
     seed_everything(cfg.seed)
-    d = cfg.data
-    ds = StrokeDataset(store, train_idx, size=d.image_size, encoding=d.encoding, line_width=d.line_width,
-                       padding=d.padding, augment=StrokeAugment() if d.augment else None, seed=cfg.seed)
-    sampler = TrainBatchSampler(len(ds), d.batch_size, seed=cfg.seed)
-    model = build_model(cfg.model, ds.channels, len(store.classes), d.image_size)
+    data = build_stroke_data(cfg)
+    loader = data.loaders["train"]
+    model = build_model(cfg.model, data.in_chans, len(data.classes), data.image_size)
     opt = build_optimizer(cfg, model)
     crit = nn.CrossEntropyLoss(label_smoothing=cfg.loss.label_smoothing)
     warmup = cfg.schedule.warmup_epochs / max(cfg.train.epochs, 1)
 
     def batches():
         for epoch in itertools.count():
-            sampler.set_epoch(epoch)
-            for request in sampler:
-                yield ds[request][:2]
+            loader.sampler.set_epoch(epoch)
+            for x, y, _ in loader:
+                yield x, y
 
     def schedule(frac: float) -> None:
         for group in opt.param_groups:
@@ -301,13 +298,13 @@ def main(argv: list[str] | None = None) -> None:
             shown = cfg.model_dump(mode="json", exclude_none=True, include={"data", "model", "loss", "optim"})
             shown["data"] = {k: v for k, v in shown["data"].items() if k in OURS["data"]}
             log("ours: " + json.dumps(shown))
-            model, info = train_ours(cfg, store, train_idx, args.budget_s, log)
+            model, info = train_ours(cfg, args.budget_s, log)
             results["ours"] = score(ours_proba(model, cfg, store, val_idx)) | info
             log("ours: " + json.dumps(results["ours"], default=float))
         if args.only in (None, "reference"):
             log(f"reference: draw_cv2 256 -> {args.ref_size}, Keras MobileNet v1 (alpha 1), Adam 0.002, "
                 f"batch {args.ref_batch_size}")
-            model, info = train_reference(store, train_idx, args.budget_s, args.seed, args.ref_size,
+            model, info = train_reference(store, train_idx, labels, args.budget_s, args.seed, args.ref_size,
                                           args.ref_batch_size, log)
             results["reference"] = score(reference_proba(model, store, val_idx, args.ref_size)) | info
             log("reference: " + json.dumps(results["reference"], default=float))
