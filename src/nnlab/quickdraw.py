@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from nnlab.data.drawing import Drawing, StrokeBatch
-from nnlab.data.quickdraw import SkipStats, detect_format, iter_chunks, word_to_label
+from nnlab.data.quickdraw import ParsedChunk, SkipStats, detect_format, iter_chunks, word_to_label
+from nnlab.data.simplify import simplify_batch
 from nnlab.errors import DataError, NnlabError
 from nnlab.progress import progress
 from nnlab.runs import Run
@@ -95,18 +96,6 @@ def slice_batch(batch: StrokeBatch, start: int, stop: int) -> StrokeBatch:
                        time=None if batch.time is None else batch.time[p0:p1])
 
 
-def simplified(batch: StrokeBatch) -> StrokeBatch:
-    """Raw drawings (float screen coordinates) in Google's simplified form; simplified ones as they are."""
-    if batch.points.dtype == np.uint8:
-        return batch
-    from nnlab.data.simplify import simplify_packed
-
-    pts, lens = simplify_packed(batch.points, np.diff(batch.stroke_ptr), np.diff(batch.drawing_ptr))
-    stroke_ptr = np.zeros(len(lens) + 1, np.int64)
-    np.cumsum(lens, out=stroke_ptr[1:])
-    return StrokeBatch(points=pts, stroke_ptr=stroke_ptr, drawing_ptr=np.asarray(batch.drawing_ptr, np.int64))
-
-
 def read_drawing_rows(path: str | os.PathLike) -> DrawingRows:
     """Every drawing row of a Kaggle CSV, Google ndjson or .bin file (gzip or not), or a store."""
     path = Path(path)
@@ -142,29 +131,22 @@ def _store_rows(path: Path) -> DrawingRows:
     from nnlab.data.store import StrokeStore
 
     store = StrokeStore.open(path)
-    source = StrokeSource(lambda a, b: simplified(store.batch(np.arange(a, b))), len(store))
+    source = StrokeSource(lambda a, b: simplify_batch(store.batch(np.arange(a, b))), len(store))
     return DrawingRows([str(k) for k in np.asarray(store.key_ids).tolist()], source,
                        np.arange(len(store), dtype=np.int64), [], {}, unit="drawing")
 
 
-def _pack_chunks(chunks) -> StrokeBatch:
+def _pack_chunks(chunks: list[ParsedChunk]) -> StrokeBatch:
     """The chunks' drawings as one simplified StrokeBatch (raw ones simplified chunk by chunk)."""
-    parts = []
-    for c in chunks:
-        stroke_ptr = np.zeros(len(c.stroke_len) + 1, np.int64)
-        np.cumsum(c.stroke_len, out=stroke_ptr[1:])
-        drawing_ptr = np.zeros(len(c.num_strokes) + 1, np.int64)
-        np.cumsum(c.num_strokes, out=drawing_ptr[1:])
-        parts.append(simplified(StrokeBatch(points=c.points, stroke_ptr=stroke_ptr, drawing_ptr=drawing_ptr)))
-    if not parts:
-        return StrokeBatch(points=np.zeros((0, 2), np.uint8), stroke_ptr=np.zeros(1, np.int64),
-                           drawing_ptr=np.zeros(1, np.int64))
-    stroke_off = np.cumsum([0] + [len(b.points) for b in parts])
-    drawing_off = np.cumsum([0] + [len(b.stroke_ptr) - 1 for b in parts])
-    return StrokeBatch(
-        points=np.concatenate([b.points for b in parts]).astype(np.uint8, copy=False),
-        stroke_ptr=np.concatenate([[0]] + [b.stroke_ptr[1:] + o for b, o in zip(parts, stroke_off)]),
-        drawing_ptr=np.concatenate([[0]] + [b.drawing_ptr[1:] + o for b, o in zip(parts, drawing_off)]))
+    parts = [c.simplified() for c in chunks]
+    stroke_len = np.concatenate([np.zeros(0, np.int64)] + [c.stroke_len for c in parts])
+    num_strokes = np.concatenate([np.zeros(0, np.int64)] + [c.num_strokes for c in parts])
+    stroke_ptr = np.zeros(len(stroke_len) + 1, np.int64)
+    np.cumsum(stroke_len, out=stroke_ptr[1:])
+    drawing_ptr = np.zeros(len(num_strokes) + 1, np.int64)
+    np.cumsum(num_strokes, out=drawing_ptr[1:])
+    return StrokeBatch(points=np.concatenate([np.zeros((0, 2), np.uint8)] + [c.points for c in parts]),
+                       stroke_ptr=stroke_ptr, drawing_ptr=drawing_ptr)
 
 
 def _open_lines(path: Path) -> Iterator[bytes]:
@@ -372,7 +354,7 @@ def show_run_samples(run_dir: str | os.PathLike, out: str | os.PathLike | None =
     idx = np.sort(idx)
     if len(idx) > n:  # the store is grouped by class: spread the picks over it
         idx = idx[np.linspace(0, len(idx) - 1, n).round().astype(np.int64)]
-    source = StrokeSource(lambda a, b: simplified(store.batch(idx[a:b])), len(idx))
+    source = StrokeSource(lambda a, b: simplify_batch(store.batch(idx[a:b])), len(idx))
     guess = predict_drawings(run, source).argmax(1)
     classes = run.classes()
     drawings = []

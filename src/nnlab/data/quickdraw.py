@@ -35,13 +35,14 @@ import re
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numba
 import numpy as np
 
 from nnlab.data.drawing import Drawing
+from nnlab.data.simplify import simplify_packed
 from nnlab.errors import DataError
 
 # --------------------------------------------------------------------------------------------
@@ -1183,6 +1184,13 @@ class ParsedChunk:
             timestamps=self.timestamps[keep], countries=self.countries[keep],
             words=self.words[keep], word_list=self.word_list, lines=self.lines[keep],
             y=None if self.y is None else self.y[keep])
+
+    def simplified(self) -> ParsedChunk:
+        """The chunk in Google's simplified form (`nnlab.data.simplify`); a simplified chunk as it is."""
+        if self.kind == "simplified":
+            return self
+        points, stroke_len = simplify_packed(self.points, self.stroke_len, self.num_strokes)
+        return replace(self, kind="simplified", points=points, time=None, stroke_len=stroke_len)
 
     def drawings(self) -> Iterator[Drawing]:
         """One `Drawing` per row: int32 (x, y) strokes for simplified data, float64 (x, y, t) for raw."""

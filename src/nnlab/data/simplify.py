@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
-from nnlab.data.drawing import Drawing
+from nnlab.data.drawing import Drawing, StrokeBatch
 from nnlab.errors import DataError
 
 EPSILON = 2.0
@@ -185,6 +185,17 @@ def simplify_packed(points: np.ndarray, stroke_len: np.ndarray,
         if n >= 0:
             return out[:n].astype(np.uint8), out_len
         cap *= 2
+
+
+def simplify_batch(batch: StrokeBatch) -> StrokeBatch:
+    """Raw drawings of a batch (float screen coordinates) in Google's simplified form; a simplified
+    (uint8) batch as it is."""
+    if batch.points.dtype == np.uint8:
+        return batch
+    pts, lens = simplify_packed(batch.points, np.diff(batch.stroke_ptr), np.diff(batch.drawing_ptr))
+    stroke_ptr = np.zeros(len(lens) + 1, np.int64)
+    np.cumsum(lens, out=stroke_ptr[1:])
+    return StrokeBatch(points=pts, stroke_ptr=stroke_ptr, drawing_ptr=np.asarray(batch.drawing_ptr, np.int64))
 
 
 def simplify_strokes(strokes: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -491,8 +491,8 @@ def _prepare_file(job: tuple) -> dict:
             if opts["recognized_only"]:
                 filtered["not_recognized"] += int((~chunk.recognized).sum())
                 chunk = chunk.select(chunk.recognized)
-            if opts["simplify"] and chunk.kind == "raw" and len(chunk):
-                chunk = _simplified(chunk)
+            if opts["simplify"]:
+                chunk = chunk.simplified()
             local = np.array([words.setdefault(w, len(words)) for w in chunk.word_list] + [-1], np.int32)
             codes = local[chunk.words]  # -1 (unlabelled) picks the trailing -1
             if max_per is not None and len(chunk):
@@ -523,17 +523,6 @@ def _prepare_file(job: tuple) -> dict:
             "s": spill.s, "p": spill.p, "spill": str(spill.path), "has_time": spill.has_time,
             "records": spill.records, "words": list(words), "skipped": stats.as_dict(),
             "examples": stats.examples, "filtered": dict(filtered)}
-
-
-def _simplified(chunk: ParsedChunk) -> ParsedChunk:
-    from nnlab.data.simplify import simplify_packed
-
-    pts, slen = simplify_packed(chunk.points, chunk.stroke_len, chunk.num_strokes)
-    chunk.kind = "simplified"
-    chunk.points = pts
-    chunk.stroke_len = slen
-    chunk.time = None
-    return chunk
 
 
 def prepare(sources: Sequence[str | os.PathLike] | str | os.PathLike, out: str | os.PathLike,
