@@ -1698,17 +1698,12 @@ def write_csv(drawings: Iterable[Drawing], path: str | os.PathLike, test: bool =
 
 def write_bin(drawings: Iterable[Drawing], path: str | os.PathLike) -> int:
     """Write simplified drawings in Google's .bin layout (the word is the file name's business)."""
-    import datetime as dt
     import struct
 
     n = 0
     with open(path, "wb") as f:
         for d in drawings:
-            ts = 0
-            if d.timestamp:
-                t = d.timestamp.replace(" UTC", "")
-                fmt = "%Y-%m-%d %H:%M:%S.%f" if "." in t else "%Y-%m-%d %H:%M:%S"
-                ts = int(dt.datetime.strptime(t, fmt).replace(tzinfo=dt.timezone.utc).timestamp())
+            ts = int(parse_timestamps([d.timestamp])[0]) // 1_000_000 if d.timestamp else 0  # whole seconds
             cc = d.countrycode.encode("ascii")[:2].ljust(2, b"\0")
             f.write(struct.pack("<Q2sBIH", d.key_id, cc, int(bool(d.recognized)), ts, len(d.strokes)))
             for s in d.strokes:
