@@ -616,8 +616,7 @@ def _merge(summaries: list[dict], tmp_root: Path, out: Path, opts: dict) -> Stro
     stats = SkipStats()
     filtered: Counter = Counter()
     for s in summaries:
-        stats.counts.update(s["skipped"])
-        stats.examples.extend(s["examples"][:max(stats.max_examples - len(stats.examples), 0)])
+        stats.merge(SkipStats(Counter(s["skipped"]), s["examples"]))
         filtered.update(s["filtered"])
     kinds = {s["kind"] for s in summaries if s["n"]}
     if len(kinds) > 1:
