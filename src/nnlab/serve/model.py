@@ -27,6 +27,7 @@ import numpy as np
 
 from nnlab.data.drawing import Drawing
 from nnlab.errors import DataError, ModelError, NnlabError
+from nnlab.scratch.losses import softmax
 
 STROKE_KINDS = ("strokes", "synth")
 EXPORT_FILES = ("model.onnx", "preprocessing.json", "classes.txt")
@@ -108,12 +109,6 @@ def google_to_arrays(drawing: Sequence[Sequence[Sequence[float]]]) -> list[np.nd
 def arrays_to_google(strokes: Sequence[np.ndarray]) -> list[list[list[float]]]:
     """(n, 2|3) arrays -> Google's [[x...], [y...]] lists (integers stay integers)."""
     return [np.asarray(s).T.tolist() for s in strokes]
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 class DoodleModel:
