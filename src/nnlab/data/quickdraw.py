@@ -1364,12 +1364,12 @@ class _ChunkParser:
     def parse_bin(self, buf: np.ndarray, records_before: int) -> tuple[ParsedChunk, int, int]:
         """Parse the whole records of buf: (chunk, bytes used, records read so far)."""
         n = len(buf)
-        cap = n // 17 + 1
-        rows = np.empty((cap, N_FIELDS), np.int64)
-        bad = np.empty((cap, 2), np.int64)
-        px = np.empty(n // 2 + 1, np.float64)
-        py = np.empty(n // 2 + 1, np.float64)
-        slen = np.empty(n // 2 + 1, np.int64)
+        cap = n // 17 + 1  # a record takes at least 17 bytes, a point 2
+        rows = self._scratch("rows", (cap, N_FIELDS), np.int64)
+        bad = self._scratch("bad", (cap, 2), np.int64)
+        px = self._scratch("px", (n // 2 + 1,), np.float64)
+        py = self._scratch("py", (n // 2 + 1,), np.float64)
+        slen = self._scratch("slen", (n // 2 + 1,), np.int64)
         R, B, P, S, used, records = _scan_bin(buf, records_before, px, py, slen, rows, bad)
         chunk = self._finish(buf, rows[:R], bad[:B], px[:P], py[:P], None, slen[:S], "simplified", "bin")
         return chunk, used, records
