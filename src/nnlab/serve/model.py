@@ -389,15 +389,9 @@ def validation_drawings(cfg, limit: int = 200, seed: int = 0) -> list[Drawing]:
 
 
 def _read_samples(path: Path) -> list[Drawing]:
-    """The few drawings of an export's samples.ndjson (plain json: tens of lines)."""
+    """The drawings of an export's samples.ndjson (none when the file is missing); a bad line is an error."""
+    from nnlab.data.quickdraw import read_drawings
+
     if not path.is_file():
         return []
-    out = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        try:
-            row = json.loads(line)
-            out.append(Drawing(strokes=[np.asarray(s[:2], dtype=np.int32).T for s in row["drawing"]],
-                               word=row.get("word"), key_id=int(row.get("key_id", -1))))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{path}:{number}: not a drawing ({exc})") from None
-    return out
+    return list(read_drawings(path, on_bad="error", dedupe=False))
