@@ -1169,13 +1169,8 @@ class ParsedChunk:
         """The drawings where keep is True (a boolean mask over drawings)."""
         if keep.all():
             return self
-        sptr = np.zeros(len(self.num_strokes) + 1, np.int64)
-        np.cumsum(self.num_strokes, out=sptr[1:])
         keep_s = np.repeat(keep, self.num_strokes)
-        npts_d = np.add.reduceat(self.stroke_len, sptr[:-1]) if len(self.stroke_len) else \
-            np.zeros(len(keep), np.int64)
-        npts_d = np.where(self.num_strokes > 0, npts_d, 0)
-        keep_p = np.repeat(keep, npts_d)
+        keep_p = np.repeat(keep, self.points_per_drawing())
         return ParsedChunk(
             kind=self.kind, points=self.points[keep_p],
             time=None if self.time is None else self.time[keep_p],
@@ -1184,6 +1179,14 @@ class ParsedChunk:
             timestamps=self.timestamps[keep], countries=self.countries[keep],
             words=self.words[keep], word_list=self.word_list, lines=self.lines[keep],
             y=None if self.y is None else self.y[keep])
+
+    def points_per_drawing(self) -> np.ndarray:
+        """(N,) int64: the points of each drawing."""
+        cum = np.zeros(len(self.stroke_len) + 1, np.int64)
+        np.cumsum(self.stroke_len, out=cum[1:])
+        sptr = np.zeros(len(self.num_strokes) + 1, np.int64)
+        np.cumsum(self.num_strokes, out=sptr[1:])
+        return cum[sptr[1:]] - cum[sptr[:-1]]
 
     def simplified(self) -> ParsedChunk:
         """The chunk in Google's simplified form (`nnlab.data.simplify`); a simplified chunk as it is."""

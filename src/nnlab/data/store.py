@@ -421,12 +421,8 @@ class _Spill:
             self.f = open(self.path, "wb")
             self.kind = c.kind
             self.has_time = c.time is not None
-        sptr = np.zeros(len(c.num_strokes) + 1, np.int64)
-        np.cumsum(c.num_strokes, out=sptr[1:])
-        cum = np.zeros(len(c.stroke_len) + 1, np.int64)
-        np.cumsum(c.stroke_len, out=cum[1:])
         arrays = {"pts": c.points, "time": c.time, "slen": c.stroke_len, "nstr": c.num_strokes,
-                  "npts": cum[sptr[1:]] - cum[sptr[:-1]], "key": c.key_ids, "rec": c.recognized,
+                  "npts": c.points_per_drawing(), "key": c.key_ids, "rec": c.recognized,
                   "ts": c.timestamps, "cc": c.countries, "word": word_codes, "line": c.lines}
         rec = {"off": self.f.tell(), "n": len(c), "s": len(c.stroke_len), "p": len(c.points)}
         for name, dtype, _count in _record_layout(self.kind, self.has_time, rec):
