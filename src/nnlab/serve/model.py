@@ -29,7 +29,6 @@ from nnlab.data.drawing import Drawing
 from nnlab.errors import DataError, ModelError, NnlabError
 from nnlab.scratch.losses import softmax
 
-STROKE_KINDS = ("strokes", "synth")
 EXPORT_FILES = ("model.onnx", "preprocessing.json", "classes.txt")
 SAMPLES_FILE = "samples.ndjson"
 
@@ -248,6 +247,8 @@ def _load_export(path: Path, threads: int | None) -> OnnxDoodleModel:
 
 def check_stroke_run(run) -> None:
     """Only models trained on drawings can guess drawings."""
+    from nnlab.data.loaders import STROKE_KINDS  # imports torch: only when a run is loaded
+
     if run.config.data.kind not in STROKE_KINDS:
         raise NnlabError(f"{run.path}: trained on data.kind = {run.config.data.kind!r}; the doodle demo needs a "
                          f"model trained on drawings ({' or '.join(STROKE_KINDS)})")
@@ -371,10 +372,11 @@ def validation_drawings(cfg, limit: int = 200, seed: int = 0) -> list[Drawing]:
     split is empty), simplified, in a random order fixed by `seed`.
 
     synth runs regenerate their doodles from the config; strokes runs read their store."""
+    from nnlab.data.loaders import STROKE_KINDS
     from nnlab.data.simplify import simplify_drawing
     from nnlab.data.stroke_dataset import stroke_splits, stroke_store
 
-    if cfg.data.kind not in ("synth", "strokes"):
+    if cfg.data.kind not in STROKE_KINDS:
         raise DataError(f"data.kind = {cfg.data.kind!r}: no validation drawings to show")
     store = stroke_store(cfg)
     splits = stroke_splits(cfg, store)
