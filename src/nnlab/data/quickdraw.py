@@ -81,7 +81,6 @@ R_EMPTY_STROKE = _CODE["empty_stroke"]
 R_NON_FINITE = _CODE["non_finite"]
 R_RANGE = _CODE["out_of_range"]
 R_MIXED = _CODE["mixed_format"]
-R_TRUNCATED = _CODE["truncated_file"]
 
 RAW_LIMIT = 1e6  # px: anything beyond is not a screen coordinate
 TIME_LIMIT = float(2**24)  # ms (4.6 h): integer milliseconds stay exact in float32
@@ -1341,10 +1340,9 @@ class _ChunkParser:
             self._buffers[name] = a
         return a
 
-    def parse(self, buf: np.ndarray, lines_before: int, nl: int | None = None) -> ParsedChunk:
-        """Parse a block of whole lines (nl: its newlines, counted here when not given)."""
+    def parse(self, buf: np.ndarray, lines_before: int, nl: int) -> ParsedChunk:
+        """Parse a block of whole lines (nl: its number of newlines)."""
         n = len(buf)
-        nl = int(np.count_nonzero(buf == 10)) if nl is None else nl
         # A point takes at least 4 bytes ("0,0," across its x and y lists), a stroke at least 9
         # ("[[0],[0]]"): these bound the points and strokes of the block.
         n_pts = n // 4 + 16

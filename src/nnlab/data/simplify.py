@@ -81,7 +81,6 @@ def _rdp_keep(x, y, eps):
     keep[0] = True
     keep[n - 1] = True
     stack = np.empty((n + 1, 2), np.int64)
-    top = 0
     stack[0, 0] = 0
     stack[0, 1] = n - 1
     top = 1
