@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+from collections.abc import Iterable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -98,6 +99,11 @@ class PredictRequest(BaseModel):
 class Guess(BaseModel):
     word: str
     probability: float
+
+
+def _guesses(pairs: Iterable[tuple[str, float]]) -> list[Guess]:
+    """(word, probability) pairs as the API's guesses, probabilities rounded to 6 places."""
+    return [Guess(word=w, probability=round(p, 6)) for w, p in pairs]
 
 
 class PredictResponse(BaseModel):
@@ -227,9 +233,6 @@ def create_app(path: str | os.PathLike | DoodleModel, threads: int | None = None
     rng = random.Random()
     rng_lock = threading.Lock()
 
-    def guesses(strokes, top_k: int) -> list[Guess]:
-        return [Guess(word=w, probability=round(p, 6)) for w, p in model.guess([strokes], top_k)[0]]
-
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(static_dir() / "index.html", headers={"Cache-Control": "no-cache",
@@ -256,8 +259,7 @@ def create_app(path: str | os.PathLike | DoodleModel, threads: int | None = None
             probs = await batcher.probabilities(google_to_arrays(body.drawing))
         except DataError as exc:
             return _unprocessable([f"drawing: {exc}"])
-        answer = PredictResponse(predictions=[Guess(word=w, probability=round(p, 6))
-                                              for w, p in model.top_k(probs, body.top_k)])
+        answer = PredictResponse(predictions=_guesses(model.top_k(probs, body.top_k)))
         return Response(answer.model_dump_json(), media_type="application/json")
 
     @app.get("/api/classes")
@@ -282,7 +284,7 @@ def create_app(path: str | os.PathLike | DoodleModel, threads: int | None = None
             d = drawings[rng.randrange(len(drawings))]
         strokes = [s[:, :2] for s in d.strokes]
         return SampleResponse(word=d.word, key_id=str(d.key_id), drawing=arrays_to_google(strokes),
-                              predictions=guesses(strokes, min(3, len(model.classes))))
+                              predictions=_guesses(model.guess([strokes], min(3, len(model.classes)))[0]))
 
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
