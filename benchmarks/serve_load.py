@@ -38,10 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
+from nnlab.serve.app import MAX_BODY_BYTES, MAX_POINTS, MAX_STROKES
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NNLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 DEMO_RECIPE = ROOT / "recipes" / "doodles-demo.toml"
-MAX_BODY, MAX_STROKES, MAX_POINTS = 256 * 1024, 256, 10_000
 
 
 def demo_model(workdir: Path) -> Path:
@@ -86,7 +87,7 @@ def load_bodies(limit: int, raw_share: float, seed: int = 0) -> list[bytes]:
             drawing = pool[i]
             body = json.dumps({"drawing": drawing, "top_k": 3}, separators=(",", ":")).encode()
             if (len(drawing) <= MAX_STROKES and sum(len(s[0]) for s in drawing) <= MAX_POINTS
-                    and len(body) <= MAX_BODY):
+                    and len(body) <= MAX_BODY_BYTES):
                 bodies.append(body)
                 taken += 1
                 if taken == n:
