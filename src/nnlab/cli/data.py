@@ -27,8 +27,6 @@ def prepare_cmd(
     """Pack drawings into a memory-mapped stroke store."""
     from nnlab.data.store import prepare
 
-    if on_bad not in ("skip", "error"):
-        raise typer.BadParameter("--on-bad must be skip or error")
     store = prepare(sources, out, simplify=simplify, recognized_only=recognized_only,
                     max_per_class=max_per_class, on_bad=on_bad, workers=workers, classes=classes)
     m = store.meta
