@@ -202,8 +202,9 @@ class StrokeStore:
             recognized=np.array([bool(d.recognized) for d in drawings], bool),
             timestamps=parse_timestamps([d.timestamp for d in drawings]),
             classes=vocab.words, meta={})
-        store.meta = _base_meta(store, "simplified" if simplified else "raw",
-                                (meta or {}).get("source_kind", "drawings"))
+        store.meta = _base_meta("simplified" if simplified else "raw", (meta or {}).get("source_kind", "drawings"),
+                                store.classes, labels, store.recognized, num_strokes=len(store.stroke_ptr) - 1,
+                                num_points=len(store.points), has_time=store.time is not None)
         store.meta.update(meta or {})
         return store
 
@@ -336,16 +337,18 @@ class StrokeStore:
 # --------------------------------------------------------------------------------------------
 
 
-def _base_meta(store: StrokeStore, kind: str, source_kind: str) -> dict:
-    labels = np.asarray(store.labels)
+def _base_meta(kind: str, source_kind: str, classes: Sequence[str], labels: np.ndarray, recognized: np.ndarray, *,
+               num_strokes: int, num_points: int, has_time: bool) -> dict:
+    """The meta.json fields every store has, from its class list, per-drawing labels and flags and sizes."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels[labels >= 0].astype(np.int64), minlength=len(classes))
     return {
         "format": FORMAT, "version": VERSION, "kind": kind, "source_kind": source_kind,
-        "num_drawings": len(store), "num_strokes": len(store.stroke_ptr) - 1,
-        "num_points": len(store.points), "num_classes": len(store.classes),
-        "has_time": store.time is not None,
+        "num_drawings": len(labels), "num_strokes": num_strokes, "num_points": num_points,
+        "num_classes": len(classes), "has_time": has_time,
         "unlabelled": int((labels < 0).sum()),
-        "not_recognized": int((~np.asarray(store.recognized)).sum()),
-        "counts": store.counts(),
+        "not_recognized": int((~np.asarray(recognized, bool)).sum()),
+        "counts": {w: int(c) for w, c in zip(classes, counts)},
     }
 
 
@@ -704,6 +707,7 @@ def _merge(summaries: list[dict], tmp_root: Path, out: Path, opts: dict) -> Stro
         s_off = 0
         p_off = 0
         sources = []
+        recognized = []
         bar = progress(total=n_total, desc="write", unit="drawing")
         names = ["pts", "slen", "nstr", "npts", "rec", "ts", "cc"] + (["time"] if has_time else [])
         try:
@@ -728,7 +732,8 @@ def _merge(summaries: list[dict], tmp_root: Path, out: Path, opts: dict) -> Stro
                     w["labels"].write(labels[sl][kk].astype(np.int16))
                     w["key_ids"].write(keys[sl][kk])
                     w["countries"].write(a["cc"][kk])
-                    w["recognized"].write(a["rec"][kk])
+                    recognized.append(a["rec"][kk])
+                    w["recognized"].write(recognized[-1])
                     w["timestamps"].write(a["ts"][kk])
                     s_off += int(slen.size)
                     p_off += int(slen.sum())
@@ -740,26 +745,16 @@ def _merge(summaries: list[dict], tmp_root: Path, out: Path, opts: dict) -> Stro
             bar.close()
             for wr in w.values():
                 wr.close()
-        (stage / "classes.txt").write_text("".join(f"{x}\n" for x in vocab.words), encoding="utf-8")
-        final_labels = np.load(stage / "labels.npy", mmap_mode="r") if n_total else np.zeros(0, np.int16)
-        counts = np.bincount(final_labels[final_labels >= 0].astype(np.int64), minlength=len(vocab))
-        recognized = np.load(stage / "recognized.npy", mmap_mode="r") if n_total else np.zeros(0, bool)
-        meta = {
-            "format": FORMAT, "version": VERSION, "kind": kind, "source_kind": "quickdraw",
-            "num_drawings": n_total, "num_strokes": s_total, "num_points": p_total,
-            "num_classes": len(vocab), "has_time": has_time,
-            "unlabelled": int((final_labels < 0).sum()),
-            "not_recognized": int(n_total - int(np.count_nonzero(recognized))),
-            "counts": {x: int(c) for x, c in zip(vocab.words, counts)},
+        meta = _base_meta(kind, "quickdraw", vocab.words, labels[keep],
+                          np.concatenate([np.zeros(0, bool)] + recognized),
+                          num_strokes=s_total, num_points=p_total, has_time=has_time) | {
             "skipped": stats.as_dict(), "skipped_total": stats.total(),
             "skipped_examples": stats.examples, "filtered": dict(sorted(filtered.items())),
             "sources": sources,
             "options": {k: opts[k] for k in ("simplify", "recognized_only", "max_per_class", "on_bad")}
             | {"classes_given": opts["classes"] is not None},
         }
-        del final_labels, recognized
-        (stage / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n",
-                                         encoding="utf-8")
+        _write_classes_meta(stage, vocab.words, meta)
     return StrokeStore.open(out)
 
 
