@@ -417,7 +417,7 @@ class _Spill:
         self.kind: str | None = None
         self.has_time = False
         self.records: list[dict] = []
-        self.n = self.s = self.p = 0
+        self.n = 0
 
     def append(self, c: ParsedChunk, word_codes: np.ndarray) -> None:
         if self.f is None:
@@ -432,8 +432,6 @@ class _Spill:
             self.f.write(np.ascontiguousarray(arrays[name], dtype=dtype).tobytes())
         self.records.append(rec)
         self.n += rec["n"]
-        self.s += rec["s"]
-        self.p += rec["p"]
 
     def close(self) -> None:
         if self.f is not None:
@@ -473,7 +471,7 @@ def _read_all(summary: dict, name: str, dtype) -> np.ndarray:
 
 def _prepare_file(job: tuple) -> dict:
     """Worker: parse one file into a spill folder; returns its summary (counts, words, skips)."""
-    index, path, spill_path, opts = job
+    path, spill_path, opts = job
     path = Path(path)
     stats = SkipStats()
     filtered: Counter = Counter()
@@ -518,8 +516,8 @@ def _prepare_file(job: tuple) -> dict:
                 spill.append(chunk, codes)
     finally:
         spill.close()
-    return {"index": index, "path": str(path), "format": fmt, "kind": spill.kind, "n": spill.n,
-            "s": spill.s, "p": spill.p, "spill": str(spill.path), "has_time": spill.has_time,
+    return {"path": str(path), "format": fmt, "kind": spill.kind, "n": spill.n,
+            "spill": str(spill.path), "has_time": spill.has_time,
             "records": spill.records, "words": list(words), "skipped": stats.as_dict(),
             "examples": stats.examples, "filtered": dict(filtered)}
 
@@ -554,7 +552,7 @@ def prepare(sources: Sequence[str | os.PathLike] | str | os.PathLike, out: str |
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_root = Path(tempfile.mkdtemp(prefix=f".{out.name}.spill-", dir=out.parent))
     try:
-        jobs = [(k, str(f), str(tmp_root / f"{k:06d}.spill"), opts) for k, f in enumerate(files)]
+        jobs = [(str(f), str(tmp_root / f"{k:06d}.spill"), opts) for k, f in enumerate(files)]
         summaries = _run_jobs(jobs, workers)
         store = _merge(summaries, tmp_root, out, opts)
     finally:
@@ -595,15 +593,15 @@ def _run_jobs(jobs: list[tuple], workers: int) -> list[dict]:
 
 def _warm_up() -> None:
     """Run every scanner once on tiny files, so that forked workers inherit compiled code."""
-    from nnlab.data.drawing import Drawing as _D
     from nnlab.data.simplify import simplify_packed
 
     with tempfile.TemporaryDirectory() as tmp:
-        d = [_D(strokes=[np.array([[0, 0], [255, 255]])], word="a b", key_id=1, timestamp="2017-01-01 00:00:00 UTC")]
+        d = [Drawing(strokes=[np.array([[0, 0], [255, 255]])], word="a b", key_id=1,
+                     timestamp="2017-01-01 00:00:00 UTC")]
         write_ndjson(d, Path(tmp) / "w.ndjson")
         write_csv(d, Path(tmp) / "w.csv")
         write_bin(d, Path(tmp) / "w.bin")
-        write_ndjson([_D(strokes=[np.array([[0.5, 1.0, 0.0], [2.0, 3.0, 5.0]])], word="a", key_id=2)],
+        write_ndjson([Drawing(strokes=[np.array([[0.5, 1.0, 0.0], [2.0, 3.0, 5.0]])], word="a", key_id=2)],
                      Path(tmp) / "r.ndjson")
         for name in ("w.ndjson", "w.csv", "w.bin", "r.ndjson"):
             list(iter_chunks(Path(tmp) / name))
@@ -683,9 +681,13 @@ def _merge(summaries: list[dict], tmp_root: Path, out: Path, opts: dict) -> Stro
     s_total = 0
     p_total = 0
     for k, summ in enumerate(summaries):
-        kk = keep[first_row[k]:first_row[k + 1]]
-        s_total += int(_read_all(summ, "nstr", np.int64)[kk].sum())
-        p_total += int(_read_all(summ, "npts", np.int64)[kk].sum())
+        row = int(first_row[k])
+        for rec in summ["records"]:
+            a = _read_record(summ, rec, ["nstr", "npts"])
+            kk = keep[row:row + rec["n"]]
+            row += rec["n"]
+            s_total += int(a["nstr"][kk].sum())
+            p_total += int(a["npts"][kk].sum())
     has_time = kind == "raw" and all(s["has_time"] for s in summaries if s["n"])
     pdtype = np.uint8 if kind == "simplified" else np.float32
 
