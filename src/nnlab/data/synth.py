@@ -85,9 +85,9 @@ def _poly(*pts) -> Stroke:
     return np.array(pts, dtype=float)
 
 
-def _maybe_split(rng: np.random.Generator, pts: np.ndarray, corners: int) -> list[Stroke]:
-    """A closed polygon as one stroke (usually) or as a few strokes split at corners."""
-    if corners < 3 or rng.random() < 0.6:
+def _maybe_split(rng: np.random.Generator, pts: np.ndarray) -> list[Stroke]:
+    """A closed polygon (3 or more corners) as one stroke (usually) or as a few strokes split at corners."""
+    if rng.random() < 0.6:
         return [_closed(rng, pts)]
     k = int(rng.integers(len(pts)))
     pts = np.roll(pts, -k, axis=0)
@@ -108,13 +108,13 @@ def _circle(rng):
 
 def _square(rng):
     h = rng.uniform(0.8, 1.2)
-    return _maybe_split(rng, np.array([[-1, -h], [1, -h], [1, h], [-1, h]], float), 4)
+    return _maybe_split(rng, np.array([[-1, -h], [1, -h], [1, h], [-1, h]], float))
 
 
 def _triangle(rng):
     apex = rng.uniform(-0.35, 0.35)
     h = rng.uniform(0.8, 1.2)
-    return _maybe_split(rng, np.array([[apex, -h], [1, h], [-1, h]], float), 3)
+    return _maybe_split(rng, np.array([[apex, -h], [1, h], [-1, h]], float))
 
 
 def _star(rng):
@@ -138,7 +138,7 @@ def _house(rng):
     w = 0.8
     top = rng.uniform(-0.1, 0.3)
     roof = top - rng.uniform(0.6, 1.0)
-    body = _maybe_split(rng, np.array([[-w, top], [w, top], [w, 1], [-w, 1]], float), 4)
+    body = _maybe_split(rng, np.array([[-w, top], [w, top], [w, 1], [-w, 1]], float))
     over = rng.uniform(0.0, 0.15)
     strokes = body + [_poly((-w - over, top + 0.05), (rng.uniform(-0.15, 0.15), roof), (w + over, top + 0.05))]
     if rng.random() < 0.6:  # a door
@@ -268,12 +268,12 @@ def _cloud(rng):
 
 def _diamond(rng):
     h = rng.uniform(1.3, 1.8)
-    return _maybe_split(rng, np.array([[0, -h], [1, 0], [0, h], [-1, 0]], float), 4)
+    return _maybe_split(rng, np.array([[0, -h], [1, 0], [0, h], [-1, 0]], float))
 
 
 def _envelope(rng):
     h = rng.uniform(0.55, 0.75)
-    body = _maybe_split(rng, np.array([[-1, -h], [1, -h], [1, h], [-1, h]], float), 4)
+    body = _maybe_split(rng, np.array([[-1, -h], [1, -h], [1, h], [-1, h]], float))
     flap = _poly((-1, -h), (rng.normal(0, 0.05), rng.uniform(-0.1, 0.25)), (1, -h))
     return body + [flap] if rng.random() < 0.8 else [flap] + body
 
