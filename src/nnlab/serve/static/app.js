@@ -11,8 +11,6 @@
   const MIN_STEP = 0.75;        // ignore pointer moves shorter than this (board units)
   const DEBOUNCE_MS = 150;      // guess this long after the drawing last changed...
   const MAX_WAIT_MS = 450;      // ...and at least this often while it keeps changing
-  const MAX_STROKES = 256;      // the server's limits
-  const MAX_POINTS = 10000;
 
   const $ = (id) => document.getElementById(id);
   const canvas = $("canvas");
@@ -23,9 +21,11 @@
   let current = null;           // the stroke being drawn (also in strokes)
   let activePointer = null;
   let t0 = null;                // time of the drawing's first point
-  let sample = null;            // a validation drawing being shown: {word, drawing, predictions}
+  let sample = null;            // a validation drawing being shown: {word, drawing, predictions, lines}
   let animation = null;
   let classes = [];
+  // The server's limits, from /api/health; until then (or without it) none here: the server refuses beyond them.
+  let limits = {strokes: Infinity, points: Infinity};
 
   // ------------------------------------------------------------------ canvas
 
@@ -76,20 +76,19 @@
 
   // A sample is in Google's simplified space (0..255, aligned to the top-left): centre it on the
   // board with a margin.
-  function sampleStrokes() {
-    const xs = sample.drawing.flatMap((s) => s[0]), ys = sample.drawing.flatMap((s) => s[1]);
+  function sampleStrokes(drawing) {
+    const xs = drawing.flatMap((s) => s[0]), ys = drawing.flatMap((s) => s[1]);
     const x0 = Math.min(...xs), y0 = Math.min(...ys);
     const w = Math.max(...xs) - x0, h = Math.max(...ys) - y0;
     const pad = 36, scale = (BOARD - 2 * pad) / Math.max(w, h, 64);
     const dx = (BOARD - w * scale) / 2 - x0 * scale, dy = (BOARD - h * scale) / 2 - y0 * scale;
-    return sample.drawing.map(([sx, sy]) => ({x: sx.map((v) => dx + v * scale), y: sy.map((v) => dy + v * scale)}));
+    return drawing.map(([sx, sy]) => ({x: sx.map((v) => dx + v * scale), y: sy.map((v) => dy + v * scale)}));
   }
 
   function drawSample(progress) {
-    const list = sampleStrokes();
-    const total = list.reduce((n, s) => n + s.x.length, 0);
+    const total = sample.lines.reduce((n, s) => n + s.x.length, 0);
     let budget = Math.ceil(progress * total);
-    for (const s of list) {
+    for (const s of sample.lines) {
       const n = Math.min(budget, s.x.length);
       drawPolyline(s.x, s.y, n, "#2d5bd7");
       budget -= n;
@@ -112,7 +111,7 @@
     const [x, y] = boardPoint(event);
     const n = current.x.length;
     if (n && Math.hypot(x - current.x[n - 1], y - current.y[n - 1]) < MIN_STEP) return false;
-    if (pointCount() >= MAX_POINTS) {
+    if (pointCount() >= limits.points) {
       setStatus("That's a lot of ink! Clear the canvas to start again.", true);
       return false;
     }
@@ -126,8 +125,8 @@
     if (activePointer !== null || (event.pointerType === "mouse" && event.button !== 0)) return;
     event.preventDefault();
     if (sample) clearAll();
-    if (strokes.length >= MAX_STROKES) {
-      setStatus(`At most ${MAX_STROKES} strokes; clear the canvas to start again.`, true);
+    if (strokes.length >= limits.strokes) {
+      setStatus(`At most ${limits.strokes} strokes; clear the canvas to start again.`, true);
       return;
     }
     activePointer = event.pointerId;
@@ -310,7 +309,7 @@
         return;
       }
       clearAll();
-      sample = body;
+      sample = {...body, lines: sampleStrokes(body.drawing)};  // board coordinates, once per sample
       const label = $("sample-label");
       label.textContent = `A validation drawing of ${article(body.word || "")} ${body.word || "?"}`;
       label.hidden = false;
@@ -357,6 +356,7 @@
       const [health, cls] = await Promise.all([fetch("/api/health").then((r) => r.json()),
                                                fetch("/api/classes").then((r) => r.json())]);
       classes = cls.classes;
+      if (health.limits) limits = health.limits;
       $("model-info").textContent = `${health.model} · ${health.classes} words`;
       $("backend").textContent = `backend: ${health.backend}`;
       $("class-count").textContent = `(${classes.length})`;
