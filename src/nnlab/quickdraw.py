@@ -217,8 +217,8 @@ def flip_batch(batch: StrokeBatch) -> StrokeBatch:
 
 
 @torch.no_grad()
-def predict_drawings(run: Run, source: StrokeSource, tta: str | None = None, batch_size: int = BATCH_SIZE,
-                     model: torch.nn.Module | None = None, device: str | None = None) -> np.ndarray:
+def predict_drawings(run: Run, source: StrokeSource, tta: str | None = None,
+                     batch_size: int = BATCH_SIZE) -> np.ndarray:
     """Softmax probabilities (N, classes) of a run's best checkpoint for every drawing of `source`,
     rendered with the run's own image size, encoding, line width and padding."""
     from nnlab.data.stroke_dataset import to_model_input
@@ -227,9 +227,8 @@ def predict_drawings(run: Run, source: StrokeSource, tta: str | None = None, bat
 
     check_tta(tta)
     d = run.config.data
-    device = device or pick_device("auto")
-    model = model if model is not None else load_trained(run, device)
-    model.eval()
+    device = pick_device("auto")
+    model = load_trained(run, device)
 
     def proba(batch: StrokeBatch) -> torch.Tensor:
         x = to_model_input(batch, size=d.image_size, encoding=d.encoding, line_width=d.line_width,
@@ -261,9 +260,10 @@ def train_class_counts(run: Run) -> np.ndarray:
         counts = json.loads(metrics.read_text()).get("data", {}).get("train_counts")
         if counts:
             return np.asarray(counts, np.int64)
-    from nnlab.data import build_data
+    from nnlab.data.stroke_dataset import stroke_splits, stroke_store
 
-    labels = build_data(run.config, run.path).labels["train"]
+    store = stroke_store(run.config)
+    labels = np.asarray(store.labels)[stroke_splits(run.config, store)["train"]].astype(np.int64)
     return np.bincount(labels, minlength=len(run.classes()))
 
 
@@ -334,19 +334,19 @@ def show_run_samples(run_dir: str | os.PathLike, out: str | os.PathLike | None =
     """A PNG grid of `n` drawings of a stroke run's split (spread over the classes), each titled
     with the model's guess, and the true class where the guess is wrong. Default
     `<run>/plots/samples.png`."""
+    from nnlab.data.loaders import STROKE_KINDS
     from nnlab.data.show import show_grid
-    from nnlab.data.stroke_dataset import stroke_store
+    from nnlab.data.stroke_dataset import stroke_splits, stroke_store
 
     run = Run.open(run_dir)
     d = run.config.data
-    if d.kind not in ("strokes", "synth"):
-        raise NnlabError(f"{run.path}: a {d.kind!r} run; sample grids are for drawings (strokes, synth)")
+    if d.kind not in STROKE_KINDS:
+        raise NnlabError(f"{run.path}: a {d.kind!r} run; sample grids are for drawings ({', '.join(STROKE_KINDS)})")
     store = stroke_store(run.config)
-    splits = store.split(d.val_fraction, d.test_fraction)
+    splits = stroke_splits(run.config, store)
     if split not in splits:
         raise NnlabError(f"split {split!r}: choose one of {', '.join(splits)}")
     idx = splits[split]
-    idx = idx[np.asarray(store.labels)[idx] >= 0]
     if word is not None:
         idx = np.intersect1d(idx, store.indices_of(word))
     if not len(idx):
