@@ -285,3 +285,14 @@ def test_augment_keeps_time_with_its_points():
     assert out.time is not None and len(out.time) == len(out.points)
     starts = out.time[out.stroke_ptr[:-1]]
     assert set(starts.tolist()) <= {0.0, 9.0}
+
+
+def test_stroke_dropout_rescues_only_drawings_that_lost_every_stroke():
+    from nnlab.augment import _drop_strokes
+
+    # drawing 0: two strokes, the second kept; drawing 1: no strokes at all (last in the batch)
+    points = np.array([[0, 0], [1, 1], [2, 2], [3, 3]], np.float32)
+    batch = StrokeBatch(points, np.array([0, 2, 4]), np.array([0, 2, 2]))
+    out = _drop_strokes(batch, keep=np.array([False, True]), rescue=np.array([0.0, 0.0]))
+    assert out.drawing_ptr.tolist() == [0, 1, 1]  # no rescue stroke on top of the kept one
+    assert out.points.tolist() == [[2, 2], [3, 3]]

@@ -84,19 +84,19 @@ def _drop_strokes(batch: StrokeBatch, keep: np.ndarray, rescue: np.ndarray) -> S
     one of them, chosen by rescue (uniform in [0, 1) per drawing)."""
     if keep.all():
         return batch
+    n_draw = len(batch.drawing_ptr) - 1
     strokes_per = np.diff(batch.drawing_ptr)
-    kept_per = np.add.reduceat(keep.astype(np.int64), np.minimum(batch.drawing_ptr[:-1],
-                                                                  max(len(keep) - 1, 0)))
-    kept_per = np.where(strokes_per > 0, kept_per, 0)
+    owner = np.repeat(np.arange(n_draw), strokes_per)
+    kept_per = np.bincount(owner[keep], minlength=n_draw)
     lost = np.flatnonzero((kept_per == 0) & (strokes_per > 0))
     keep = keep.copy()
     keep[batch.drawing_ptr[lost] + (rescue[lost] * strokes_per[lost]).astype(np.int64)] = True
+    kept_per[lost] = 1
     lengths = np.diff(batch.stroke_ptr)
     point_mask = np.repeat(keep, lengths)
     stroke_ptr = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
     np.cumsum(lengths[keep], out=stroke_ptr[1:])
-    owner = np.repeat(np.arange(len(strokes_per)), strokes_per)
-    drawing_ptr = np.zeros(len(strokes_per) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(owner[keep], minlength=len(strokes_per)), out=drawing_ptr[1:])
+    drawing_ptr = np.zeros(n_draw + 1, dtype=np.int64)
+    np.cumsum(kept_per, out=drawing_ptr[1:])
     return StrokeBatch(batch.points[point_mask], stroke_ptr, drawing_ptr,
                        None if batch.time is None else batch.time[point_mask])
