@@ -107,3 +107,10 @@ def test_resume_command_on_finished_run_is_a_no_op(runs):
 def test_debug_flag_shows_traceback(tmp_path):
     proc = nnlab("--debug", "report", tmp_path, ok=False)
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_usage_errors_exit_2_with_click_message_not_a_traceback():
+    for args, message in ((("data", "prepare", "x.ndjson"), "Missing option '--out'"),
+                          (("run",), "Missing argument"), (("nosuch",), "No such command")):
+        proc = nnlab(*args, ok=False)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -25,10 +25,12 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:  # click usage errors arrive here in non-standalone mode
         import click
+        import typer
 
-        if isinstance(exc, click.exceptions.ClickException):
+        if isinstance(exc, (click.exceptions.Abort, typer.Abort)):
+            sys.exit(1)
+        # a ClickException, from click or from the copy of click that newer typer bundles: both can show()
+        if isinstance(exc, click.exceptions.ClickException) or (hasattr(exc, "show") and hasattr(exc, "exit_code")):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
         raise
