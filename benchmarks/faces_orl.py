@@ -52,7 +52,9 @@ def main() -> int:
         return 2
 
     from nnlab.config import load_config
-    from nnlab.study import format_tables, plan_study, run_study
+    from nnlab.study.execute import run_study
+    from nnlab.study.plan import plan_study
+    from nnlab.study.report import format_tables
 
     grid = load_config(RECIPE).study.grid
     wanted = [v.strip() for v in args.variants.split(",") if v.strip()]

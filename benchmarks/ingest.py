@@ -35,7 +35,9 @@ SIMPLIFIED = ROOT.parent / "shared" / "data" / "quickdraw" / "simplified"
 
 
 def build_csv(path: Path, rows: int) -> int:
-    from nnlab.data.quickdraw import KAGGLE_TRAIN_COLUMNS, csv_row, find_sources, read_drawings
+    from nnlab.ingest.chunks import read_drawings
+    from nnlab.ingest.sources import find_sources
+    from nnlab.ingest.writers import KAGGLE_TRAIN_COLUMNS, csv_row
 
     base = [d for f in find_sources([SIMPLIFIED]) for d in read_drawings(f)]
     parts = []
@@ -56,7 +58,7 @@ def build_csv(path: Path, rows: int) -> int:
 
 
 def run_nnlab(csv_path: Path) -> dict:
-    from nnlab.data.quickdraw import iter_chunks
+    from nnlab.ingest.chunks import iter_chunks
 
     # warm-up on a tiny file: loads the compiled scanners (numba cache) outside the timing
     tiny = csv_path.with_name("tiny.csv")
@@ -102,7 +104,7 @@ def run_pandas(csv_path: Path, chunksize: int = 20000) -> dict:
 
 def worker(which: str, csv_path: Path, repeat: int) -> None:
     if which == "nnlab":
-        import nnlab.data.quickdraw  # noqa: F401  (imports outside the measured working set)
+        import nnlab.ingest.chunks  # noqa: F401  (imports outside the measured working set)
     else:
         import pandas  # noqa: F401
     base = status_mib("VmRSS") or 0.0

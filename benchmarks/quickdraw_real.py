@@ -215,9 +215,10 @@ def train_ours(cfg, budget_s: float, log) -> tuple[nn.Module, dict]:
     """What `nnlab run` does for a `strokes` config (build_stroke_data's endless shuffled training
     loader with StrokeAugment, build_model, build_optimizer, label smoothing, cosine), until
     `budget_s` CPU seconds are spent."""
-    from nnlab.data.stroke_dataset import build_stroke_data
+    from nnlab.datasets.strokes import build_stroke_data
+    from nnlab.device import seed_everything
     from nnlab.models import build_model
-    from nnlab.train import build_optimizer, seed_everything
+    from nnlab.training.optim import build_optimizer
 
     seed_everything(cfg.seed)
     data = build_stroke_data(cfg)
@@ -243,7 +244,7 @@ def train_ours(cfg, budget_s: float, log) -> tuple[nn.Module, dict]:
 @torch.no_grad()
 def ours_proba(model: nn.Module, cfg, store, idx: np.ndarray, batch: int = 256) -> np.ndarray:
     """Validation probabilities with `to_model_input`, the preprocessing `nnlab predict` uses."""
-    from nnlab.data.stroke_dataset import to_model_input
+    from nnlab.datasets.strokes import to_model_input
 
     d = cfg.data
     model.eval()
@@ -270,8 +271,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.data.is_dir():
         sys.exit(f"{args.data}: not found (the real Quick, Draw! sample lives in ../shared/data)")
 
-    from nnlab.data.store import prepare
     from nnlab.metrics import classification_report
+    from nnlab.store.prepare import prepare
 
     torch.set_num_threads(1)
 

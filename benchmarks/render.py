@@ -1,4 +1,4 @@
-"""Rendering speed: nnlab.render against the Kaggle reference `draw_cv2`, one process.
+"""Rendering speed: nnlab.strokes.render against the Kaggle reference `draw_cv2`, one process.
 
 Both draw the same shared simplified Quick, Draw! drawings with the reference's
 time-decay colours and 6 px lines (at 256 px), at 64 and 128 px.
@@ -29,8 +29,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from nnlab.data.drawing import StrokeBatch
-from nnlab.render import render
+from nnlab.strokes.drawing import StrokeBatch
+from nnlab.strokes.render import render
 
 DATA = Path(os.environ.get("NNLAB_SHARED_DATA",
                            Path(__file__).resolve().parents[1].parent / "shared" / "data"))

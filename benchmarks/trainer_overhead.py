@@ -2,7 +2,7 @@
 
 Both are timed over the same span, the batches of an epoch (data, forward, backward, step), in
 process CPU time: on a shared machine wall time measures the neighbours, CPU time the work.
-Ours runs through `nnlab.train.fit` (DataLoader, sampler, NaN guard, schedule, metrics);
+Ours runs through `nnlab.training.fit` (DataLoader, sampler, NaN guard, schedule, metrics);
 the bare loop slices pre-made tensors. Rounds alternate; the best of each side counts.
 
     python benchmarks/trainer_overhead.py [--epochs 4] [--rounds 3]
@@ -19,14 +19,14 @@ from pathlib import Path
 
 os.environ.setdefault("NNLAB_PROGRESS", "0")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from nnlab.config import validate  # noqa: E402
-from nnlab.data.images import load_source, make_transform  # noqa: E402
-from nnlab.models import build_model  # noqa: E402
-from nnlab.train import fit  # noqa: E402
+from nnlab.config import validate
+from nnlab.datasets.images import make_transform
+from nnlab.ingest.image_kinds import load_source
+from nnlab.models import build_model
+from nnlab.training import fit
 
 BITMAPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "quickdraw" / "bitmap28"
 
@@ -42,7 +42,7 @@ def config(epochs: int, batch: int) -> dict:
 
 def ours(raw: dict) -> float:
     """nnlab's loop, timed around each call of its epoch function."""
-    import nnlab.train as train
+    import nnlab.training.loop as train
 
     spent, seen = [0.0], [0]
     real = train.train_one_epoch

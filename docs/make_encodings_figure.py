@@ -16,10 +16,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nnlab.augment import StrokeAugment  # noqa: E402
-from nnlab.data.drawing import Drawing, StrokeBatch  # noqa: E402
-from nnlab.data.quickdraw import read_drawings  # noqa: E402
-from nnlab.render import fit_to_canvas, render  # noqa: E402
+from nnlab.ingest.chunks import read_drawings
+from nnlab.strokes.augment import StrokeAugment
+from nnlab.strokes.drawing import Drawing, StrokeBatch
+from nnlab.strokes.render import fit_to_canvas, render
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NNLAB_SHARED_DATA", ROOT.parent / "shared" / "data")) / "quickdraw"

@@ -29,7 +29,7 @@ def _root() -> Path:
 def tiny_run() -> Path:
     """The run directory of a 1-epoch MobileNetV3 on 12 synthetic doodle classes at 32 px."""
     from nnlab.config import validate
-    from nnlab.train import fit
+    from nnlab.training import fit
 
     return fit(validate(TINY_CONFIG, "tiny-doodles"), out=_root() / "run").path
 
@@ -37,7 +37,7 @@ def tiny_run() -> Path:
 @functools.cache
 def tiny_export() -> Path:
     """`nnlab export` of tiny_run()."""
-    from nnlab.serve.export import export_onnx
+    from nnlab.inference.export import export_onnx
 
     return export_onnx(tiny_run(), _root() / "export").out_dir
 
@@ -45,8 +45,8 @@ def tiny_export() -> Path:
 @functools.cache
 def tiny_torch_model():
     """tiny_run()'s best checkpoint as an eval-mode torch module (do not modify it)."""
-    from nnlab.predict import load_trained
-    from nnlab.runs import Run
+    from nnlab.runs.run import Run
+    from nnlab.runs.trained import load_trained
 
     return load_trained(Run.open(tiny_run()))
 

@@ -12,10 +12,10 @@ from doodle_model import real_drawings, tiny_export, tiny_run, tiny_torch_model
 from typer.testing import CliRunner
 
 from nnlab.config import save_config, validate
-from nnlab.data.stroke_dataset import to_model_input
+from nnlab.datasets.strokes import to_model_input
 from nnlab.errors import ModelError, NnlabError
-from nnlab.runs import Run
-from nnlab.serve import export as export_mod
+from nnlab.inference import export as export_mod
+from nnlab.runs.run import Run
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_export_files_describe_the_preprocessing(export_dir):
 def test_parity_check_fails_when_onnx_differs():
     run = Run.open(tiny_run())
     model = tiny_torch_model()
-    from nnlab.serve.model import Preprocessing
+    from nnlab.inference.doodle import Preprocessing
 
     prep = Preprocessing.from_config(run.config.data)
 

@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from nnlab.config import ModelConfig, load_config
 from nnlab.errors import ConfigError, ModelError
 from nnlab.models import build_model
-from nnlab.models.heads import (ArcFaceHead, CosFaceHead, EmbeddingModel, LinearHead, batch_hard_triplet_loss,
-                                make_head)
+from nnlab.models.heads import ArcFaceHead, CosFaceHead, EmbeddingModel, LinearHead, batch_hard_triplet_loss, make_head
 
 pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
 pml_miners = pytest.importorskip("pytorch_metric_learning.miners")

@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from nnlab.config import load_config
-from nnlab.data import build_data
-from nnlab.data.identity import holdout_per_identity, identity_split
+from nnlab.datasets import build_data
+from nnlab.datasets.identity import holdout_per_identity, identity_split
 from nnlab.errors import ConfigError, DataError
-from nnlab.openset import gallery_mask, open_set_report
+from nnlab.evaluation.openset import gallery_mask, open_set_report
 
 
 def _cfg(path=None, *sets: str):
@@ -157,8 +157,8 @@ def test_open_set_report_on_ideal_and_confused_embeddings():
 
 
 def test_train_and_eval_an_open_set_run(tmp_path):
-    from nnlab.predict import evaluate_run
-    from nnlab.train import fit
+    from nnlab.evaluation.evaluate import evaluate_run
+    from nnlab.training import fit
 
     root = _faces(tmp_path / "faces", identities=8, per_id=4)
     cfg = _cfg(root, "data.open_set_identities=3", "data.image_size=16", 'model.name="lenet_alpha"',

@@ -16,9 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
-from nnlab.data import images as im
-from nnlab.data.images import ImageDataset, ImageSource, load_source, make_transform, read_idx
+from nnlab.datasets.images import ImageDataset, make_transform
 from nnlab.errors import ConfigError, DataError
+from nnlab.ingest import idx as im
+from nnlab.ingest.idx import read_idx
+from nnlab.ingest.image_kinds import load_source
+from nnlab.ingest.images import ImageSource
 
 # --------------------------------------------------------------------------- helpers
 

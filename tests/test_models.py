@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from nnlab.config import ModelConfig, validate
 from nnlab.errors import ModelError
 from nnlab.models import build_model, count_parameters
-from nnlab.train import build_optimizer, build_scheduler
+from nnlab.training.optim import build_optimizer, build_scheduler
 
 
 def test_timm_model_with_our_channels_and_classes():

@@ -18,15 +18,16 @@ from typer.testing import CliRunner
 
 from nnlab.cli.app import app
 from nnlab.config import load_config
-from nnlab.data.drawing import Drawing, StrokeBatch
-from nnlab.data.quickdraw import write_csv, write_ndjson
-from nnlab.data.simplify import simplify_drawing
-from nnlab.data.store import StrokeStore
-from nnlab.data.synth import synth_drawings
 from nnlab.errors import NnlabError
-from nnlab.quickdraw import StrokeSource, predict_drawings, read_drawing_rows
-from nnlab.runs import Run
-from nnlab.train import fit
+from nnlab.inference.drawing_rows import read_drawing_rows
+from nnlab.inference.submission import predict_drawings
+from nnlab.ingest.writers import write_csv, write_ndjson
+from nnlab.runs.run import Run
+from nnlab.store.format import StrokeStore
+from nnlab.strokes.drawing import Drawing, PackedSource, StrokeBatch
+from nnlab.strokes.simplify import simplify_drawing
+from nnlab.strokes.synth import synth_drawings
+from nnlab.training import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 # Synthetic shapes under Quick, Draw!-like words (two with spaces), with unequal class sizes so
@@ -127,7 +128,7 @@ def predict_cli(*args) -> tuple[int, str]:
 
 
 def expected_top3(run: Run, drawings: list[Drawing], **kw) -> list[str]:
-    probs = predict_drawings(run, StrokeSource.packed(StrokeBatch.from_drawings(drawings)), **kw)
+    probs = predict_drawings(run, PackedSource(StrokeBatch.from_drawings(drawings)), **kw)
     labels = [c.replace(" ", "_") for c in run.classes()]
     return [" ".join(labels[j] for j in np.argsort(-p, kind="stable")[:3]) for p in probs]
 
@@ -171,7 +172,7 @@ def test_gzip_csv_and_line_numbers_in_the_warning(run, test_drawings, tmp_path):
     _, _, lines = write_kaggle_test_csv(src, test_drawings)
     gz = tmp_path / "test_simplified.csv.gz"
     gz.write_bytes(gzip.compress(src.read_bytes()))
-    from nnlab.quickdraw import predict_submission
+    from nnlab.inference.submission import predict_submission
 
     n1, warn1 = predict_submission([run], src, tmp_path / "a.csv")
     n2, warn2 = predict_submission([run], gz, tmp_path / "b.csv")
@@ -204,11 +205,11 @@ def test_ensemble_of_a_run_with_itself_equals_the_run(run, test_drawings, store_
 
 
 def test_flip_tta_averages_with_the_mirrored_drawing(run, test_drawings):
-    source = StrokeSource.packed(StrokeBatch.from_drawings(test_drawings))
+    source = PackedSource(StrokeBatch.from_drawings(test_drawings))
     plain = predict_drawings(run, source)
     mirrored = [Drawing(strokes=[np.column_stack([255 - s[:, 0], s[:, 1]]) for s in d.strokes])
                 for d in test_drawings]
-    flipped = predict_drawings(run, StrokeSource.packed(StrokeBatch.from_drawings(mirrored)))
+    flipped = predict_drawings(run, PackedSource(StrokeBatch.from_drawings(mirrored)))
     tta = predict_drawings(run, source, tta="flip")
     np.testing.assert_allclose(tta, (plain + flipped) / 2, rtol=1e-5, atol=1e-6)
     assert not np.allclose(tta, plain)
@@ -236,7 +237,7 @@ def test_raw_ndjson_is_simplified_on_the_fly(run, test_drawings, tmp_path):
     write_ndjson(simple, tmp_path / "simple.ndjson")
 
     rows = read_drawing_rows(tmp_path / "raw.ndjson")
-    got = rows.drawings.batch(0, len(rows))
+    got = rows.drawings.batch(np.arange(len(rows.drawings)))
     want = StrokeBatch.from_drawings(simple)
     assert got.points.dtype == np.uint8
     np.testing.assert_array_equal(got.points, want.points)
@@ -276,7 +277,7 @@ def test_store_input(run, test_drawings, tmp_path):
 
 
 def test_training_counts_are_recomputed_for_runs_without_them(run, tmp_path):
-    from nnlab.quickdraw import train_class_counts
+    from nnlab.inference.submission import train_class_counts
 
     copy = tmp_path / "run"
     shutil.copytree(run.path, copy)

@@ -9,11 +9,20 @@ import struct
 import numpy as np
 import pytest
 
-from nnlab.data.drawing import Drawing
-from nnlab.data.quickdraw import (MISSING_TIMESTAMP, REASONS, SkipStats, Vocabulary, csv_row, format_timestamps,
-                                  iter_chunks, label_to_word, ndjson_line, parse_timestamps, read_drawings,
-                                  sort_words, word_to_label, write_bin, write_csv, write_ndjson)
 from nnlab.errors import DataError
+from nnlab.ingest.chunks import iter_chunks, read_drawings
+from nnlab.ingest.reasons import MISSING_TIMESTAMP, REASONS, SkipStats
+from nnlab.ingest.writers import (
+    csv_row,
+    format_timestamps,
+    ndjson_line,
+    parse_timestamps,
+    write_bin,
+    write_csv,
+    write_ndjson,
+)
+from nnlab.strokes.drawing import Drawing
+from nnlab.strokes.vocabulary import Vocabulary, label_to_word, sort_words, word_to_label
 
 SIMPLIFIED_LINE = ('{"word":"cat","countrycode":"VE","timestamp":"2017-03-02 23:25:10.07453 UTC",'
                    '"recognized":true,"key_id":"5201136883597312","drawing":[[[130,113,99],[72,40,27]],'

@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from nnlab.augment import StrokeAugment
-from nnlab.data.drawing import Drawing, StrokeBatch
 from nnlab.errors import ConfigError
-from nnlab.render import ENCODINGS, INK_LOW, default_line_width, fit_to_canvas, render
+from nnlab.strokes.augment import StrokeAugment
+from nnlab.strokes.drawing import Drawing, StrokeBatch
+from nnlab.strokes.render import ENCODINGS, INK_LOW, default_line_width, render
 
 
 def seg_distance(size: int, a, b, padding: float = 0.0) -> np.ndarray:
@@ -172,15 +172,6 @@ def test_render_rejects_bad_arguments(kwargs):
         render([[np.array([[0, 0], [1, 1]])]], **kwargs)
 
 
-def test_fit_to_canvas_frames_raw_drawings():
-    raw = StrokeBatch.from_drawings([[np.array([[500.0, 300.0, 0], [900.0, 500.0, 40]])],
-                                     [np.array([[-5.0, 10.0, 0], [-5.0, 30.0, 5]])]])
-    fit = fit_to_canvas(raw)
-    assert np.allclose(fit.points[:2], [[0, 0], [255, 127.5]])
-    assert np.allclose(fit.points[2:], [[0, 0], [0, 255]])
-    assert np.array_equal(fit.time, raw.time)
-
-
 def load_simplified(folder, per_file=None):
     drawings = []
     for path in sorted(folder.glob("*.ndjson")):
@@ -288,7 +279,7 @@ def test_augment_keeps_time_with_its_points():
 
 
 def test_stroke_dropout_rescues_only_drawings_that_lost_every_stroke():
-    from nnlab.augment import _drop_strokes
+    from nnlab.strokes.augment import _drop_strokes
 
     # drawing 0: two strokes, the second kept; drawing 1: no strokes at all (last in the batch)
     points = np.array([[0, 0], [1, 1], [2, 2], [3, 3]], np.float32)

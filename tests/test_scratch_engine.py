@@ -10,10 +10,10 @@ import pytest
 
 from nnlab.config import load_config, validate
 from nnlab.errors import ConfigError
-from nnlab.report import compare_table
-from nnlab.runs import Run
+from nnlab.runs.report import compare_table
+from nnlab.runs.run import Run
 from nnlab.scratch.serialize import load_model
-from nnlab.train import fit
+from nnlab.training import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +74,7 @@ def small_cfg(**train):
 
 
 def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
-    import nnlab.scratch.engine as engine
+    import nnlab.training.numpy_engine as engine
 
     full = fit(small_cfg(), out=tmp_path / "full")
     calls = {"n": 0}
@@ -110,7 +110,7 @@ def test_unsupported_settings_are_named():
 def test_train_threads_limits_blas_during_training(tmp_path, monkeypatch):
     import threadpoolctl
 
-    import nnlab.scratch.engine as engine
+    import nnlab.training.numpy_engine as engine
 
     seen = []
     real = engine.fit_epoch

@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nnlab.scratch import (BatchNorm1d, Dense, Dropout, ReLU, Sequential, Sigmoid, Tanh, build_mlp,
-                           softmax_cross_entropy)
+from nnlab.scratch import BatchNorm1d, Dense, Dropout, ReLU, Sequential, Sigmoid, Tanh, build_mlp, softmax_cross_entropy
 
 H = 1e-6
 TOL = 1e-6

@@ -8,8 +8,17 @@ import numpy as np
 import pytest
 
 from nnlab.errors import ModelError
-from nnlab.scratch import (Adam, build_mlp, fit_epoch, load_model, load_weights, predict_proba,
-                           read_header, save_model, softmax_cross_entropy)
+from nnlab.scratch import (
+    Adam,
+    build_mlp,
+    fit_epoch,
+    load_model,
+    load_weights,
+    predict_proba,
+    read_header,
+    save_model,
+    softmax_cross_entropy,
+)
 
 
 @pytest.fixture()

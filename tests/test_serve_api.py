@@ -18,8 +18,8 @@ import pytest
 from doodle_model import real_drawings, tiny_export, tiny_run
 from fastapi.testclient import TestClient
 
-from nnlab.data.simplify import simplify_strokes
 from nnlab.serve.app import MAX_BODY_BYTES, MAX_POINTS, MAX_STROKES, create_app
+from nnlab.strokes.simplify import simplify_strokes
 
 WORDS = ("cat", "bicycle", "house", "star", "The Eiffel Tower", "snowflake")
 

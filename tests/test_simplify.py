@@ -6,10 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-from nnlab.data.drawing import Drawing
-from nnlab.data.quickdraw import find_sources, read_drawings
-from nnlab.data.simplify import simplify_drawing, simplify_packed, simplify_strokes
 from nnlab.errors import DataError
+from nnlab.ingest.chunks import read_drawings
+from nnlab.ingest.sources import find_sources
+from nnlab.strokes.drawing import Drawing
+from nnlab.strokes.simplify import simplify_drawing, simplify_packed, simplify_strokes
 
 
 def _ink(strokes) -> np.ndarray:

@@ -12,14 +12,28 @@ import pytest
 from typer.testing import CliRunner
 
 from nnlab.cli.app import app
-from nnlab.data.drawing import Drawing, StrokeBatch
-from nnlab.data.quickdraw import find_sources, ndjson_line, read_drawings
-from nnlab.data.simplify import simplify_strokes
-from nnlab.data.splits import key_id_split
-from nnlab.data.store import StrokeStore, export, prepare
 from nnlab.errors import ConfigError, DataError
+from nnlab.ingest.chunks import read_drawings
+from nnlab.ingest.sources import find_sources
+from nnlab.ingest.writers import ndjson_line
+from nnlab.store.export import export
+from nnlab.store.format import StrokeStore
+from nnlab.store.prepare import prepare
+from nnlab.store.splits import key_id_split
+from nnlab.strokes.drawing import Drawing, StrokeBatch
+from nnlab.strokes.simplify import simplify_strokes
 
 ARRAYS = ("points", "stroke_ptr", "drawing_ptr", "labels", "key_ids", "countries", "recognized", "timestamps")
+
+
+def strokes_of(batch, d):
+    """Strokes of drawing d of a StrokeBatch as (n, 2) or (n, 3) arrays."""
+    out = []
+    for s in range(batch.drawing_ptr[d], batch.drawing_ptr[d + 1]):
+        a, b = batch.stroke_ptr[s], batch.stroke_ptr[s + 1]
+        xy = batch.points[a:b]
+        out.append(xy if batch.time is None else np.column_stack([xy, batch.time[a:b]]))
+    return out
 
 
 def _same(a: StrokeStore, b: StrokeStore) -> None:
@@ -75,7 +89,7 @@ def test_raw_store_keeps_time_and_round_trips(shared_data, tmp_path):
     d = raw[3]
     assert d.has_time and d.strokes[0].shape[1] == 3
     b = raw.batch([3, 0])
-    assert b.time is not None and np.array_equal(b.drawing(0)[0], d.strokes[0])
+    assert b.time is not None and np.array_equal(strokes_of(b, 0)[0], d.strokes[0])
     export(raw, tmp_path / "raw.ndjson", "ndjson")
     _same(raw, prepare([tmp_path / "raw.ndjson"], tmp_path / "raw2", workers=1))
     simp = prepare(files, tmp_path / "simp", simplify=True, workers=1)
@@ -96,7 +110,7 @@ def test_batch_is_a_vectorised_gather(qd_store):
     b = qd_store.batch(idx)
     assert isinstance(b, StrokeBatch) and len(b) == 5 and b.points.dtype == np.uint8
     for k, i in enumerate(idx):
-        assert [s.tolist() for s in b.drawing(k)] == [s.tolist() for s in qd_store[int(i)].strokes]
+        assert [s.tolist() for s in strokes_of(b, k)] == [s.tolist() for s in qd_store[int(i)].strokes]
     assert len(qd_store.batch([])) == 0
     with pytest.raises(IndexError):
         qd_store.batch([8600])
@@ -257,7 +271,7 @@ def test_memory_stays_bounded_as_drawings_grow(shared_data, tmp_path):
     # one process for both sizes, so that the imports are paid once
     script = textwrap.dedent("""
         import re, resource, sys
-        from nnlab.data.store import prepare
+        from nnlab.store.prepare import prepare
         def status(key):
             return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
         for src, out in zip(sys.argv[1::2], sys.argv[2::2]):

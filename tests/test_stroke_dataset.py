@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from nnlab.augment import StrokeAugment
-from nnlab.data.drawing import StrokeBatch
-from nnlab.data.stroke_dataset import (EvalBatchSampler, StrokeDataset, TrainBatchSampler,
-                                       stroke_loader)
+from nnlab.datasets.samplers import EvalBatchSampler, TrainBatchSampler
+from nnlab.datasets.strokes import StrokeDataset, stroke_loader
 from nnlab.errors import ConfigError
-from nnlab.render import render
+from nnlab.strokes.augment import StrokeAugment
+from nnlab.strokes.drawing import StrokeBatch
+from nnlab.strokes.render import render
 
 
 class TinyStore:
@@ -146,8 +146,8 @@ def test_workers_give_the_same_batches_as_the_main_process(store):
 
 
 def test_real_store_plugs_in(tmp_path, store):
-    from nnlab.data.drawing import Drawing
-    from nnlab.data.store import StrokeStore
+    from nnlab.store.format import StrokeStore
+    from nnlab.strokes.drawing import Drawing
 
     words = ["cat", "house", "snowman", "The Eiffel Tower"]
     drawings = [Drawing(strokes=[s.astype(np.int64) for s in d], word=words[int(lab)], key_id=k)
@@ -156,6 +156,6 @@ def test_real_store_plugs_in(tmp_path, store):
     ds = StrokeDataset(real, size=32, encoding="time-decay")
     x, y, idx = ds[(np.arange(20), 0)]
     assert x.shape == (20, 1, 32, 32)
-    assert [real.classes[i] for i in y] == [real.word(i) for i in idx.tolist()]
+    assert [real.classes[i] for i in y] == [real.classes[real.labels[i]] for i in idx.tolist()]
     expected = render([d.strokes for d in drawings[:20]], size=32, encoding="time-decay")
     assert torch.equal(x, torch.from_numpy(expected).float() / 255)

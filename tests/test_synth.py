@@ -9,10 +9,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from nnlab.cli.app import app
-from nnlab.data.show import GOOGLE_CREDIT, show_grid
-from nnlab.data.store import StrokeStore
-from nnlab.data.synth import SHAPE_NAMES, synth_drawings
 from nnlab.errors import ConfigError
+from nnlab.store.format import StrokeStore
+from nnlab.store.show import GOOGLE_CREDIT, show_grid
+from nnlab.strokes.synth import SHAPE_NAMES, synth_drawings
 
 
 def _same(a, b) -> bool:
@@ -103,7 +103,7 @@ def test_cli_synth_then_show_without_google_credit(tmp_path):
 
 
 def test_show_credits_google_for_quickdraw_data(shared_data, tmp_path):
-    from nnlab.data.store import prepare
+    from nnlab.store.prepare import prepare
 
     store = prepare([shared_data / "quickdraw" / "simplified" / "cat.ndjson"], tmp_path / "qd", workers=1)
     out = show_grid(store, n=6, out=tmp_path / "qd.png")

@@ -7,12 +7,13 @@ import json
 import pytest
 import torch
 
-import nnlab.train as train_mod
+import nnlab.training.loop as train_mod
 from nnlab.config import validate
 from nnlab.errors import TrainingError
 from nnlab.models import build_model, count_parameters
-from nnlab.runs import Run
-from nnlab.train import fit, freeze_layers
+from nnlab.runs.run import Run
+from nnlab.training import fit
+from nnlab.training.optim import freeze_layers
 
 
 def digits_cfg(**train):

@@ -1,7 +1,6 @@
 """nnlab: train, compare and ship image recognizers from one config file."""
 
 from nnlab.errors import ConfigError, DataError, ModelError, NnlabError, TrainingError
-
-__version__ = "0.1.0"
+from nnlab.version import __version__
 
 __all__ = ["ConfigError", "DataError", "ModelError", "NnlabError", "TrainingError", "__version__"]

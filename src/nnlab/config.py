@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +18,45 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nnlab.errors import ConfigError
+
+# --------------------------------------------------------------------------- metric names
+
+#: Direction of every metric name the trainer may monitor (`higher_is_better` also
+#: accepts ``val_``/``train_``/``test_`` prefixes and any k, rank or FPR target).
+METRICS_HIGHER_IS_BETTER: dict[str, bool] = {
+    "loss": False,
+    "log_loss": False,
+    "accuracy": True,
+    "top3_accuracy": True,
+    "top5_accuracy": True,
+    "map3": True,
+    "macro_f1": True,
+    "rank1": True,
+    "rank5": True,
+    "eer": False,
+    "roc_auc": True,
+    "tpr_at_fpr_0.01": True,
+    "tpr_at_fpr_0.001": True,
+}
+_PATTERNS = [(re.compile(r"top\d+_accuracy|map\d+|rank\d+|tpr_at_fpr_.+"), True)]
+
+
+def higher_is_better(name: str) -> bool:
+    """Whether a larger value of metric ``name`` (e.g. ``val_map3``, ``loss``) is better."""
+    base = re.sub(r"^(val|train|test)_", "", name)
+    if base in METRICS_HIGHER_IS_BETTER:
+        return METRICS_HIGHER_IS_BETTER[base]
+    for pattern, direction in _PATTERNS:
+        if pattern.fullmatch(base):
+            return direction
+    raise ConfigError(
+        f"unknown metric {name!r}; known: {', '.join(sorted(METRICS_HIGHER_IS_BETTER))} "
+        "(optionally prefixed with val_/train_/test_)"
+    )
+
+
+
+# --------------------------------------------------------------------------- sections
 
 
 class Section(BaseModel):
@@ -43,7 +83,8 @@ class DataConfig(Section):
     mean: float = 0.5
     std: float = Field(0.5, gt=0)
     augment: bool = Field(False, description="augment the training split (never val or test)")
-    split: Literal["stratified", "identity", "key_id"] = "stratified"
+    split: Literal["stratified", "identity"] = Field("stratified", description="image sets: by class, or by identity "
+                                                     "(open set); stroke data always splits by key_id hash")
     open_set_identities: int | None = Field(None, ge=1, description="identity split: how many identities are held "
                                             "out unseen (default: test_fraction of them)")
     val_fraction: float = Field(0.1, ge=0, lt=1)
@@ -163,8 +204,6 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
-        from nnlab.metrics import higher_is_better
-
         try:
             higher_is_better(self.eval.main_metric)
         except ConfigError as exc:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import sys
 
+import click
+import typer
+
 from nnlab.cli import core, data, ship, study  # noqa: F401  (registers the commands)
 from nnlab.cli.app import app, state
 from nnlab.errors import NnlabError
@@ -24,9 +27,6 @@ def main() -> None:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-        import typer
-
         if isinstance(exc, (click.exceptions.Abort, typer.Abort)):
             sys.exit(1)
         # a ClickException, from click or from the copy of click that newer typer bundles: both can show()

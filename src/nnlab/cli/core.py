@@ -1,4 +1,7 @@
-"""Core commands: run, resume, eval, predict, report, compare, summary, models."""
+"""Core commands: run, resume, eval, predict, report, compare, summary, models.
+
+Each command imports the library it calls when it runs: torch and timm take seconds to load, and
+`nnlab data ...` must work without them."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from pathlib import Path
 import typer
 
 from nnlab.cli.app import app
+from nnlab.config import load_config
 
 SET_HELP = "Override a config value: section.key=value (repeatable)."
 
@@ -20,9 +24,9 @@ def run(config: Path = typer.Argument(..., help="Experiment TOML file."),
         set_: list[str] = typer.Option([], "--set", help=SET_HELP),
         out: Path | None = typer.Option(None, "--out", help="Run directory (default runs/<name>-<timestamp>).")) -> None:
     """Train an experiment; prints the run directory when it starts and when it ends."""
-    from nnlab.config import load_config
-    from nnlab.report import format_report
-    from nnlab.train import fit, is_main_process
+    from nnlab.device import is_main_process  # heavy (torch): imported when the command runs
+    from nnlab.runs.report import format_report  # heavy (torch): imported when the command runs
+    from nnlab.training import fit  # heavy (torch): imported when the command runs
 
     cfg = load_config(config, set_)
     run_ = fit(cfg, out=out, announce=lambda r: _echo(f"run directory: {r.path}"))
@@ -34,9 +38,9 @@ def run(config: Path = typer.Argument(..., help="Experiment TOML file."),
 @app.command()
 def resume(run_dir: Path = typer.Argument(..., help="Run directory to continue.")) -> None:
     """Continue a run exactly where its last checkpoint left it."""
-    from nnlab.report import format_report
-    from nnlab.runs import Run
-    from nnlab.train import fit
+    from nnlab.runs.report import format_report  # heavy (torch): imported when the command runs
+    from nnlab.runs.run import Run  # heavy (torch): imported when the command runs
+    from nnlab.training import fit  # heavy (torch): imported when the command runs
 
     run_ = Run.open(run_dir)
     _echo(f"resuming {run_.path}")
@@ -50,7 +54,7 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory."),
           split: str = typer.Option("test", "--split", help="train, val or test."),
           set_: list[str] = typer.Option([], "--set", help="Override data settings, e.g. data.kind=npz.")) -> None:
     """Evaluate a run's best checkpoint on a split, printing its metrics."""
-    from nnlab.predict import evaluate_run
+    from nnlab.evaluation.evaluate import evaluate_run  # heavy (torch): imported when the command runs
 
     metrics = evaluate_run(run_dir, split=split, data_path=data, overrides=set_)
     for k, v in metrics.items():
@@ -65,7 +69,7 @@ def predict(inputs: list[Path] = typer.Argument(..., help="RUN [RUN ...] INPUT: 
             weights: str | None = typer.Option(None, "--weights", help="Ensemble weights w1,w2,... (one per run).")) -> None:
     """Predict an input with one run or an ensemble of runs (images -> probability CSV;
     drawings -> Kaggle submission)."""
-    from nnlab.predict import predict_command
+    from nnlab.inference.predict import predict_command  # heavy (torch): imported when the command runs
 
     if len(inputs) < 2:
         raise typer.BadParameter("give at least one run directory and an input")
@@ -78,8 +82,8 @@ def predict(inputs: list[Path] = typer.Argument(..., help="RUN [RUN ...] INPUT: 
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="Run directory.")) -> None:
     """Print a finished run's summary."""
-    from nnlab.report import format_report
-    from nnlab.runs import Run
+    from nnlab.runs.report import format_report  # heavy (torch): imported when the command runs
+    from nnlab.runs.run import Run  # heavy (torch): imported when the command runs
 
     _echo(format_report(Run.open(run_dir)))
 
@@ -89,8 +93,8 @@ def compare(run_dirs: list[Path] = typer.Argument(..., help="Run directories."),
             out: Path | None = typer.Option(None, "--out", help="Also write the Markdown table here."),
             metric: str | None = typer.Option(None, "--metric", help="Sort by this metric.")) -> None:
     """A Markdown table of runs (main metrics, parameters, time, images/s), best first."""
-    from nnlab.report import compare_table
-    from nnlab.runs import Run
+    from nnlab.runs.report import compare_table  # heavy (torch): imported when the command runs
+    from nnlab.runs.run import Run  # heavy (torch): imported when the command runs
 
     table = compare_table([Run.open(p) for p in run_dirs], metric)
     if out:
@@ -102,8 +106,11 @@ def compare(run_dirs: list[Path] = typer.Argument(..., help="Run directories."),
 def summary(config: Path = typer.Argument(..., help="Experiment TOML file."),
             set_: list[str] = typer.Option([], "--set", help=SET_HELP)) -> None:
     """Per-layer table of the configured model (name, output shape, parameters), like Keras' summary()."""
-    from nnlab.config import load_config
-    from nnlab.models import build_model, count_parameters, summary_rows
+    from nnlab.models import (  # heavy (torch): imported when the command runs
+        build_model,
+        count_parameters,
+        summary_rows,
+    )
 
     cfg = load_config(config, set_)
     num_classes = _class_count(cfg)
@@ -124,7 +131,7 @@ def _class_count(cfg) -> int:
     """Classes of the configured data, without loading images where it can be avoided."""
     if cfg.data.kind in ("digits", "idx", "csv"):
         return 10
-    from nnlab.data import build_data
+    from nnlab.datasets import build_data  # heavy (torch): imported when the command runs
 
     return len(build_data(cfg).classes)
 
@@ -133,7 +140,7 @@ def _class_count(cfg) -> int:
 def models(pattern: str = typer.Argument("*", help="Glob filter, e.g. 'lenet*' or 'timm:mobilenet*'."),
            timm_models: bool = typer.Option(True, "--timm/--no-timm", help="Include timm's models.")) -> None:
     """List registered models and timm models."""
-    from nnlab.models import list_models
+    from nnlab.models import list_models  # heavy (torch): imported when the command runs
 
     for name in list_models(pattern, include_timm=timm_models):
         _echo(name)

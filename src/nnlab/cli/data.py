@@ -1,4 +1,6 @@
-"""data commands: prepare, info, export, synth, show (Quick, Draw! stroke stores)."""
+"""data commands: prepare, info, export, synth, show (Quick, Draw! stroke stores).
+
+These run without torch: only `data show RUN` (a trained run's guesses) imports it, when called."""
 
 from __future__ import annotations
 
@@ -6,7 +8,12 @@ from pathlib import Path
 
 import typer
 
-from nnlab.cli.app import app, data_app  # noqa: F401
+from nnlab.cli.app import data_app
+from nnlab.store.export import export
+from nnlab.store.format import StrokeStore
+from nnlab.store.prepare import prepare
+from nnlab.store.show import show_grid
+from nnlab.strokes.synth import synth_drawings
 
 
 @data_app.command("prepare")
@@ -25,8 +32,6 @@ def prepare_cmd(
         classes: Path | None = typer.Option(None, "--classes", help="classes.txt fixing the class list and "
                                                                     "order; other words are bad rows.")) -> None:
     """Pack drawings into a memory-mapped stroke store."""
-    from nnlab.data.store import prepare
-
     store = prepare(sources, out, simplify=simplify, recognized_only=recognized_only,
                     max_per_class=max_per_class, on_bad=on_bad, workers=workers, classes=classes)
     m = store.meta
@@ -42,8 +47,6 @@ def prepare_cmd(
 @data_app.command("info")
 def info_cmd(store_path: Path = typer.Argument(..., help="Store directory.")) -> None:
     """Counts per class, skipped rows by reason, sources."""
-    from nnlab.data.store import StrokeStore
-
     store = StrokeStore.open(store_path)
     m = store.meta
     typer.echo(f"{store_path}: {m['kind']} stroke store (format {m['format']} v{m['version']}, "
@@ -73,8 +76,6 @@ def export_cmd(store_path: Path = typer.Argument(..., help="Store directory."),
                                                                        "(Google binary)."),
                out: Path = typer.Option(..., "--out", help="Output file (.gz to compress).")) -> None:
     """Write a store's drawings back out in Google's or Kaggle's format."""
-    from nnlab.data.store import StrokeStore, export
-
     n = export(StrokeStore.open(store_path), out, format_)
     typer.echo(f"wrote {n:,} drawings to {out}")
 
@@ -85,9 +86,6 @@ def synth_cmd(classes: int = typer.Option(12, "--classes", min=1, help="Number o
               seed: int = typer.Option(0, "--seed", min=0),
               out: Path = typer.Option(..., "--out", help="Store directory to write.")) -> None:
     """Procedural doodles (circle, square, triangle, star, house, ...) as a stroke store."""
-    from nnlab.data.store import StrokeStore
-    from nnlab.data.synth import synth_drawings
-
     drawings = synth_drawings(classes, per_class, seed)
     store = StrokeStore.from_drawings(drawings, meta={"source_kind": "synthetic",
                                                       "synth": {"classes": classes, "per_class": per_class,
@@ -105,11 +103,8 @@ def show_cmd(store_path: Path = typer.Argument(..., help="Store directory, or a 
              out: Path | None = typer.Option(None, "--out", help="PNG to write [default: grid.png, or "
                                              "RUN/plots/samples.png for a run].")) -> None:
     """A labelled grid of drawings as a PNG."""
-    from nnlab.data.show import show_grid
-    from nnlab.data.store import StrokeStore
-
     if (store_path / "config.toml").is_file():
-        from nnlab.quickdraw import show_run_samples
+        from nnlab.inference.samples import show_run_samples  # heavy (torch): only for a run directory
 
         typer.echo(f"wrote {show_run_samples(store_path, out, n=n, word=class_)}")
         return

@@ -16,7 +16,7 @@ def export(run_dir: Path = typer.Argument(..., help="Run directory of a model tr
            out: Path = typer.Option(..., "--out", help="Directory to write (model.onnx, classes.txt, "
                                                        "preprocessing.json, samples.ndjson).")) -> None:
     """Export a run's best checkpoint as ONNX (dynamic batch), checked against torch."""
-    from nnlab.serve.export import export_onnx
+    from nnlab.inference.export import export_onnx  # heavy (torch): imported when the command runs
 
     if format_ != "onnx":
         raise NnlabError(f"--format {format_!r}: only 'onnx' is supported")
@@ -37,7 +37,7 @@ def serve(path: Path = typer.Argument(..., help="A run directory (torch) or an `
                                                   "torch's default for a run)."),
           access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request.")) -> None:
     """Serve the doodle demo: a page that guesses while you draw, and its JSON API."""
-    from nnlab.serve.app import serve as run_server
+    from nnlab.serve.app import serve as run_server  # heavy (torch): imported when the command runs
 
     run_server(path, host=host, port=port, threads=threads, access_log=access_log,
                announce=lambda url: typer.echo(f"serving {path} at {url} (Ctrl+C to stop)"))

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from nnlab.cli.app import app
+from nnlab.errors import NnlabError
 
 GRID_HELP = ("A variant: NAME=key=value[,key=value...] (repeatable); replaces the config's study.grid. "
              "Example: --grid relu=model.name=lenet_alpha")
@@ -24,8 +25,9 @@ def study(config: Path = typer.Argument(..., help="Experiment TOML file (its stu
                                              help="Cells trained in parallel (default: min(cells, cores)).")) -> None:
     """Train every cell (variant x seed) as its own run, skipping finished ones, then compare the variants:
     mean ± std, parameters, time, Welch's t-test and a plain verdict (report.md, report.json, plots/)."""
-    from nnlab.errors import NnlabError
-    from nnlab.study import format_tables, plan_study, run_study
+    from nnlab.study.execute import run_study  # heavy (torch): imported when the command runs
+    from nnlab.study.plan import plan_study  # heavy (torch): imported when the command runs
+    from nnlab.study.report import format_tables  # heavy (torch): imported when the command runs
 
     plan = plan_study(config, set_, grid, seeds, out, workers)
     typer.echo(f"study directory: {plan.out} ({len(plan.variants)} variants x {len(plan.settings.seeds)} seeds)")

@@ -26,6 +26,7 @@ from torch import nn
 
 from nnlab.config import ModelConfig
 from nnlab.errors import ModelError
+from nnlab.models.registry import build_plain
 
 DEFAULT_MARGINS = {"arcface": 0.5, "cosface": 0.35}
 
@@ -203,8 +204,6 @@ def build_backbone(cfg: ModelConfig, in_chans: int, image_size: int) -> tuple[nn
     timm models are built with ``num_classes=0`` (pooled features); registered builders
     with one class, after which their last Linear layer is replaced by the identity.
     """
-    from nnlab.models import build_plain
-
     timm = cfg.name.startswith("timm:")
     plain = cfg.model_copy(update={"dropout": 0.0})  # dropout lives in EmbeddingModel, not in the backbone too
     model = build_plain(plain, in_chans, 0 if timm else 1, image_size)

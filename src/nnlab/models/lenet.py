@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from nnlab.models import register_model
+from nnlab.models.registry import register_model
 
 _ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "linear": nn.Identity}
 _POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from nnlab.models import register_model
+from nnlab.models.registry import register_model
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import timm
 from torch import nn
 
 from nnlab.errors import ModelError
@@ -10,8 +11,6 @@ from nnlab.errors import ModelError
 def build_timm(name: str, in_chans: int, num_classes: int, pretrained: bool = False, dropout: float = 0.0,
                **kwargs) -> nn.Module:
     """`timm.create_model` with our channel and class counts (num_classes=0 gives pooled features)."""
-    import timm
-
     if not timm.list_models(name) and name not in timm.list_models():
         close = timm.list_models(f"*{name.split('.')[0]}*")[:5]
         raise ModelError(f"model.name: timm has no model {name!r}" + (f" (close: {', '.join(close)})" if close else ""))

@@ -11,8 +11,7 @@ Everything a training run needs::
     proba = predict_proba(model, X_test)   # eval mode: no dropout, running statistics
 """
 
-from nnlab.scratch.layers import (LAYER_TYPES, BatchNorm1d, Dense, Dropout, Layer, ReLU, Sequential,
-                                  Sigmoid, Tanh)
+from nnlab.scratch.layers import LAYER_TYPES, BatchNorm1d, Dense, Dropout, Layer, ReLU, Sequential, Sigmoid, Tanh
 from nnlab.scratch.losses import log_softmax, softmax, softmax_cross_entropy
 from nnlab.scratch.model import ACTIVATIONS, build_mlp
 from nnlab.scratch.optim import OPTIMIZERS, SGD, Adam, AdamW, Optimizer

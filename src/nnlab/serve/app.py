@@ -19,6 +19,7 @@ are refused with 422 and a message that names the problem.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -28,15 +29,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from nnlab.errors import DataError, NnlabError
-from nnlab.serve.model import DoodleModel, MicroBatcher, arrays_to_google, google_to_arrays, load_doodle_model
+from nnlab.inference.doodle import DoodleModel, arrays_to_google, google_to_arrays, load_doodle_model
+from nnlab.serve.batching import MicroBatcher
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_STROKES = 256
@@ -172,8 +174,6 @@ class BodyLimit:
 
 
 async def _send_json(send, status: int, payload: dict) -> None:
-    import json
-
     data = json.dumps(payload).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
@@ -294,8 +294,6 @@ def create_app(path: str | os.PathLike | DoodleModel, threads: int | None = None
 def serve(path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None,
           access_log: bool = True, announce=None) -> None:
     """Load the model, then run uvicorn until interrupted; `announce(url)` is called once it is loaded."""
-    import uvicorn
-
     app = create_app(path, threads=threads)
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host

@@ -1,0 +1,162 @@
+"""Batches of rendered drawings for PyTorch, drawn in DataLoader worker processes.
+
+The sampler yields whole batches (positions into the dataset plus a seed) and the dataset
+renders each batch with one `render` call, so a worker's cost per batch is one store read,
+one optional augmentation and one kernel call, with no Python loop per drawing:
+
+    ds = StrokeDataset(store, train_idx, size=64, encoding="time-decay", augment=StrokeAugment())
+    sampler = TrainBatchSampler(len(ds), batch_size=256, steps_per_epoch=1000, seed=0)
+    loader = DataLoader(ds, batch_size=None, sampler=sampler, num_workers=4)
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        for images, labels, indices in loader: ...
+
+`images` is float32 (B, C, size, size) in [0, 1], `labels` int64 and `indices` the int64
+store indices of the drawings (look up `store.key_ids[indices]` for MAP@3 by key_id).
+Data order and augmentation depend only on (seed, epoch, step), never on the number of
+workers, so a run can stop after any epoch and resume with the same batches.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from nnlab.datasets.bundle import DataBundle
+from nnlab.datasets.samplers import BatchRequest, EvalBatchSampler, TrainBatchSampler
+from nnlab.errors import ConfigError, DataError
+from nnlab.store.format import StrokeStore
+from nnlab.strokes.augment import StrokeAugment
+from nnlab.strokes.drawing import StrokeSource
+from nnlab.strokes.render import ENCODINGS, render
+from nnlab.strokes.synth import synth_drawings
+
+
+class StrokeDataset(Dataset):
+    """Drawings `indices` of a stroke store, rendered a batch at a time.
+
+    dataset[request] takes a BatchRequest from the samplers below (or a bare array of
+    positions) and returns (images, labels, indices) for the whole batch. `augment` is
+    applied only when given: pass it for the training split, None for evaluation.
+    """
+
+    def __init__(self, store: StrokeSource, indices: Sequence[int] | np.ndarray | None = None, *,
+                 size: int = 64, encoding: str = "time-decay", line_width: float | None = None,
+                 antialias: bool = True, padding: float = 0.0,
+                 augment: StrokeAugment | None = None, seed: int = 0) -> None:
+        if encoding not in ENCODINGS:
+            raise ConfigError(f"unknown encoding {encoding!r}; choose one of {sorted(ENCODINGS)}")
+        self.store = store
+        self.indices = (np.arange(len(store), dtype=np.int64) if indices is None
+                        else np.asarray(indices, dtype=np.int64))
+        if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= len(store)):
+            raise ConfigError(f"StrokeDataset: indices must lie in [0, {len(store)}) "
+                              f"(the store's size), got {self.indices.min()}..{self.indices.max()}")
+        self.size = size
+        self.encoding = encoding
+        self.line_width = line_width
+        self.antialias = antialias
+        self.padding = padding
+        self.augment = augment
+        self.seed = seed
+        self.channels = ENCODINGS[encoding]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, request: BatchRequest | np.ndarray | Sequence[int]
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if isinstance(request, tuple) and len(request) == 2 and np.isscalar(request[1]):
+            positions, batch_seed = np.asarray(request[0], dtype=np.int64), int(request[1])
+        else:
+            positions = np.asarray(request, dtype=np.int64)
+            batch_seed = zlib.crc32(positions.tobytes())  # same batch, same augmentation
+        idx = self.indices[positions]
+        batch = self.store.batch(idx)
+        if self.augment is not None:
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, batch_seed]))
+            batch = self.augment(batch, rng)
+        x = to_model_input(batch, size=self.size, encoding=self.encoding, line_width=self.line_width,
+                           antialias=self.antialias, padding=self.padding)
+        y = torch.from_numpy(np.asarray(self.store.labels)[idx].astype(np.int64))
+        return x, y, torch.from_numpy(idx)
+
+
+def to_model_input(drawings, size: int, encoding: str, line_width: float | None = None, antialias: bool = True,
+                   padding: float = 0.0) -> torch.Tensor:
+    """Render and scale to [0, 1]: the one preprocessing of drawings, shared by training,
+    prediction, ONNX export and the web demo. Returns float32 (B, C, size, size)."""
+    images = render(drawings, size=size, encoding=encoding, line_width=line_width, antialias=antialias,
+                    padding=padding)
+    return torch.from_numpy(images).float().div_(255.0)
+
+
+
+def stroke_loader(dataset: StrokeDataset, batch_size: int, *, train: bool,
+                  steps_per_epoch: int | None = None, seed: int = 0, num_workers: int = 0,
+                  rank: int = 0, world_size: int = 1, **loader_kwargs: Any) -> DataLoader:
+    """A DataLoader over `dataset` with the right sampler (shuffled and endless when
+    `train`, in order otherwise); reach the sampler as `loader.sampler` to set_epoch."""
+    if train:
+        sampler: Sampler = TrainBatchSampler(len(dataset), batch_size, steps_per_epoch, seed=seed,
+                                             rank=rank, world_size=world_size)
+    else:
+        sampler = EvalBatchSampler(len(dataset), batch_size, rank=rank, world_size=world_size)
+    if num_workers > 0:
+        loader_kwargs.setdefault("persistent_workers", True)
+    return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=num_workers,
+                      **loader_kwargs)
+
+
+def stroke_store(cfg):
+    """The StrokeStore a `strokes` or `synth` experiment reads (synthetic doodles are made here)."""
+    d = cfg.data
+    if d.kind == "synth":
+        return StrokeStore.from_drawings(synth_drawings(d.classes or 12, d.per_class, seed=cfg.seed))
+    if not d.path:
+        raise ConfigError("data.path: the stroke store to read (made by `nnlab data prepare`)")
+    return StrokeStore.open(d.path)
+
+
+def stroke_splits(cfg, store) -> dict[str, np.ndarray]:
+    """Store indices per split (by key_id hash), keeping labelled drawings only (and recognized
+    ones when `data.recognized_only`): what training, evaluation and the web demo's samples use."""
+    d = cfg.data
+    keep = np.asarray(store.labels) >= 0  # unlabelled drawings (test files) cannot be trained on
+    if d.recognized_only:
+        keep &= np.asarray(store.recognized, dtype=bool)
+    return {name: idx[keep[idx]] for name, idx in store.split(d.val_fraction, d.test_fraction).items()}
+
+
+def build_stroke_data(cfg, rank: int = 0, world: int = 1):
+    """The `strokes` (a store from `nnlab data prepare`) and `synth` (doodles drawn on the fly) kinds:
+    split by key_id hash, rendered per batch; ids are key_ids so MAP@3 is keyed by key_id."""
+    d = cfg.data
+    store = stroke_store(cfg)
+    splits = stroke_splits(cfg, store)
+    if not len(splits["train"]):
+        raise DataError(f"{d.path or 'synth'}: no labelled drawings in the training split")
+    augment = StrokeAugment() if d.augment else None
+    loaders, ids, labels = {}, {}, {}
+    for name, idx in splits.items():
+        train = name == "train"
+        dataset = StrokeDataset(store, idx, size=d.image_size, encoding=d.encoding, line_width=d.line_width,
+                                padding=d.padding, augment=augment if train else None, seed=cfg.seed)
+        loaders[name] = stroke_loader(dataset, d.batch_size if train else (d.eval_batch_size or d.batch_size),
+                                      train=train, steps_per_epoch=cfg.train.steps_per_epoch if train else None,
+                                      seed=cfg.seed, num_workers=d.num_workers, rank=rank, world_size=world)
+        ids[name] = np.asarray(store.key_ids)[idx]
+        labels[name] = np.asarray(store.labels)[idx].astype(np.int64)
+    if d.channels != ENCODINGS[d.encoding]:
+        raise ConfigError(f"data.channels = {d.channels} but encoding {d.encoding!r} has {ENCODINGS[d.encoding]}")
+    return DataBundle(classes=list(store.classes), in_chans=ENCODINGS[d.encoding], image_size=d.image_size,
+                      loaders=loaders, ids=ids, labels=labels,
+                      info={"sizes": {k: len(v) for k, v in splits.items()}, "store": d.path or "synth",
+                            "skipped": store.meta.get("skipped", {}),
+                            # per class, for the fallback guess of unreadable drawings at prediction time
+                            "train_counts": np.bincount(labels["train"], minlength=len(store.classes)).tolist()})

@@ -1,0 +1,109 @@
+"""Where and how torch computes: the device, DDP membership, mixed precision and every random
+generator's state. The leaf every torch stage (datasets, training, evaluation, inference) may import."""
+
+from __future__ import annotations
+
+import os
+import random
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from nnlab.errors import NnlabError
+
+
+@dataclass
+class Dist:
+    """Where this process stands in a (possibly single-process) distributed run."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str) -> Dist:
+    """Join the torchrun process group when launched by torchrun (nccl on GPU, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(choice: str, local_rank: int = 0) -> str:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise NnlabError("train.device = 'cuda' but no CUDA device is available")
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return f"cuda:{local_rank}"
+    return "cpu"
+
+
+def seed_everything(seed: int) -> None:
+    """One seed drives Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": _numpy_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _numpy_state() -> tuple:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return kind, keys.tolist(), int(pos), int(has_gauss), float(cached)  # plain types: weights_only loading
+
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+
+def autocast(device: str, amp: str):
+    """bf16/fp16 autocast on CUDA ('auto' = bf16 where supported); full precision on the CPU."""
+    if not device.startswith("cuda") or amp == "off":
+        return nullcontext()
+    dtype = torch.float16 if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()) else torch.bfloat16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+
+def gather_split(loader, rows: np.ndarray) -> np.ndarray:
+    """Rows of a whole eval split in order: under DDP each rank holds a strided shard, interleaved back."""
+    if not dist.is_initialized():
+        return rows
+    pieces = [None] * dist.get_world_size()
+    dist.all_gather_object(pieces, rows)
+    full = np.zeros((loader.sampler.size, pieces[0].shape[1]), dtype=np.float32)
+    for r, piece in enumerate(pieces):
+        full[r::dist.get_world_size()] = piece
+    return full
+
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0

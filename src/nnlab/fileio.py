@@ -1,0 +1,53 @@
+"""Small file helpers every layer shares: atomic text writes, class lists, gzip detection.
+
+`classes.txt` (one class name per line, UTF-8, in class order) is read and written here only:
+by runs, stroke stores, exports and the class vocabulary.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from nnlab.errors import DataError
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write `text` (UTF-8) to a temporary file beside `path`, then rename it over `path`:
+    a crash never leaves a half-written file."""
+    path = Path(path)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(fh.name, path)
+    return path
+
+
+def write_classes(path: Path, classes: Sequence[str]) -> Path:
+    """Write a class list (`classes.txt`): one name per line, in class order."""
+    return atomic_write_text(path, "".join(f"{c}\n" for c in classes))
+
+
+def read_classes(path: Path) -> list[str]:
+    """Read a class list: one name per line, in class order (blank lines and surrounding spaces ignored)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such class list (classes.txt)") from None
+    except OSError as exc:
+        raise DataError(f"cannot read class list {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason}); a class list has one name per line") from None
+    return [line.strip() for line in lines if line.strip()]
+
+
+def is_gzip(path: Path) -> bool:
+    """Whether a file is gzip-compressed, by its magic bytes (whatever its name)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == GZIP_MAGIC
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from exc

@@ -1,0 +1,302 @@
+"""A trained doodle model ready to guess: preprocessing, the torch or onnxruntime backend,
+and validation drawings to show.
+
+    model = load_doodle_model("runs/doodles-...")      # a run directory (torch)
+    model = load_doodle_model("export/")               # `nnlab export` output (onnxruntime)
+    model.guess([strokes], top_k=3)                    # [[("cat", 0.81), ("dog", 0.07), ...]]
+
+Drawings arrive as lists of (n, 2) or (n, 3) stroke arrays. `prepare_strokes` keeps Google's
+simplified drawings (integers in 0..255, no time) as they are and simplifies anything else
+(raw screen coordinates, with or without t) with Google's algorithm, so every drawing reaches
+`to_model_input`, the one preprocessing of drawings, in the frame the model was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from nnlab import metrics
+from nnlab.datasets.bundle import STROKE_KINDS
+from nnlab.datasets.strokes import stroke_splits, stroke_store, to_model_input
+from nnlab.errors import DataError, ModelError, NnlabError
+from nnlab.fileio import read_classes
+from nnlab.ingest.chunks import read_drawings
+from nnlab.runs.run import Run
+from nnlab.runs.trained import load_trained
+from nnlab.scratch.losses import softmax
+from nnlab.strokes.drawing import Drawing
+from nnlab.strokes.render import ENCODINGS, default_line_width
+from nnlab.strokes.simplify import simplify_drawing, simplify_strokes
+
+EXPORT_FILES = ("model.onnx", "preprocessing.json", "classes.txt")
+
+
+SAMPLES_FILE = "samples.ndjson"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a drawing becomes the model's input: `to_model_input` with these arguments
+    (pixels / 255, no mean or std)."""
+
+    image_size: int
+    encoding: str
+    line_width: float
+    padding: float
+    channels: int
+    antialias: bool = True
+
+    @classmethod
+    def from_config(cls, data: Any) -> Preprocessing:
+        """From a run's `data` section (the default line width resolved to its value)."""
+        return cls(image_size=int(data.image_size), encoding=str(data.encoding),
+                   line_width=float(data.line_width or default_line_width(data.image_size)),
+                   padding=float(data.padding), channels=ENCODINGS[data.encoding])
+
+    @classmethod
+    def from_json(cls, info: dict[str, Any], source: str = "preprocessing.json") -> Preprocessing:
+        try:
+            d = info["drawing"]
+            return cls(image_size=int(d["image_size"]), encoding=str(d["encoding"]),
+                       line_width=float(d["line_width"]), padding=float(d["padding"]),
+                       channels=int(d["channels"]), antialias=bool(d.get("antialias", True)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{source}: missing or invalid drawing preprocessing field ({exc})") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_input(self, drawings: Sequence[Drawing | Sequence[np.ndarray]]) -> np.ndarray:
+        """float32 (B, C, H, W) in [0, 1]."""
+        return to_model_input(list(drawings), size=self.image_size, encoding=self.encoding,
+                              line_width=self.line_width, antialias=self.antialias,
+                              padding=self.padding).numpy()
+
+
+def prepare_strokes(strokes: Sequence[np.ndarray | Sequence[Sequence[float]]]) -> list[np.ndarray]:
+    """Strokes as (n, 2) arrays in Google's simplified frame.
+
+    A drawing already simplified (integer x, y in 0..255 and no time) is kept; anything else
+    (time present, fractions, coordinates outside 0..255) is raw input and goes through
+    Google's simplification (align, scale to 0..255, resample, RDP)."""
+    arrays = [np.asarray(s, dtype=np.float64) for s in strokes]
+    if not arrays:
+        raise DataError("the drawing has no strokes")
+    for i, a in enumerate(arrays):
+        if a.ndim != 2 or a.shape[1] not in (2, 3) or len(a) == 0:
+            raise DataError(f"stroke {i}: expected (n, 2) or (n, 3) points, got shape {a.shape}")
+        if not np.isfinite(a).all():
+            raise DataError(f"stroke {i}: a coordinate is NaN or infinite")
+    xy = np.concatenate([a[:, :2] for a in arrays])
+    simplified = (all(a.shape[1] == 2 for a in arrays) and (xy == np.round(xy)).all()
+                  and xy.min() >= 0 and xy.max() <= 255)
+    if simplified:
+        return [a.astype(np.int32) for a in arrays]
+    return simplify_strokes(arrays)
+
+
+def google_to_arrays(drawing: Sequence[Sequence[Sequence[float]]]) -> list[np.ndarray]:
+    """Google's [[x...], [y...](, [t...])] strokes -> (n, 2|3) arrays."""
+    return [np.asarray(s, dtype=np.float64).T for s in drawing]
+
+
+def arrays_to_google(strokes: Sequence[np.ndarray]) -> list[list[list[float]]]:
+    """(n, 2|3) arrays -> Google's [[x...], [y...]] lists (integers stay integers)."""
+    return [np.asarray(s).T.tolist() for s in strokes]
+
+
+class DoodleModel:
+    """A loaded model with its classes and preprocessing; `logits` is thread-safe, so one
+    instance serves every request."""
+
+    backend = "?"
+
+    def __init__(self, path: Path, name: str, classes: list[str], prep: Preprocessing,
+                 samples: SampleSource) -> None:
+        self.path = path
+        self.name = name
+        self.classes = classes
+        self.prep = prep
+        self.samples = samples
+
+    def logits(self, images: np.ndarray) -> np.ndarray:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def probabilities(self, drawings: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
+        """Softmax probabilities (B, classes) for simplified drawings."""
+        return softmax(self.logits(self.prep.to_input(drawings)).astype(np.float64))
+
+    def guess(self, drawings: Sequence[Sequence[np.ndarray]], top_k: int = 3) -> list[list[tuple[str, float]]]:
+        """The top_k (word, probability) pairs of each simplified drawing, best first."""
+        return [self.top_k(p, top_k) for p in self.probabilities(drawings)]
+
+    def top_k(self, probs: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
+        """(word, probability) of the k most probable classes of one probability row, best first."""
+        top = metrics.top_k(probs[None, :], min(k, len(self.classes)))[0]
+        return [(self.classes[j], float(probs[j])) for j in top]
+
+    def warm_up(self) -> None:
+        """One raw and one simplified drawing through the whole path, so that the JIT
+        compilation (or cache load) and first allocations do not land on a user's request."""
+        raw = [np.array([[10.0, 10.0, 0.0], [60.5, 80.0, 16.0], [120.0, 30.0, 33.0]])]
+        self.guess([prepare_strokes(raw), prepare_strokes([np.array([[0, 0], [255, 255]])])], 1)
+
+    def info(self) -> dict[str, Any]:
+        return {"backend": self.backend, "model": self.name, "classes": len(self.classes),
+                "preprocessing": self.prep.to_json()}
+
+
+class TorchDoodleModel(DoodleModel):
+    backend = "torch"
+
+    def __init__(self, module, **kw) -> None:
+        super().__init__(**kw)
+        self.module = module
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))).float().numpy()
+
+
+class OnnxDoodleModel(DoodleModel):
+    backend = "onnxruntime"
+
+    def __init__(self, session, **kw) -> None:
+        super().__init__(**kw)
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(images, dtype=np.float32)})[0]
+
+
+def onnx_session(model_file: Path, threads: int | None = None):
+    """An onnxruntime CPU session. `threads` is the intra-op pool of one inference; the default
+    (1) suits a server, where concurrent requests already keep the cores busy."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads or 1)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(model_file), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelError(f"{model_file}: onnxruntime cannot load it ({exc})") from None
+
+
+def is_export_dir(path: Path) -> bool:
+    return (path / "model.onnx").is_file() and (path / "preprocessing.json").is_file()
+
+
+def load_doodle_model(path: str | os.PathLike, threads: int | None = None) -> DoodleModel:
+    """A run directory (torch, best checkpoint) or an `nnlab export` directory (onnxruntime)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise NnlabError(f"{path}: not found (give a run directory or an `nnlab export` directory)")
+    if is_export_dir(path):
+        return _load_export(path, threads)
+    if (path / "config.toml").is_file():
+        return _load_run(path, threads)
+    raise NnlabError(f"{path}: neither a run directory (config.toml) nor an export directory "
+                     f"({', '.join(EXPORT_FILES)})")
+
+
+def _load_run(path: Path, threads: int | None) -> TorchDoodleModel:
+    run = Run.open(path)
+    check_stroke_run(run)
+    if threads:
+        torch.set_num_threads(threads)
+    return TorchDoodleModel(load_trained(run, "cpu"), path=path, name=run.config.model.name,
+                            classes=run.classes(), prep=Preprocessing.from_config(run.config.data),
+                            samples=SampleSource(lambda: validation_drawings(run.config)))
+
+
+def _load_export(path: Path, threads: int | None) -> OnnxDoodleModel:
+    info_file = path / "preprocessing.json"
+    try:
+        info = json.loads(info_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{info_file}: not valid JSON ({exc})") from None
+    classes_file = path / "classes.txt"
+    if not classes_file.is_file():
+        raise ModelError(f"{path}: no classes.txt")
+    classes = read_classes(classes_file)
+    if info.get("num_classes") not in (None, len(classes)):
+        raise ModelError(f"{path}: classes.txt has {len(classes)} classes, preprocessing.json says "
+                         f"{info['num_classes']}")
+    samples_file = path / SAMPLES_FILE
+    return OnnxDoodleModel(onnx_session(path / "model.onnx", threads), path=path,
+                           name=str(info.get("model", "?")), classes=classes,
+                           prep=Preprocessing.from_json(info, str(info_file)),
+                           samples=SampleSource(lambda: _read_samples(samples_file)))
+
+
+def check_stroke_run(run) -> None:
+    """Only models trained on drawings can guess drawings."""
+    if run.config.data.kind not in STROKE_KINDS:
+        raise NnlabError(f"{run.path}: trained on data.kind = {run.config.data.kind!r}; the doodle demo needs a "
+                         f"model trained on drawings ({' or '.join(STROKE_KINDS)})")
+    if run.config.engine != "torch":
+        raise NnlabError(f"{run.path}: a {run.config.engine} run; only torch runs can be served or exported")
+
+
+class SampleSource:
+    """Validation drawings, loaded on first use (once, whichever thread asks first)."""
+
+    def __init__(self, load) -> None:
+        self._load = load
+        self._drawings: list[Drawing] | None = None
+        self._lock = threading.Lock()
+
+    def drawings(self) -> list[Drawing]:
+        with self._lock:
+            if self._drawings is None:
+                self._drawings = self._load()
+            return self._drawings
+
+    def prefetch(self) -> None:
+        """Load in a background thread now, so the first request does not wait (errors are
+        raised again, and reported, on that request)."""
+        def load() -> None:
+            try:
+                self.drawings()
+            except Exception:  # noqa: BLE001, S110 - the request that needs them reports it
+                pass
+
+        threading.Thread(target=load, name="nnlab-samples", daemon=True).start()
+
+
+def validation_drawings(cfg, limit: int = 200, seed: int = 0) -> list[Drawing]:
+    """Up to `limit` drawings of the run's validation split (the whole labelled set when the
+    split is empty), simplified, in a random order fixed by `seed`.
+
+    synth runs regenerate their doodles from the config; strokes runs read their store."""
+    if cfg.data.kind not in STROKE_KINDS:
+        raise DataError(f"data.kind = {cfg.data.kind!r}: no validation drawings to show")
+    store = stroke_store(cfg)
+    splits = stroke_splits(cfg, store)
+    idx = splits["val"]
+    if not len(idx):
+        idx = np.concatenate(list(splits.values()))
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(idx, size=min(limit, len(idx)), replace=False)) if len(idx) else idx
+    drawings = list(store.iter_drawings(pick))
+    rng.shuffle(drawings)
+    return [dr if store.kind == "simplified" else simplify_drawing(dr) for dr in drawings]
+
+
+def _read_samples(path: Path) -> list[Drawing]:
+    """The drawings of an export's samples.ndjson (none when the file is missing); a bad line is an error."""
+    if not path.is_file():
+        return []
+    return list(read_drawings(path, on_bad="error", dedupe=False))

@@ -1,0 +1,170 @@
+"""Quick, Draw! predictions: Kaggle submissions from trained stroke runs, and a grid of guesses.
+
+    predict_submission(runs, "test_simplified.csv", "submission.csv", tta="flip")
+
+reads drawings from a Kaggle CSV (``test_simplified.csv``, or any train CSV), Google ndjson
+(simplified, or raw: simplified on the fly with Google's algorithm) or a stroke store, renders
+them with each run's own settings (`to_model_input`, the one preprocessing of drawings),
+averages the runs' probabilities (weighted) and writes Kaggle's format::
+
+    key_id,word
+    9000003627287624,The_Eiffel_Tower airplane donut
+
+with exactly one row per input drawing, in input order. A row that cannot be parsed keeps its
+place: it gets the three classes most frequent in the training split, and the returned warning
+counts it with its line number. The ids of the rows come from one pass of the fast readers
+(`nnlab.data.quickdraw.iter_chunks`, which skip bad rows) matched by line number against a plain
+enumeration of the file's rows, so a skipped row can never shift the predictions below it.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nnlab.errors import DataError
+from nnlab.fileio import is_gzip
+from nnlab.ingest.chunks import ParsedChunk, iter_chunks
+from nnlab.ingest.reasons import SkipStats
+from nnlab.ingest.sources import detect_format
+from nnlab.store.format import StrokeStore
+from nnlab.strokes.drawing import PackedSource, StrokeBatch, StrokeSource
+from nnlab.strokes.simplify import simplify_batch
+
+_BLANK = b" \t\r\n"  # a line of only these is no row (as the readers see it)
+
+# --------------------------------------------------------------------------------------------
+# Inputs: the drawings that parsed, and where each input row goes
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DrawingRows:
+    """Every row of an input, in order: its id, and for the rows that parsed, their drawing.
+
+    `drawings` holds the parsed drawings (simplified, 0..255) in row order; `parsed[k]` is the
+    row of drawing k. `bad` lists the line of each row that did not parse and `reasons` counts
+    the readers' reasons for rejecting rows."""
+
+    ids: list[str]
+    drawings: StrokeSource
+    parsed: np.ndarray  # (M,) int64 row positions, increasing
+    bad: list[int]
+    reasons: dict[str, int]
+    unit: str = "line"
+    lost: int = 0  # .bin records that could not be read (no line structure to give them a row)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def read_drawing_rows(path: str | os.PathLike) -> DrawingRows:
+    """Every drawing row of a Kaggle CSV, Google ndjson or .bin file (gzip or not), or a store."""
+    path = Path(path)
+    if path.is_dir():
+        return _store_rows(path)
+    if not path.is_file():
+        raise DataError(f"{path}: input not found (a Kaggle CSV, a Google ndjson file or a stroke store)")
+    fmt = detect_format(path)
+    stats = SkipStats()
+    chunks = list(iter_chunks(path, on_bad="skip", stats=stats, fmt=fmt))
+    good_lines = np.concatenate([c.lines for c in chunks]) if chunks else np.zeros(0, np.int64)
+    packed = _pack_chunks(chunks)
+    if fmt == "bin":  # length-prefixed records: past a bad one nothing can be found again
+        return DrawingRows([str(k) for c in chunks for k in c.key_ids.tolist()], PackedSource(packed),
+                           np.arange(len(good_lines)), [], stats.as_dict(), unit="record", lost=stats.total())
+    row_lines, bad_ids = _enumerate_rows(path, fmt, set(good_lines.tolist()))
+    pos = np.searchsorted(row_lines, good_lines)
+    if len(good_lines) and (pos.max() >= len(row_lines) or not np.array_equal(row_lines[pos], good_lines)):
+        raise DataError(f"{path}: the rows read do not line up with the file's lines; "
+                        "cannot write a submission safely")
+    ids = [""] * len(row_lines)
+    for k, key in zip(pos.tolist(), (int(v) for c in chunks for v in c.key_ids)):
+        ids[k] = str(key)
+    bad = []
+    for k in np.setdiff1d(np.arange(len(row_lines)), pos).tolist():
+        line = int(row_lines[k])
+        ids[k] = bad_ids.get(line, "")
+        bad.append(line)
+    return DrawingRows(ids, PackedSource(packed), pos.astype(np.int64), bad, stats.as_dict())
+
+
+def _store_rows(path: Path) -> DrawingRows:
+    store = StrokeStore.open(path)
+    source = PackedSource(store, simplify_batch)
+    return DrawingRows([str(k) for k in np.asarray(store.key_ids).tolist()], source,
+                       np.arange(len(store), dtype=np.int64), [], {}, unit="drawing")
+
+
+def _pack_chunks(chunks: list[ParsedChunk]) -> StrokeBatch:
+    """The chunks' drawings as one simplified StrokeBatch (raw ones simplified chunk by chunk)."""
+    parts = [c.simplified() for c in chunks]
+    stroke_len = np.concatenate([np.zeros(0, np.int64)] + [c.stroke_len for c in parts])
+    num_strokes = np.concatenate([np.zeros(0, np.int64)] + [c.num_strokes for c in parts])
+    stroke_ptr = np.zeros(len(stroke_len) + 1, np.int64)
+    np.cumsum(stroke_len, out=stroke_ptr[1:])
+    drawing_ptr = np.zeros(len(num_strokes) + 1, np.int64)
+    np.cumsum(num_strokes, out=drawing_ptr[1:])
+    return StrokeBatch(points=np.concatenate([np.zeros((0, 2), np.uint8)] + [c.points for c in parts]),
+                       stroke_ptr=stroke_ptr, drawing_ptr=drawing_ptr)
+
+
+def _open_lines(path: Path) -> Iterator[bytes]:
+    """The file's lines as bytes (gzip by magic bytes, as the readers do); stops quietly where the
+    stream is cut or corrupt (the readers have counted that row already)."""
+    opener = gzip.open if is_gzip(path) else open
+    with opener(path, "rb") as f:
+        try:
+            yield from f
+        except (EOFError, OSError, gzip.BadGzipFile, ValueError):
+            return
+
+
+def _enumerate_rows(path: Path, fmt: str, good: set[int]) -> tuple[np.ndarray, dict[int, str]]:
+    """The line of every row (non-blank line; a CSV's first line is its header) and, for the
+    rows the readers rejected, the key_id as written (best effort, "" when there is none)."""
+    lines: list[int] = []
+    ids: dict[int, str] = {}
+    key_col = None
+    for n, raw in enumerate(_open_lines(path), 1):
+        if fmt == "csv" and n == 1:
+            header = next(csv.reader([raw.decode("utf-8", "replace")]), [])
+            key_col = header.index("key_id") if "key_id" in header else None
+            continue
+        if not raw.strip(_BLANK):
+            continue
+        lines.append(n)
+        if n not in good:
+            text = raw.decode("utf-8", "replace")
+            ids[n] = _csv_key_id(text, key_col) if fmt == "csv" else _json_key_id(text)
+    return np.asarray(lines, np.int64), ids
+
+
+def _csv_key_id(text: str, col: int | None) -> str:
+    try:
+        fields = next(csv.reader([text]), [])
+    except csv.Error:
+        fields = []
+    if col is not None and col < len(fields):
+        return fields[col].strip()
+    return ""
+
+
+_KEY_RE = re.compile(r'"key_id"\s*:\s*"?(-?\d+)')
+
+
+def _json_key_id(text: str) -> str:
+    try:
+        value = json.loads(text).get("key_id")
+        return "" if value is None else str(value)
+    except (ValueError, AttributeError):
+        m = _KEY_RE.search(text)
+        return m.group(1) if m else ""

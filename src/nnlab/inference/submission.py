@@ -1,0 +1,147 @@
+"""Kaggle submissions from trained stroke runs (one run or a weighted ensemble).
+
+    predict_submission(runs, "test_simplified.csv", "submission.csv", tta="flip")
+
+reads every row of the input (`drawing_rows`), renders the drawings with each run's own settings
+(`to_model_input`, the one preprocessing of drawings), averages the runs' probabilities and writes
+Kaggle's format::
+
+    key_id,word
+    9000003627287624,The_Eiffel_Tower airplane donut
+
+with exactly one row per input drawing, in input order. A row that cannot be parsed keeps its
+place: it gets the three classes most frequent in the training split, and the returned warning
+counts it with its line number.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nnlab import metrics
+from nnlab.datasets.strokes import stroke_splits, stroke_store, to_model_input
+from nnlab.device import pick_device
+from nnlab.errors import NnlabError
+from nnlab.evaluation.proba import batch_proba
+from nnlab.inference.drawing_rows import DrawingRows, read_drawing_rows
+from nnlab.inference.ensemble import ensemble_proba, parse_weights
+from nnlab.progress import progress
+from nnlab.runs.run import Run
+from nnlab.runs.trained import load_trained
+from nnlab.strokes.drawing import StrokeBatch, StrokeSource
+from nnlab.strokes.vocabulary import word_to_label
+
+TTA_CHOICES = ("flip",)
+BATCH_SIZE = 512  # drawings rendered and predicted at a time
+
+def flip_batch(batch: StrokeBatch) -> StrokeBatch:
+    """The drawings mirrored left-right in the 0..255 canvas (x -> 255 - x)."""
+    pts = np.array(batch.points, copy=True)
+    pts[:, 0] = 255 - pts[:, 0]
+    return StrokeBatch(points=pts, stroke_ptr=batch.stroke_ptr, drawing_ptr=batch.drawing_ptr, time=batch.time)
+
+
+@torch.no_grad()
+def predict_drawings(run: Run, source: StrokeSource, tta: str | None = None,
+                     batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """Softmax probabilities (N, classes) of a run's best checkpoint for every drawing of `source`,
+    rendered with the run's own image size, encoding, line width and padding."""
+    check_tta(tta)
+    d = run.config.data
+    device = pick_device("auto")
+    model = load_trained(run, device)
+
+    def proba(batch: StrokeBatch) -> torch.Tensor:
+        x = to_model_input(batch, size=d.image_size, encoding=d.encoding, line_width=d.line_width,
+                           padding=d.padding)
+        return batch_proba(model, x, device, run.config.train.amp)
+
+    out = np.zeros((len(source), len(run.classes())), np.float32)
+    starts = range(0, len(source), batch_size)
+    for a in progress(starts, desc=f"predict {run.path.name}", total=len(starts), unit="batch"):
+        b = min(a + batch_size, len(source))
+        batch = source.batch(np.arange(a, b))
+        p = proba(batch)
+        if tta == "flip":
+            p = (p + proba(flip_batch(batch))) / 2
+        out[a:b] = p.numpy()
+    return out
+
+
+def check_tta(tta: str | None) -> None:
+    if tta is not None and tta not in TTA_CHOICES:
+        raise NnlabError(f"--tta {tta!r}: choose one of {', '.join(TTA_CHOICES)}")
+
+
+def train_class_counts(run: Run) -> np.ndarray:
+    """Drawings per class in the run's training split (from metrics.json, else recomputed)."""
+    metrics = run.path / "metrics.json"
+    if metrics.is_file():
+        counts = json.loads(metrics.read_text()).get("data", {}).get("train_counts")
+        if counts:
+            return np.asarray(counts, np.int64)
+    store = stroke_store(run.config)
+    labels = np.asarray(store.labels)[stroke_splits(run.config, store)["train"]].astype(np.int64)
+    return np.bincount(labels, minlength=len(run.classes()))
+
+
+def predict_submission(runs: list[Run], input_path: str | os.PathLike, out: str | os.PathLike, top_k: int = 3,
+                       tta: str | None = None, weights: str | None = None,
+                       batch_size: int = BATCH_SIZE) -> tuple[int, str | None]:
+    """Write a Kaggle submission (``key_id,word``, the top_k labels space-separated) for every
+    drawing of `input_path`, with one run or a weighted ensemble of runs.
+
+    Returns (rows written, a warning naming the rows that could not be parsed, or None)."""
+    check_tta(tta)
+    parse_weights(weights, len(runs))  # a wrong --weights fails before any work
+    if top_k < 1:
+        raise NnlabError(f"--top-k must be >= 1, got {top_k}")
+    rows = read_drawing_rows(input_path)
+    classes = runs[0].classes()
+    labels = np.array([word_to_label(c) for c in classes], dtype=object)
+    k = min(top_k, len(classes))
+    top = np.zeros((len(rows), k), np.int64)
+    if len(rows.parsed):
+        probs = ensemble_proba(runs, lambda r: predict_drawings(r, rows.drawings, tta, batch_size), weights)
+        top[rows.parsed] = metrics.top_k(probs, k)
+    warning = None
+    if rows.lost:
+        warning = (f"warning: {input_path}: {rows.lost} records could not be read "
+                   f"({', '.join(f'{r} {n}' for r, n in rows.reasons.items())}) and have no row")
+    if rows.bad:
+        counts = train_class_counts(runs[0])
+        fallback = metrics.top_k(counts[None, :], k)[0]
+        missing = np.ones(len(rows), bool)
+        missing[rows.parsed] = False
+        top[missing] = fallback
+        warning = bad_rows_warning(Path(input_path), rows, [classes[j] for j in fallback])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["key_id", "word"])
+        for key, guess in zip(rows.ids, labels[top].tolist()):
+            writer.writerow([key, " ".join(guess)])
+    os.replace(tmp, out)
+    return len(rows), warning
+
+
+def bad_rows_warning(path: Path, rows: DrawingRows, fallback: list[str], show: int = 10) -> str:
+    """One paragraph: how many rows did not parse, why, where, and what they were given."""
+    where = ", ".join(str(line) for line in rows.bad[:show]) + (", ..." if len(rows.bad) > show else "")
+    why = ", ".join(f"{r} {n}" for r, n in Counter(rows.reasons).most_common()) or "unreadable"
+    no_id = sum(1 for i in rows.ids if i == "")
+    text = (f"warning: {len(rows.bad)} of {len(rows)} drawings in {path} could not be parsed ({why}; "
+            f"{rows.unit}s {where}); their rows hold the most frequent training classes "
+            f"({' '.join(word_to_label(w) for w in fallback)})")
+    if no_id:
+        text += f"; {no_id} of them have no readable key_id (left empty)"
+    return text

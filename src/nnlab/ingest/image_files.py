@@ -1,0 +1,56 @@
+"""Image files: which suffixes are images, and reading one as uint8 (the one image reader)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from nnlab.errors import DataError
+
+PathLike = str | os.PathLike
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".pbm", ".pnm", ".bmp",
+                            ".tif", ".tiff", ".webp", ".gif"})
+_GRAY_MODES = frozenset({"1", "L", "LA", "La"})
+_WIDE_GRAY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+_PIL_ERRORS = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
+               ValueError, EOFError)
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """One image file as uint8: (H, W) when grayscale, else (H, W, 3) RGB.
+
+    16-bit grey is divided by 257 and float grey in 0..1 multiplied by 255; alpha
+    is dropped. A missing, unreadable or truncated file is a DataError naming it.
+    """
+    try:
+        with Image.open(path) as img:
+            if img.mode in _WIDE_GRAY_MODES:
+                values = np.asarray(img, dtype=np.float64)
+                top = values.max(initial=0.0)
+                if img.mode == "F" and top <= 1.0:
+                    values = values * 255.0
+                elif top > 255:
+                    values = values / 257.0
+                return np.rint(values).clip(0, 255).astype(np.uint8)
+            img = img.convert("L" if img.mode in _GRAY_MODES else "RGB")
+            return np.asarray(img, dtype=np.uint8).copy()
+    except FileNotFoundError:
+        raise DataError(f"image file not found: {path}") from None
+    except _PIL_ERRORS as err:
+        raise DataError(f"cannot read image {path}: {err} (corrupt or truncated?)") from None
+
+
+def verify_image(path: Path, how: str) -> None:
+    """Check that an image file reads: "full" decodes it (as `read_image`), "header" only checks its header."""
+    if how == "full":
+        read_image(path)
+        return
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except _PIL_ERRORS as err:
+        raise DataError(f"cannot read image {path}: {err} (corrupt or truncated?)") from None

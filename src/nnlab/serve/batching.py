@@ -1,0 +1,91 @@
+"""Micro-batching: concurrent requests guessed together on one worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from nnlab.inference.doodle import DoodleModel, prepare_strokes
+
+
+class MicroBatcher:
+    """Guesses concurrent requests together on one worker thread.
+
+    While a batch runs, new drawings queue up and go together in the next model call; a lone
+    request runs at once (nothing waits for a batch to fill). A server under load thus makes
+    fewer, larger calls, and its event loop keeps reading requests while the model computes
+    (onnxruntime and torch release the GIL)."""
+
+    def __init__(self, model: DoodleModel, max_batch: int = 64) -> None:
+        self.model = model
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    async def probabilities(self, strokes: Sequence[np.ndarray]) -> np.ndarray:
+        """Class probabilities of one drawing (raw or simplified strokes), computed in a batch."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._ensure_started()
+        self._queue.put((strokes, loop, future))
+        return await future
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _ensure_started(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="nnlab-guesser", daemon=True)
+                self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            items = [self._queue.get()]
+            while len(items) < self.max_batch:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(item is None for item in items)
+            jobs = [item for item in items if item is not None]
+            if jobs:
+                self._run(jobs)
+            if stop:
+                return
+
+    def _run(self, jobs: list) -> None:
+        ready, drawings = [], []
+        for strokes, loop, future in jobs:
+            try:
+                drawings.append(prepare_strokes(strokes))
+                ready.append((loop, future))
+            except Exception as exc:  # noqa: BLE001 - handed to the request that sent the drawing
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+        if not drawings:
+            return
+        try:
+            probs = self.model.probabilities(drawings)
+        except Exception as exc:  # noqa: BLE001 - every request of the batch gets the error
+            for loop, future in ready:
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+            return
+        for (loop, future), p in zip(ready, probs, strict=True):
+            loop.call_soon_threadsafe(_settle, future, p, None)
+
+
+def _settle(future, result, exc) -> None:
+    if future.cancelled():  # the client went away
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)

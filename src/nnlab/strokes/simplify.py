@@ -1,0 +1,215 @@
+"""Google's simplification of raw Quick, Draw! drawings.
+
+Google describes it as: align the drawing to the top-left corner (minimum 0), scale it uniformly
+so that the larger side spans 0..255, resample every stroke at 1-pixel spacing, simplify every
+stroke with Ramer-Douglas-Peucker (epsilon 2.0), round to integers. The details below are the ones
+that reproduce Google's own simplified files best on 7,853 real raw/simplified pairs (about 95% of
+the drawings identical point for point, mean ink IoU 0.997 at 256 px):
+
+- the minimum and the scale are taken over all strokes together; the scale is ``255 / max(w, h)``
+  applied as ``(p - min) * 255 / max(w, h)``;
+- resampling walks each stroke's arc length at 0, 1, 2, ... px (linear interpolation, as
+  ``np.interp``) and always ends with the stroke's last point; a stroke of one point, or of
+  points that all coincide, becomes two equal points (Google keeps those as ``[[x, x], [y, y]]``);
+- RDP measures the distance to the infinite line through the two end points and keeps a point
+  when it is strictly farther than 2.0 (first point at the largest distance on ties);
+- coordinates are rounded half to even (``np.round``) after RDP, and consecutive duplicates are
+  kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numba
+import numpy as np
+
+from nnlab.errors import DataError
+from nnlab.strokes.drawing import Drawing, StrokeBatch
+
+EPSILON = 2.0
+SIDE = 255.0
+
+
+@numba.njit(cache=True)
+def _resample(x, y):
+    """Points every 1 px of arc length along the polyline (x, y), ending with its last point."""
+    n = len(x)
+    if n == 1:
+        ox = np.empty(2)
+        oy = np.empty(2)
+        ox[:] = x[0]
+        oy[:] = y[0]
+        return ox, oy
+    cum = np.empty(n)
+    cum[0] = 0.0
+    for k in range(1, n):
+        cum[k] = cum[k - 1] + np.hypot(x[k] - x[k - 1], y[k] - y[k - 1])
+    total = cum[n - 1]
+    if total == 0.0:
+        ox = np.empty(2)
+        oy = np.empty(2)
+        ox[0] = x[0]
+        ox[1] = x[n - 1]
+        oy[0] = y[0]
+        oy[1] = y[n - 1]
+        return ox, oy
+    m = int(np.ceil(total))  # samples at 0, 1, ..., m-1 (all < total), then total itself
+    if float(m - 1) >= total:
+        m -= 1
+    ox = np.empty(m + 1)
+    oy = np.empty(m + 1)
+    j = 0
+    for k in range(m):
+        t = float(k)
+        while j < n - 2 and cum[j + 1] <= t:
+            j += 1
+        # the same arithmetic as np.interp, so that ties round the same way
+        dx = cum[j + 1] - cum[j]
+        ox[k] = (x[j + 1] - x[j]) / dx * (t - cum[j]) + x[j]
+        oy[k] = (y[j + 1] - y[j]) / dx * (t - cum[j]) + y[j]
+    ox[m] = x[n - 1]
+    oy[m] = y[n - 1]
+    return ox, oy
+
+
+@numba.njit(cache=True)
+def _rdp_keep(x, y, eps):
+    """Ramer-Douglas-Peucker: a mask of the points kept (first and last always)."""
+    n = len(x)
+    keep = np.zeros(n, np.bool_)
+    keep[0] = True
+    keep[n - 1] = True
+    stack = np.empty((n + 1, 2), np.int64)
+    stack[0, 0] = 0
+    stack[0, 1] = n - 1
+    top = 1
+    while top > 0:
+        top -= 1
+        a = stack[top, 0]
+        b = stack[top, 1]
+        if b - a < 2:
+            continue
+        dx = x[b] - x[a]
+        dy = y[b] - y[a]
+        length = np.sqrt(dx * dx + dy * dy)
+        best = -1.0
+        at = -1
+        for k in range(a + 1, b):
+            if length == 0.0:
+                dist = np.hypot(x[k] - x[a], y[k] - y[a])
+            else:
+                dist = abs(dx * (y[k] - y[a]) - dy * (x[k] - x[a])) / length
+            if dist > best:
+                best = dist
+                at = k
+        if best > eps:
+            keep[at] = True
+            stack[top, 0] = a
+            stack[top, 1] = at
+            stack[top + 1, 0] = at
+            stack[top + 1, 1] = b
+            top += 2
+    return keep
+
+
+@numba.njit(cache=True)
+def _simplify_packed(points, stroke_len, num_strokes, out_pts, out_len):
+    """Simplify every drawing of a packed batch. Returns points written, or -1 when out_pts is full."""
+    P = 0
+    s = 0
+    p = 0
+    for d in range(len(num_strokes)):
+        ns = num_strokes[d]
+        npts = 0
+        for k in range(s, s + ns):
+            npts += stroke_len[k]
+        mnx = np.inf
+        mny = np.inf
+        for k in range(p, p + npts):
+            mnx = min(mnx, points[k, 0])
+            mny = min(mny, points[k, 1])
+        mx = 0.0
+        for k in range(p, p + npts):
+            mx = max(mx, points[k, 0] - mnx, points[k, 1] - mny)
+        q = p
+        for k in range(s, s + ns):
+            m = stroke_len[k]
+            x = np.empty(m)
+            y = np.empty(m)
+            for t in range(m):
+                if mx > 0.0:
+                    x[t] = (points[q + t, 0] - mnx) * SIDE / mx
+                    y[t] = (points[q + t, 1] - mny) * SIDE / mx
+                else:
+                    x[t] = points[q + t, 0] - mnx
+                    y[t] = points[q + t, 1] - mny
+            q += m
+            rx, ry = _resample(x, y)
+            keep = _rdp_keep(rx, ry, EPSILON)
+            cnt = 0
+            for t in range(len(rx)):
+                if keep[t]:
+                    if P + cnt >= len(out_pts):
+                        return -1
+                    out_pts[P + cnt, 0] = np.round(rx[t])
+                    out_pts[P + cnt, 1] = np.round(ry[t])
+                    cnt += 1
+            out_len[k] = cnt
+            P += cnt
+        s += ns
+        p += npts
+    return P
+
+
+def simplify_packed(points: np.ndarray, stroke_len: np.ndarray,
+                    num_strokes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Simplify packed raw drawings (points (P, 2+) float, stroke lengths, strokes per drawing).
+
+    Returns (points (P', 2) uint8, stroke lengths (S,) int64); the strokes per drawing do not change."""
+    pts = np.ascontiguousarray(np.asarray(points)[:, :2], dtype=np.float64)
+    stroke_len = np.ascontiguousarray(stroke_len, dtype=np.int64)
+    num_strokes = np.ascontiguousarray(num_strokes, dtype=np.int64)
+    if stroke_len.sum() != len(pts) or num_strokes.sum() != len(stroke_len):
+        raise DataError("simplify: stroke lengths and points do not match")
+    if (stroke_len < 1).any():
+        raise DataError("simplify: a stroke has no points")
+    if not np.isfinite(pts).all():
+        raise DataError("simplify: a coordinate is NaN or infinite")
+    cap = 2 * len(pts) + 2 * len(stroke_len) + 16
+    out_len = np.empty(len(stroke_len), np.int64)
+    while True:
+        out = np.empty((cap, 2), np.float64)
+        n = _simplify_packed(pts, stroke_len, num_strokes, out, out_len)
+        if n >= 0:
+            return out[:n].astype(np.uint8), out_len
+        cap *= 2
+
+
+def simplify_batch(batch: StrokeBatch) -> StrokeBatch:
+    """Raw drawings of a batch (float screen coordinates) in Google's simplified form; a simplified
+    (uint8) batch as it is."""
+    if batch.points.dtype == np.uint8:
+        return batch
+    pts, lens = simplify_packed(batch.points, np.diff(batch.stroke_ptr), np.diff(batch.drawing_ptr))
+    stroke_ptr = np.zeros(len(lens) + 1, np.int64)
+    np.cumsum(lens, out=stroke_ptr[1:])
+    return StrokeBatch(points=pts, stroke_ptr=stroke_ptr, drawing_ptr=np.asarray(batch.drawing_ptr, np.int64))
+
+
+def simplify_strokes(strokes: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Google's simplification of one raw drawing: (n, 2+) float strokes -> (m, 2) int32 strokes."""
+    if not strokes:
+        raise DataError("simplify: the drawing has no strokes")
+    arrays = [np.asarray(s, dtype=np.float64) for s in strokes]
+    lens = np.array([len(a) for a in arrays], np.int64)
+    pts, out_len = simplify_packed(np.concatenate([a[:, :2] for a in arrays]), lens,
+                                   np.array([len(arrays)], np.int64))
+    return [a.astype(np.int32) for a in np.split(pts, np.cumsum(out_len)[:-1])]
+
+
+def simplify_drawing(drawing: Drawing) -> Drawing:
+    """A copy of a raw drawing in Google's simplified form (metadata kept, time dropped)."""
+    return Drawing(strokes=simplify_strokes(drawing.strokes), word=drawing.word, key_id=drawing.key_id,
+                   countrycode=drawing.countrycode, recognized=drawing.recognized,
+                   timestamp=drawing.timestamp)

@@ -1,0 +1,209 @@
+"""The torch training loop: one readable function from config to finished run directory.
+
+    fit_torch(cfg) -> Run
+      data, model, optimiser, schedule       (built from the config)
+      for each epoch:
+          train one epoch                    (AMP on CUDA, accumulation, clipping, NaN guard)
+          evaluate on val                    (metrics reduced across DDP ranks)
+          checkpoint: last.pt + best k       (atomic; model, optimiser, schedule, RNG)
+          history.csv, early stopping
+      final evaluation with the best checkpoint -> metrics.json, plots, predictions
+
+`resume(run)` reloads last.pt and carries on; on the CPU the result is bit for bit the
+same as an uninterrupted run, because the data order depends only on (seed, epoch) and
+every random generator is restored.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from nnlab.config import ExperimentConfig
+from nnlab.datasets import DataBundle, build_data
+from nnlab.device import Dist, autocast, pick_device, seed_everything, set_rng_state, setup_distributed, unwrap
+from nnlab.errors import TrainingError
+from nnlab.evaluation.evaluate import evaluate, evaluate_split
+from nnlab.evaluation.results import write_results
+from nnlab.models import build_model, count_parameters
+from nnlab.progress import progress
+from nnlab.runs.run import Run
+from nnlab.training.checkpoint import load_checkpoint, save_checkpoint
+from nnlab.training.epochs import best_tracker, epoch_row, run_metrics, stop_early
+from nnlab.training.optim import STEP_SCHEDULES, build_optimizer, build_scheduler, freeze_layers
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, cfg: ExperimentConfig, device: str,
+                    epoch: int, steps: int, show: bool) -> dict[str, float]:
+    """One pass over `steps` batches; returns mean loss, accuracy and throughput."""
+    t = cfg.train
+    model.train()
+    amp = autocast(device, t.amp)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen, start = 0, time.perf_counter()
+    bar = progress(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", leave=False, disable=None if show else True)
+    optimizer.zero_grad(set_to_none=True)
+    batches = iter(loader)
+    for step in range(steps):
+        x, y = next(batches)[:2]
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with amp:
+            logits, loss = forward_loss(model, x, y, criterion)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped, "
+                                "the last good checkpoint is kept (try a lower optim.lr or train.clip_grad_norm)")
+        scaled = loss / t.grad_accum
+        (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        if (step + 1) % t.grad_accum == 0 or step + 1 == steps:
+            if t.clip_grad_norm:
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad_norm)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if scheduler is not None and cfg.schedule.name in STEP_SCHEDULES:
+                scheduler.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        bar.update()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+    bar.close()
+    elapsed = time.perf_counter() - start
+    totals = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=device)])
+    if dist.is_initialized():
+        dist.all_reduce(totals)
+    loss_total, correct_total, seen_total = totals.tolist()
+    return {"loss": loss_total / seen_total, "accuracy": correct_total / seen_total,
+            "seconds": elapsed, "images_per_second": seen_total / elapsed}
+
+
+def forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and loss. Margin heads (ArcFace, CosFace) need the labels inside the forward pass:
+    such a model sets `needs_labels` and returns (logits with the margin, an extra loss term)."""
+    if getattr(unwrap(model), "needs_labels", False):
+        logits, extra = model(x, y)
+        return logits, criterion(logits, y) + extra
+    logits = model(x)
+    return logits, criterion(logits, y)
+
+
+def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | None = None,
+              stop_after_epoch: int | None = None, announce: Callable[[Run], None] | None = None) -> Run:
+    """Train a torch experiment into a run directory (or carry on `resume_run`) and return the run.
+
+    `announce` is called with the new run before training starts (the CLI prints its path);
+    `stop_after_epoch` ends the session after that epoch as an interruption would (for tests).
+    """
+    device = pick_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
+    ddp = setup_distributed(device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    run = resume_run or _create_run(cfg, out, ddp)
+    if announce is not None and ddp.main and resume_run is None:
+        announce(run)
+    cfg = run.config
+    seed_everything(cfg.seed)
+    data = build_data(cfg, run.path, ddp.rank, ddp.world)
+    model = build_model(cfg.model, data.in_chans, len(data.classes), data.image_size).to(device)
+    freeze_layers(model, cfg.train.freeze_first, cfg.train.train_last)
+    if ddp.world > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[ddp.local_rank] if device != "cpu" else None)
+    optimizer = build_optimizer(cfg, model)
+    steps = cfg.train.steps_per_epoch or len(data.loaders["train"])
+    scheduler = build_scheduler(cfg, optimizer, math.ceil(steps / cfg.train.grad_accum))
+    scaler = torch.amp.GradScaler("cuda") if device.startswith("cuda") and cfg.train.amp == "fp16" else None
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.loss.label_smoothing)
+    best = best_tracker(cfg)
+
+    start_epoch = 0
+    if resume_run is not None and (run.checkpoints / "last.pt").exists():
+        state = load_checkpoint(run.checkpoints / "last.pt")
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state["scheduler"] is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state["scaler"] is not None:
+            scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        best.load_state(state["best"])
+        start_epoch = state["epoch"] + 1
+        if ddp.main:
+            run.truncate_history(state["epoch"] + 1)  # history counts epochs from 1
+    if ddp.main:
+        run.write_env(device, {"world_size": ddp.world, "params": count_parameters(model)})
+        run.write_classes(data.classes)
+
+    has_val = data.has("val")
+    train_seconds = sum(r.get("epoch_seconds", 0.0) for r in run.history()) if ddp.main else 0.0
+    stopped_early = False
+    for epoch in range(start_epoch, cfg.train.epochs):
+        for holder in (data.loaders["train"].sampler, getattr(data.loaders["train"], "batch_sampler", None)):
+            if hasattr(holder, "set_epoch"):
+                holder.set_epoch(epoch)
+        stats = train_one_epoch(model, data.loaders["train"], optimizer, scheduler, scaler, criterion, cfg,
+                                device, epoch, steps, show=ddp.main)
+        train_seconds += stats["seconds"]
+        val = evaluate(model, data, "val", device, cfg.train.amp, cfg.eval.top_k)[0] if has_val else None
+        value = val[best.metric] if val is not None else None
+        row = epoch_row(epoch, optimizer.param_groups[0]["lr"], stats, val, stats["seconds"],
+                        stats["images_per_second"])
+        if scheduler is not None and cfg.schedule.name == "step":
+            scheduler.step()
+        elif scheduler is not None and cfg.schedule.name == "plateau" and value is not None:
+            scheduler.step(value)
+        if ddp.main:
+            save_checkpoint(run, epoch, model, optimizer, scheduler, scaler, best, value)
+            run.append_history(row)
+        else:
+            best.update(run, epoch, value, save=None)  # the same early-stopping count, no files
+        if stop_early(cfg, best):
+            stopped_early = True
+            break
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.train.epochs:
+            return run
+    if dist.is_initialized():
+        dist.barrier()  # rank 0 has written the last checkpoint
+    finish(run, model, data, device, train_seconds, stopped_early, write=ddp.main)
+    return run
+
+
+def _create_run(cfg: ExperimentConfig, out, ddp: Dist) -> Run:
+    """Rank 0 makes the directory; the other ranks learn its path from it."""
+    run = Run.create(cfg, out) if ddp.main else None
+    if ddp.world > 1:
+        box = [str(run.path) if run else None]
+        dist.broadcast_object_list(box, src=0)
+        run = run or Run(Path(box[0]), cfg)
+    return run
+
+
+def finish(run: Run, model: nn.Module, data: DataBundle, device: str, train_seconds: float,
+           stopped_early: bool, write: bool = True) -> dict[str, Any]:
+    """Evaluate the best checkpoint on val and test (every rank); rank 0 writes metrics, predictions, plots."""
+    cfg = run.config
+    best = run.best_checkpoint()
+    unwrap(model).load_state_dict(load_checkpoint(best)["model"])
+    metrics = run_metrics(cfg, "torch", best.name, count_parameters(unwrap(model)), run.history(), stopped_early,
+                          train_seconds, data.info)
+    outputs = {}
+    for split in ("val", "test"):
+        if data.has(split):
+            metrics[split], probs = evaluate_split(unwrap(model), data, split, device, cfg, run if write else None)
+            if probs is not None:
+                outputs[split] = probs
+    return write_results(run, data, metrics, outputs) if write else metrics

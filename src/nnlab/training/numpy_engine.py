@@ -1,0 +1,174 @@
+"""`engine = "numpy"`: the same experiment TOML and run directory as the torch engine, trained by
+the from-scratch NumPy MLP, so `nnlab report`/`compare`/`study` treat both alike.
+
+Checkpoints are `.npz` + JSON (`nnlab.scratch.serialize`), never pickle; `last.npz` also holds
+the optimiser state and, in its JSON header, the epoch and every random generator, so
+`nnlab resume` continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from nnlab.config import ExperimentConfig
+from nnlab.datasets import DataBundle
+from nnlab.datasets.images import ImageDataset, load_image_source, make_transform
+from nnlab.datasets.splits import image_splits
+from nnlab.errors import ConfigError
+from nnlab.evaluation.results import write_results
+from nnlab.metrics import classification_report
+from nnlab.runs.run import Run
+from nnlab.scratch.layers import Dropout, Sequential
+from nnlab.scratch.losses import softmax_cross_entropy
+from nnlab.scratch.model import build_mlp
+from nnlab.scratch.optim import OPTIMIZERS, Optimizer
+from nnlab.scratch.serialize import load_weights, save_model
+from nnlab.scratch.trainer import fit_epoch, predict_proba
+from nnlab.training.epochs import best_tracker, epoch_row, run_metrics, stop_early
+
+SCHEDULES = ("constant", "step", "cosine")
+
+
+def check_config(cfg: ExperimentConfig) -> None:
+    """What the NumPy engine supports, with the alternative named."""
+    problems = []
+    if cfg.model.name != "mlp":
+        problems.append(f"model.name = {cfg.model.name!r} (the NumPy engine trains model.name = 'mlp')")
+    if cfg.schedule.name not in SCHEDULES:
+        problems.append(f"schedule.name = {cfg.schedule.name!r} (allowed: {', '.join(SCHEDULES)})")
+    if cfg.data.augment:
+        problems.append("data.augment = true (not available in the NumPy engine)")
+    if cfg.data.kind in ("strokes", "synth"):
+        problems.append(f"data.kind = {cfg.data.kind!r} (the NumPy engine takes image data sets)")
+    if problems:
+        raise ConfigError("engine = 'numpy': unsupported " + "; ".join(problems))
+
+
+def image_arrays(cfg: ExperimentConfig, run_dir: Path | None) -> tuple[DataBundle, dict[str, np.ndarray]]:
+    """Flattened float32 inputs per split, transformed exactly as the torch engine's eval transform does."""
+    source = load_image_source(cfg)
+    splits = image_splits(cfg, source, run_dir)
+    d = cfg.data
+    transform = make_transform(train=False, image_size=d.image_size, channels=d.channels, augment=False,
+                               mean=d.mean, std=d.std)
+    inputs = {}
+    for split, index in splits.items():
+        dataset = ImageDataset(source, index, transform)
+        batch = [x for x, _ in dataset.__getitems__(list(range(len(index))))] if len(index) else []
+        inputs[split] = (np.stack([x.numpy() for x in batch]).reshape(len(index), -1) if batch
+                         else np.zeros((0, d.channels * d.image_size ** 2), np.float32))
+    bundle = DataBundle(classes=list(source.classes), in_chans=d.channels, image_size=d.image_size, loaders={},
+                        ids=dict(splits), labels={k: source.labels[v] for k, v in splits.items()},
+                        info={"sizes": {k: len(v) for k, v in splits.items()}, "skipped": source.skipped})
+    return bundle, inputs
+
+
+def learning_rate(cfg: ExperimentConfig, epoch: int) -> float:
+    """The epoch's learning rate under a constant, step or cosine (with warm-up) schedule."""
+    s, lr = cfg.schedule, cfg.optim.lr
+    if s.name == "step":
+        return lr * s.gamma ** (epoch // s.step_size)
+    if s.name == "cosine":
+        if epoch < s.warmup_epochs:
+            return lr * (epoch + 1) / math.ceil(s.warmup_epochs)
+        t = (epoch - s.warmup_epochs) / max(1.0, cfg.train.epochs - s.warmup_epochs)
+        return s.min_lr + (lr - s.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return lr
+
+
+def build_optimizer(cfg: ExperimentConfig, model: Sequential) -> Optimizer:
+    o = cfg.optim
+    if o.name == "sgd":
+        return OPTIMIZERS["sgd"](model.params(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                                 weight_decay=o.weight_decay)
+    return OPTIMIZERS[o.name](model.params(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+
+
+def rng_states(model: Sequential, shuffle: np.random.Generator) -> dict[str, Any]:
+    return {"shuffle": shuffle.bit_generator.state,
+            "dropout": [layer.rng.bit_generator.state for layer in model.layers if isinstance(layer, Dropout)]}
+
+
+def set_rng_states(model: Sequential, shuffle: np.random.Generator, states: dict[str, Any]) -> None:
+    shuffle.bit_generator.state = states["shuffle"]
+    for layer, state in zip([m for m in model.layers if isinstance(m, Dropout)], states["dropout"], strict=True):
+        layer.rng.bit_generator.state = state
+
+
+def fit_numpy(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | None = None,
+              announce: Callable[[Run], None] | None = None) -> Run:
+    """Train an MLP with the NumPy engine into a run directory (or carry on `resume_run`)."""
+    check_config(cfg)
+    run = resume_run or Run.create(cfg, out)
+    if announce is not None and resume_run is None:
+        announce(run)
+    with threadpool_limits(limits=run.config.train.threads):  # NumPy's BLAS threads; None leaves them as they are
+        _train(run, resume=resume_run is not None)
+    return run
+
+
+def _train(run: Run, resume: bool) -> None:
+    cfg = run.config
+    data, inputs = image_arrays(cfg, run.path)
+    model = build_mlp(inputs["train"].shape[1], cfg.model.hidden, len(data.classes), cfg.model.activation,
+                      cfg.model.batchnorm, cfg.model.dropout, seed=cfg.seed)
+    optimizer = build_optimizer(cfg, model)
+    shuffle = np.random.default_rng(cfg.seed)
+    best = best_tracker(cfg)
+    last = run.checkpoints / "last.npz"
+    start_epoch = 0
+    if resume and last.exists():
+        meta = load_weights(model, last, optimizer=optimizer)
+        set_rng_states(model, shuffle, meta["rng"])
+        best.load_state(meta["best"])
+        start_epoch = meta["epoch"] + 1
+        run.truncate_history(start_epoch)
+    params = sum(p.size for p in model.params().values())
+    run.write_env("cpu", {"engine": "numpy", "numpy_dtype": str(model.dtype), "params": params})
+    run.write_classes(data.classes)
+
+    has_val = len(data.labels["val"]) > 0
+    stopped_early = False
+    for epoch in range(start_epoch, cfg.train.epochs):
+        optimizer.lr = learning_rate(cfg, epoch)
+        start = time.perf_counter()
+        stats = fit_epoch(model, softmax_cross_entropy, optimizer, inputs["train"], data.labels["train"],
+                          cfg.data.batch_size, shuffle)
+        seconds = time.perf_counter() - start
+        val = evaluate(model, data, inputs, "val", cfg.eval.top_k) if has_val else None
+        value = val[best.metric] if val is not None else None
+        row = epoch_row(epoch, optimizer.lr, stats, val, seconds, stats["samples"] / seconds)
+        best.update(run, epoch, value, lambda path: save_model(path, model, meta={"epoch": epoch}), suffix=".npz")
+        save_model(last, model, optimizer=optimizer,
+                   meta={"epoch": epoch, "rng": rng_states(model, shuffle), "best": best.state()})
+        run.append_history(row)
+        if stop_early(cfg, best):
+            stopped_early = True
+            break
+
+    best_file = run.best_checkpoint()
+    load_weights(model, best_file)
+    history = run.history()
+    metrics = run_metrics(cfg, "numpy", best_file.name, params, history, stopped_early,
+                          sum(r["epoch_seconds"] for r in history), data.info)
+    outputs = {}
+    for split in ("val", "test"):
+        if len(data.labels[split]):
+            outputs[split] = predict_proba(model, inputs[split])
+            metrics[split] = evaluate(model, data, inputs, split, cfg.eval.top_k, outputs[split])
+    write_results(run, data, metrics, outputs)
+
+
+def evaluate(model: Sequential, data: DataBundle, inputs: dict[str, np.ndarray], split: str, k: int,
+             probs: np.ndarray | None = None) -> dict[str, float]:
+    probs = predict_proba(model, inputs[split]) if probs is None else probs
+    report = classification_report(data.labels[split], probs, ids=data.ids[split], k=k)
+    report["loss"] = report["log_loss"]
+    return report
