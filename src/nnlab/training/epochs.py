@@ -20,12 +20,14 @@ def best_tracker(cfg: ExperimentConfig) -> BestCheckpoints:
 
 def epoch_row(epoch: int, lr: float, train: dict[str, float], val: dict[str, float] | None,
               seconds: float, images_per_second: float) -> dict[str, Any]:
-    """One history.csv row: the epoch (counted from 1), lr, train loss and accuracy, every val metric, time."""
+    """One history.csv row: the epoch (counted from 1), lr, train loss and accuracy, every val metric, time,
+    and where the engine measures them, `data_wait_fraction` and `model_images_per_second`."""
     row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"],
                            "train_accuracy": train["accuracy"]}
     if val is not None:
         row |= {f"val_{k}": v for k, v in val.items()}
-    return row | {"epoch_seconds": seconds, "images_per_second": images_per_second}
+    row |= {"epoch_seconds": seconds, "images_per_second": images_per_second}
+    return row | {k: train[k] for k in ("data_wait_fraction", "model_images_per_second") if k in train}
 
 
 def stop_early(cfg: ExperimentConfig, best: BestCheckpoints) -> bool:
