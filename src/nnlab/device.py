@@ -34,10 +34,13 @@ class Dist:
 
 
 def setup_distributed(device: str) -> Dist:
-    """Join the torchrun process group when launched by torchrun (nccl on GPU, gloo on CPU)."""
+    """Join the torchrun process group when launched by torchrun (nccl on GPU, gloo on CPU), also with
+    one process (`--nproc_per_node 1` then runs the same collectives as a bigger run)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return Dist()
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)  # nccl talks to the current device: this rank's own GPU
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
