@@ -7,13 +7,14 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 import nnlab.training.loop as train_mod
-from nnlab.config import validate
+from nnlab.config import load_config, validate
 from nnlab.datasets import build_data
 from nnlab.device import prepare_model
 from nnlab.errors import ConfigError, NnlabError
@@ -149,3 +150,15 @@ def test_compile_rejected_where_dynamo_is_unsupported(monkeypatch):
     monkeypatch.setattr(torch._dynamo, "is_dynamo_supported", lambda: False)
     with pytest.raises(NnlabError, match=r"torch.compile does not support Python .* set train.compile = false"):
         prepare_model(nn.Linear(2, 2), "cpu", compile=True)
+
+
+
+@pytest.mark.parametrize("name", ["quickdraw", "quickdraw-large"])
+def test_quickdraw_recipes_validate_and_build(name):
+    cfg = load_config(Path(__file__).resolve().parents[1] / "recipes" / f"{name}.toml")
+    assert cfg.train.channels_last and cfg.data.persistent_workers and cfg.data.num_workers >= 8
+    if name == "quickdraw-large":
+        assert cfg.data.batch_size * cfg.train.grad_accum == 1024 and cfg.data.image_size == 128
+    model = build_model(cfg.model, cfg.data.channels, 340, cfg.data.image_size).eval()
+    with torch.no_grad():
+        assert model(torch.rand(2, cfg.data.channels, cfg.data.image_size, cfg.data.image_size)).shape == (2, 340)
