@@ -3,6 +3,7 @@ switches (channels_last, compile, loader options), on tiny CPU runs of scikit-le
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -58,6 +59,8 @@ def test_history_records_data_wait_and_model_speed(tmp_path):
         assert r["model_images_per_second"] * (1 - r["data_wait_fraction"]) == pytest.approx(r["images_per_second"])
     header = (run.path / "history.csv").read_text().splitlines()[0].split(",")
     assert "data_wait_fraction" in header and "model_images_per_second" in header
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    assert metrics["data_wait_fraction"] == pytest.approx(sum(r["data_wait_fraction"] for r in rows) / 2)
 
 
 def test_slow_loader_is_measured_and_hinted_once(tmp_path, monkeypatch, capsys):

@@ -39,6 +39,8 @@ def run_metrics(cfg: ExperimentConfig, engine: str, checkpoint: str, params: int
                 stopped_early: bool, train_seconds: float, data_info: dict[str, Any]) -> dict[str, Any]:
     """The head of metrics.json (before the per-split metrics)."""
     speed = float(np.mean([r["images_per_second"] for r in history])) if history else None
+    waits = [r["data_wait_fraction"] for r in history if r.get("data_wait_fraction") is not None]
     return {"name": cfg.name, "engine": engine, "model": cfg.model.name, "main_metric": cfg.eval.main_metric,
             "checkpoint": checkpoint, "params": params, "epochs": len(history), "stopped_early": stopped_early,
-            "train_seconds": train_seconds, "images_per_second": speed, "data": data_info}
+            "train_seconds": train_seconds, "images_per_second": speed, "data": data_info} | (
+        {"data_wait_fraction": float(np.mean(waits))} if waits else {})
