@@ -116,6 +116,25 @@ def test_train_sampler_shards_global_batches_across_ranks():
         TrainBatchSampler(50, 3, rank=2, world_size=2)
 
 
+@pytest.mark.parametrize("n,batch,steps,world", [(101, 5, None, 2), (97, 8, 6, 1), (1000, 7, 13, 3), (64, 4, 8, 2)])
+def test_train_sampler_never_repeats_within_an_epoch(n, batch, steps, world):
+    ranks = [TrainBatchSampler(n, batch, steps, seed=2, rank=r, world_size=world) for r in range(world)]
+    stream = []
+    for epoch in range(12):  # epochs spanning the boundary between two permutations included
+        for s in ranks:
+            s.set_epoch(epoch)
+        this = np.concatenate([np.concatenate(step) for step in zip(*[[p for p, _ in s] for s in ranks])])
+        assert len(np.unique(this)) == len(this), f"epoch {epoch} repeats an item"
+        stream.append(this)
+    stream = np.concatenate(stream)
+    for k in range(len(stream) // n):  # still one permutation after another
+        assert np.array_equal(np.sort(stream[k * n:(k + 1) * n]), np.arange(n))
+    fresh = TrainBatchSampler(n, batch, steps, seed=2, rank=0, world_size=world)  # resuming at epoch 9
+    fresh.set_epoch(9)
+    ranks[0].set_epoch(9)
+    assert all(np.array_equal(p, q) for (p, _), (q, _) in zip(fresh, ranks[0]))
+
+
 def test_eval_sampler_covers_everything_once_in_order():
     s = EvalBatchSampler(10, batch_size=4)
     batches = [p for p, _ in s]

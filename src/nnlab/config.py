@@ -92,6 +92,10 @@ class DataConfig(Section):
     batch_size: int = Field(128, ge=1, le=65536)
     eval_batch_size: int | None = Field(None, ge=1, le=65536)
     num_workers: int = Field(0, ge=0, le=64)
+    persistent_workers: bool = Field(True, description="keep the loader's worker processes between epochs "
+                                     "(num_workers > 0)")
+    prefetch_factor: int | None = Field(None, ge=1, le=64, description="batches each worker keeps ready "
+                                        "(num_workers > 0; default torch's 2)")
     # Stroke data (Quick, Draw!): rendering and synthetic doodles.
     encoding: Literal["binary", "time-decay", "order-velocity-time"] = "time-decay"
     line_width: float | None = Field(None, gt=0, description="stroke width in output pixels")
@@ -167,6 +171,12 @@ class TrainConfig(Section):
     train_last: int | None = Field(None, ge=1, description="train only the last K parameterised layers")
     early_stop_patience: int | None = Field(None, ge=1, description="epochs without improvement before stopping")
     keep_best: int = Field(1, ge=0, le=100, description="best checkpoints kept besides last.pt")
+    channels_last: bool = Field(False, description="NHWC memory layout for the model and its inputs "
+                                "(faster convolutions with AMP on CUDA)")
+    compile: bool = Field(False, description="torch.compile the model (needs triton on CUDA, a C++ compiler "
+                          "on the CPU); the first steps are slower while it compiles")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile mode (train.compile)")
 
 
 class EvalConfig(Section):
@@ -208,6 +218,9 @@ class ExperimentConfig(Section):
             higher_is_better(self.eval.main_metric)
         except ConfigError as exc:
             raise ValueError(f"eval.main_metric: {exc}") from None
+        if self.engine == "numpy" and (self.train.channels_last or self.train.compile):
+            raise ValueError("train.channels_last and train.compile apply to the torch engine only; "
+                             "remove them or set engine = 'torch'")
         if self.data.split == "identity" and (self.engine != "torch" or not self.model.embedding_model):
             raise ValueError("data.split = 'identity' (open-set evaluation) needs an embedding model: engine = "
                              "'torch' and model.embedding_dim set, or model.head = 'arcface' or 'cosface'")

@@ -4,7 +4,10 @@ generator's state. The leaf every torch stage (datasets, training, evaluation, i
 from __future__ import annotations
 
 import os
+import platform
 import random
+import shutil
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -31,10 +34,13 @@ class Dist:
 
 
 def setup_distributed(device: str) -> Dist:
-    """Join the torchrun process group when launched by torchrun (nccl on GPU, gloo on CPU)."""
+    """Join the torchrun process group when launched by torchrun (nccl on GPU, gloo on CPU), also with
+    one process (`--nproc_per_node 1` then runs the same collectives as a bigger run)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return Dist()
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)  # nccl talks to the current device: this rank's own GPU
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
@@ -81,6 +87,36 @@ def _numpy_state() -> tuple:
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
+
+
+def prepare_model(model: nn.Module, device: str, channels_last: bool = False, compile: bool = False,
+                  compile_mode: str = "default") -> nn.Module:
+    """The model on `device`, in NHWC layout with `channels_last` (4-D weights only) and compiled in
+    place with `compile`: `nn.Module.compile` keeps the module and its state_dict keys, so
+    checkpoints, DDP and export see the plain model."""
+    model = model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+    if compile:
+        check_compile(device)
+        model.compile(mode=compile_mode)
+    return model
+
+
+def check_compile(device: str) -> None:
+    """Raise a one-line NnlabError where torch.compile cannot work (checked before the first step, which
+    is where its own errors would come, deep in a traceback)."""
+    import torch._dynamo  # heavy: only when train.compile is set
+
+    fix = "set train.compile = false"
+    if not torch._dynamo.is_dynamo_supported():
+        raise NnlabError(f"train.compile: torch.compile does not support Python {platform.python_version()} "
+                         f"with torch {torch.__version__} on {sys.platform}; {fix}")
+    if device.startswith("cuda"):
+        from torch.utils._triton import has_triton  # heavy: only when train.compile is set
+
+        if not has_triton():
+            raise NnlabError(f"train.compile on CUDA needs triton (pip install triton); {fix}")
+    elif not any(shutil.which(c) for c in (os.environ.get("CXX") or "g++", "clang++", "c++")):
+        raise NnlabError(f"train.compile on the CPU needs a C++ compiler (g++ or clang++ on PATH, or CXX); {fix}")
 
 
 def autocast(device: str, amp: str):

@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from torch.utils.data import DataLoader
 
+from nnlab.config import DataConfig
+
 STROKE_KINDS = ("strokes", "synth")  # data kinds read as drawings (the rest are image kinds)
+
+
+def loader_options(d: DataConfig, pin_memory: bool = False) -> dict[str, Any]:
+    """DataLoader keywords from the data section: workers, and where there are workers, whether they
+    persist and how many batches each keeps ready. `pin_memory` (the trainer sets it on CUDA) puts
+    batches in page-locked memory, so the copies to the GPU can be non-blocking."""
+    opts: dict[str, Any] = {"num_workers": d.num_workers, "pin_memory": pin_memory}
+    if d.num_workers > 0:  # torch rejects both without workers
+        opts["persistent_workers"] = d.persistent_workers
+        if d.prefetch_factor is not None:
+            opts["prefetch_factor"] = d.prefetch_factor
+    return opts
+
 
 @dataclass
 class DataBundle:

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from nnlab.config import ExperimentConfig, options_for
-from nnlab.datasets.bundle import STROKE_KINDS, DataBundle
+from nnlab.datasets.bundle import STROKE_KINDS, DataBundle, loader_options
 from nnlab.datasets.identity import open_set_source
 from nnlab.datasets.samplers import EpochSampler
 from nnlab.datasets.splits import image_splits
@@ -184,7 +184,8 @@ def load_image_source(cfg: ExperimentConfig):
     return load_source(kind, **options_for(LOADERS[kind], cfg.data))
 
 
-def build_image_data(cfg: ExperimentConfig, run_dir: Path | None, rank: int, world: int) -> DataBundle:
+def build_image_data(cfg: ExperimentConfig, run_dir: Path | None, rank: int, world: int,
+                     pin_memory: bool = False) -> DataBundle:
     source = load_image_source(cfg)
     splits = image_splits(cfg, source, run_dir)
     known, extra_info = len(source.classes), {}
@@ -200,8 +201,7 @@ def build_image_data(cfg: ExperimentConfig, run_dir: Path | None, rank: int, wor
         dataset = ImageDataset(source, index, transform)
         sampler = EpochSampler(len(index), shuffle=train, seed=cfg.seed, rank=rank, world=world)
         loaders[split] = DataLoader(dataset, batch_size=d.batch_size if train else (d.eval_batch_size or d.batch_size),
-                                    sampler=sampler, num_workers=d.num_workers,
-                                    persistent_workers=d.num_workers > 0, drop_last=False)
+                                    sampler=sampler, drop_last=False, **loader_options(d, pin_memory))
         ids[split] = index
         labels[split] = source.labels[index]
     return DataBundle(classes=list(source.classes)[:known], in_chans=d.channels, image_size=d.image_size,

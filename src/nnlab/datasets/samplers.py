@@ -66,8 +66,15 @@ class TrainBatchSampler(Sampler[BatchRequest]):
     The data order is one long stream of permutations of range(n) (permutation k seeded
     from (seed, k)); global step g of the run takes items [g * B, (g + 1) * B) of it, where
     B = batch_size * world_size, and rank r keeps its own batch_size slice. So every item
-    is seen once before any is seen twice, epochs need not divide the data, and epoch e's
-    batches are known from (seed, e) alone: call set_epoch(e) before iterating.
+    is seen once before any is seen twice, the ranks never share an item within a step,
+    epochs need not divide the data, and epoch e's batches are known from (seed, e) alone:
+    call set_epoch(e) before iterating.
+
+    An epoch that spans the end of one permutation and the start of the next would see the
+    items of the old tail twice; the next permutation's head therefore keeps them back (they
+    follow right after it), so no item repeats within an epoch as long as an epoch holds at
+    most n items (steps_per_epoch * B <= n). Multi-node runs shard the same way: rank and
+    world size are the global ones.
     """
 
     def __init__(self, n: int, batch_size: int, steps_per_epoch: int | None = None, *, seed: int = 0,
@@ -95,13 +102,36 @@ class TrainBatchSampler(Sampler[BatchRequest]):
 
     def _permutation(self, k: int) -> np.ndarray:
         if k not in self._perms:
-            if len(self._perms) >= 2:  # an epoch spans at most a few permutations
-                self._perms.pop(min(self._perms))
-            dtype = np.int32 if self.n < 2**31 else np.int64
-            perm = np.arange(self.n, dtype=dtype)
-            np.random.default_rng(np.random.SeedSequence([self.seed, k])).shuffle(perm)
-            self._perms[k] = perm
+            # Permutation k depends on the tail of k - 1: start from the newest one known (or 0).
+            first = max([j for j in self._perms if j < k], default=-1) + 1
+            for j in range(first, k + 1):
+                perm = self._shuffled(j)
+                if j > 0:
+                    perm = self._keep_back(perm, self._perms[j - 1], j)
+                if len(self._perms) >= 2:  # an epoch spans at most a few permutations
+                    self._perms.pop(min(self._perms))
+                self._perms[j] = perm
         return self._perms[k]
+
+    def _shuffled(self, k: int) -> np.ndarray:
+        dtype = np.int32 if self.n < 2**31 else np.int64
+        perm = np.arange(self.n, dtype=dtype)
+        np.random.default_rng(np.random.SeedSequence([self.seed, k])).shuffle(perm)
+        return perm
+
+    def _keep_back(self, perm: np.ndarray, previous: np.ndarray, k: int) -> np.ndarray:
+        """`perm` with the items of `previous`'s tail that the epoch spanning the boundary already
+        takes moved out of its head (stable: the rest keeps its shuffled order)."""
+        window = self.steps_per_epoch * self.batch_size * self.world_size
+        tail = (k * self.n) % window  # items of `previous` in the epoch that spans the boundary
+        if window > self.n or tail == 0:  # epochs longer than the data must repeat; or no epoch spans it
+            return perm
+        taken = np.zeros(self.n, dtype=bool)
+        taken[previous[self.n - tail:]] = True
+        free = np.flatnonzero(~taken[perm])[:window - tail]  # the head: the first items not taken yet
+        rest = np.ones(self.n, dtype=bool)
+        rest[free] = False
+        return np.concatenate([perm[free], perm[rest]])
 
     def _stream(self, start: int, count: int) -> np.ndarray:
         out = np.empty(count, dtype=np.int64)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from nnlab.datasets.bundle import DataBundle
+from nnlab.datasets.bundle import DataBundle, loader_options
 from nnlab.datasets.samplers import BatchRequest, EvalBatchSampler, TrainBatchSampler
 from nnlab.errors import ConfigError, DataError
 from nnlab.store.format import StrokeStore
@@ -133,7 +133,7 @@ def stroke_splits(cfg, store) -> dict[str, np.ndarray]:
     return {name: idx[keep[idx]] for name, idx in store.split(d.val_fraction, d.test_fraction).items()}
 
 
-def build_stroke_data(cfg, rank: int = 0, world: int = 1):
+def build_stroke_data(cfg, rank: int = 0, world: int = 1, pin_memory: bool = False):
     """The `strokes` (a store from `nnlab data prepare`) and `synth` (doodles drawn on the fly) kinds:
     split by key_id hash, rendered per batch; ids are key_ids so MAP@3 is keyed by key_id."""
     d = cfg.data
@@ -149,7 +149,7 @@ def build_stroke_data(cfg, rank: int = 0, world: int = 1):
                                 padding=d.padding, augment=augment if train else None, seed=cfg.seed)
         loaders[name] = stroke_loader(dataset, d.batch_size if train else (d.eval_batch_size or d.batch_size),
                                       train=train, steps_per_epoch=cfg.train.steps_per_epoch if train else None,
-                                      seed=cfg.seed, num_workers=d.num_workers, rank=rank, world_size=world)
+                                      seed=cfg.seed, rank=rank, world_size=world, **loader_options(d, pin_memory))
         ids[name] = np.asarray(store.key_ids)[idx]
         labels[name] = np.asarray(store.labels)[idx].astype(np.int64)
     if d.channels != ENCODINGS[d.encoding]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,8 @@ from torch import nn
 
 from nnlab.config import ExperimentConfig
 from nnlab.datasets import DataBundle, build_data
-from nnlab.device import Dist, autocast, pick_device, seed_everything, set_rng_state, setup_distributed, unwrap
+from nnlab.device import (Dist, autocast, check_compile, pick_device, prepare_model, seed_everything,
+                          set_rng_state, setup_distributed, unwrap)
 from nnlab.errors import TrainingError
 from nnlab.evaluation.evaluate import evaluate, evaluate_split
 from nnlab.evaluation.results import write_results
@@ -39,28 +41,41 @@ from nnlab.runs.run import Run
 from nnlab.training.checkpoint import load_checkpoint, save_checkpoint
 from nnlab.training.epochs import best_tracker, epoch_row, run_metrics, stop_early
 from nnlab.training.optim import STEP_SCHEDULES, build_optimizer, build_scheduler, freeze_layers
+from nnlab.training.throughput import LOG_EVERY, data_wait_hint, throughput
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, cfg: ExperimentConfig, device: str,
                     epoch: int, steps: int, show: bool) -> dict[str, float]:
-    """One pass over `steps` batches; returns mean loss, accuracy and throughput."""
+    """One pass over `steps` batches; returns mean loss, accuracy and throughput (`throughput.py`).
+
+    The host never waits for the GPU except once per LOG_EVERY steps (the NaN check), so the time
+    spent in `next(batches)` is the time the loop waited for data."""
     t = cfg.train
     model.train()
     amp = autocast(device, t.amp)
+    layout = torch.channels_last if t.channels_last else torch.preserve_format
+    check_every = 1 if device == "cpu" else LOG_EVERY  # a check is a sync on CUDA, free on the CPU
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    seen, start = 0, time.perf_counter()
+    nonfinite = torch.zeros((), device=device, dtype=torch.bool)
+    seen, waited, start = 0, 0.0, time.perf_counter()
     bar = progress(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", leave=False, disable=None if show else True)
     optimizer.zero_grad(set_to_none=True)
     batches = iter(loader)
     for step in range(steps):
+        asked = time.perf_counter()
         x, y = next(batches)[:2]
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        waited += time.perf_counter() - asked
+        x = x.to(device, non_blocking=True, memory_format=layout)
+        y = y.to(device, non_blocking=True)
         with amp:
             logits, loss = forward_loss(model, x, y, criterion)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped, "
-                                "the last good checkpoint is kept (try a lower optim.lr or train.clip_grad_norm)")
+        nonfinite |= ~torch.isfinite(loss.detach())
+        if (step % check_every == 0 or step + 1 == steps) and nonfinite.item():
+            where = f"step {step + 1}" if check_every == 1 else f"by step {step + 1}"
+            raise TrainingError(f"loss became {loss.item() if check_every == 1 else 'nan or inf'} at epoch "
+                                f"{epoch + 1}, {where}; training stopped, the last good checkpoint is kept "
+                                "(try a lower optim.lr or train.clip_grad_norm)")
         scaled = loss / t.grad_accum
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
         if (step + 1) % t.grad_accum == 0 or step + 1 == steps:
@@ -80,16 +95,19 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, cfg:
         correct += (logits.detach().argmax(1) == y).sum()
         seen += len(y)
         bar.update()
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+        if step % LOG_EVERY == 0 and not bar.disable:
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}",
+                            data_wait=f"{waited / (time.perf_counter() - start):.0%}")
     bar.close()
     elapsed = time.perf_counter() - start
-    totals = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=device)])
+    totals = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=device),
+                          torch.tensor(waited, device=device)])
     if dist.is_initialized():
         dist.all_reduce(totals)
-    loss_total, correct_total, seen_total = totals.tolist()
-    return {"loss": loss_total / seen_total, "accuracy": correct_total / seen_total,
-            "seconds": elapsed, "images_per_second": seen_total / elapsed}
+    loss_total, correct_total, seen_total, waited_total = totals.tolist()
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    return {"loss": loss_total / seen_total, "accuracy": correct_total / seen_total, "seconds": elapsed,
+            **throughput(seen_total, elapsed, waited_total / world)}  # the ranks' mean wait
 
 
 def forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,6 +128,8 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     `stop_after_epoch` ends the session after that epoch as an interruption would (for tests).
     """
     device = pick_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
+    if cfg.train.compile:
+        check_compile(device)  # before the run directory exists
     ddp = setup_distributed(device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -118,9 +138,10 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
         announce(run)
     cfg = run.config
     seed_everything(cfg.seed)
-    data = build_data(cfg, run.path, ddp.rank, ddp.world)
-    model = build_model(cfg.model, data.in_chans, len(data.classes), data.image_size).to(device)
+    data = build_data(cfg, run.path, ddp.rank, ddp.world, pin_memory=device.startswith("cuda"))
+    model = build_model(cfg.model, data.in_chans, len(data.classes), data.image_size)
     freeze_layers(model, cfg.train.freeze_first, cfg.train.train_last)
+    model = prepare_model(model, device, cfg.train.channels_last, cfg.train.compile, cfg.train.compile_mode)
     if ddp.world > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[ddp.local_rank] if device != "cpu" else None)
     optimizer = build_optimizer(cfg, model)
@@ -150,7 +171,7 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
 
     has_val = data.has("val")
     train_seconds = sum(r.get("epoch_seconds", 0.0) for r in run.history()) if ddp.main else 0.0
-    stopped_early = False
+    stopped_early, hinted = False, False
     for epoch in range(start_epoch, cfg.train.epochs):
         for holder in (data.loaders["train"].sampler, getattr(data.loaders["train"], "batch_sampler", None)):
             if hasattr(holder, "set_epoch"):
@@ -158,6 +179,10 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
         stats = train_one_epoch(model, data.loaders["train"], optimizer, scheduler, scaler, criterion, cfg,
                                 device, epoch, steps, show=ddp.main)
         train_seconds += stats["seconds"]
+        hint = None if hinted or not ddp.main else data_wait_hint(cfg, epoch, stats["data_wait_fraction"])
+        if hint:
+            print(hint, file=sys.stderr, flush=True)
+            hinted = True
         val = evaluate(model, data, "val", device, cfg.train.amp, cfg.eval.top_k)[0] if has_val else None
         value = val[best.metric] if val is not None else None
         row = epoch_row(epoch, optimizer.param_groups[0]["lr"], stats, val, stats["seconds"],

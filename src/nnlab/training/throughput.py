@@ -1,0 +1,44 @@
+"""Where an epoch's time goes: waiting for the next batch vs computing on it.
+
+The loop takes two timestamps around each `next(batches)`; the sum over the epoch divided by
+the epoch's wall time is `data_wait_fraction`, and the images over the rest of the time are the
+model's own images/s. On CUDA the host runs ahead of the GPU until the loop's one sync per
+logging interval, so time the GPU is busy shows up as model time, never as data wait.
+"""
+
+from __future__ import annotations
+
+import os
+
+from nnlab.config import ExperimentConfig
+
+#: Above this share of an epoch spent waiting for batches, the run says once what to change.
+DATA_WAIT_HINT = 0.2
+
+#: Steps between the loop's host-device syncs on CUDA (NaN check, progress bar); every step on the CPU.
+LOG_EVERY = 20
+
+
+def throughput(seen: float, seconds: float, wait_seconds: float) -> dict[str, float]:
+    """`images_per_second` (wall), `data_wait_fraction` and `model_images_per_second` (time not waiting)."""
+    seconds = max(seconds, 1e-9)
+    wait = min(max(wait_seconds, 0.0), seconds)
+    busy = seconds - wait
+    return {"images_per_second": seen / seconds, "data_wait_fraction": wait / seconds,
+            "model_images_per_second": seen / busy if busy > 0 else float("inf")}
+
+
+def data_wait_hint(cfg: ExperimentConfig, epoch: int, fraction: float) -> str | None:
+    """The one-time note when the loader, not the model, set the pace of `epoch` (counted from 0)."""
+    if fraction <= DATA_WAIT_HINT:
+        return None
+    d = cfg.data
+    cpus = os.cpu_count() or 1
+    fixes = [f"more data.num_workers (now {d.num_workers}; this machine has {cpus} CPUs)" if d.num_workers < cpus
+             else f"fewer other processes on the CPUs (data.num_workers = {d.num_workers} already)"]
+    if d.kind in ("strokes", "synth"):
+        fixes.append(f"a smaller data.image_size (now {d.image_size}) or a cheaper data.encoding (now {d.encoding!r})")
+    else:
+        fixes.append(f"a smaller data.image_size (now {d.image_size}) or data.augment = false")
+    return (f"note: epoch {epoch + 1} waited for data {fraction:.0%} of its time, so the loader, not the model, "
+            f"sets the pace; try {fixes[0]}, or {fixes[1]}")
