@@ -399,7 +399,7 @@ def open_set_identification(best: Any, best_scores: Any, truth: Any, enrolled: A
     ``false_accept_rate``: queries of people not enrolled that are accepted as someone.
     """
     best, truth = _vector(best, "best"), _vector(truth, "truth")
-    scores, enrolled = _scores(best_scores, "best_scores"), np.asarray(enrolled, dtype=bool)
+    scores, enrolled = np.asarray(best_scores, dtype=np.float64), np.asarray(enrolled, dtype=bool)
     _same_length(("best", best), ("best_scores", scores), ("truth", truth), ("enrolled", enrolled))
     accepted = scores >= threshold
     genuine, impostor = enrolled, ~enrolled

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from nnlab.errors import DataError
-from nnlab.inference.image_model import BATCH, ImageModel
+from nnlab.inference.image_model import BATCH, MAX_PIXELS, ImageModel
 from nnlab.ingest.image_files import IMAGE_SUFFIXES, read_image
 from nnlab.ingest.images import load_folder_source
 from nnlab.progress import progress
@@ -61,12 +61,13 @@ def list_images(inputs: Sequence[str | os.PathLike]) -> ImageFiles:
 
 def embed_files(model: ImageModel, paths: Sequence[Path], batch_size: int = BATCH,
                 desc: str = "embed") -> np.ndarray:
-    """(N, D) float32 unit vectors of image files, read and embedded `batch_size` at a time."""
+    """(N, D) float32 unit vectors of image files, read and embedded `batch_size` at a time; an unreadable
+    image, or one over MAX_PIXELS pixels, is a DataError naming it."""
     parts = []
     with progress(desc=desc, total=len(paths), unit="img") as bar:
         for lo in range(0, len(paths), batch_size):
             chunk = paths[lo:lo + batch_size]
-            parts.append(model.embed([read_image(p) for p in chunk], batch_size))
+            parts.append(model.embed([read_image(p, max_pixels=MAX_PIXELS) for p in chunk], batch_size))
             bar.update(len(chunk))
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 

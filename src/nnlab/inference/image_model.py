@@ -48,6 +48,7 @@ from nnlab.scratch.losses import softmax
 TASKS = ("classifier", "embedding")
 DEFAULT_FPR = 1e-3
 BATCH = 64
+MAX_PIXELS = 40_000_000  # larger images are refused from their header (a photo of 40 megapixels is huge)
 
 
 @dataclass(frozen=True)
