@@ -85,3 +85,28 @@ def split_folders(run: Path) -> dict[str, Path]:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(file)
     return {name: out / name for name in ("enrol", "probes", "impostors")}
+
+
+@functools.cache
+def other_faces_run() -> Path:
+    """Another embedding model (same recipe, 16 px, a few steps): its embeddings are not faces_run()'s."""
+    from nnlab.config import load_config
+    from nnlab.training import fit
+
+    cfg = load_config(ROOT / "recipes" / "faces-arcface.toml",
+                      ["data.image_size=16", "train.epochs=1", "train.steps_per_epoch=2", f'data.path="{ORL}"'])
+    return fit(cfg, out=_root() / "other-faces").path
+
+
+def huge_png(path: Path, side: int = 10_000) -> Path:
+    """A valid PNG header claiming side x side grey pixels (no image data: readers stop at the header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
