@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,7 +36,11 @@ def read_image(path: PathLike | BinaryIO, name: str | None = None, max_pixels: i
     """
     shown = name or path
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            if max_pixels is not None:  # the limit below replaces Pillow's warning
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
             if max_pixels is not None and img.width * img.height > max_pixels:
                 raise ImageTooLargeError(f"image {shown}: {img.width} x {img.height} pixels; at most "
                                          f"{max_pixels:,} pixels are allowed")

@@ -81,12 +81,12 @@ def image_router(path: str | os.PathLike | ImageModel, threads: int | None = Non
                  page_headers: dict[str, str] | None = None) -> APIRouter:
     """The routes for an image classifier, or for an embedding model and its gallery."""
     model = path if isinstance(path, ImageModel) else load_image_model(path, threads=threads)
-    if gallery is not None and not isinstance(gallery, Gallery):
-        gallery = Gallery.load(gallery)
     if model.task == "embedding" and gallery is None:
         raise NnlabError(f"{model.path}: an embedding model; serve it with --gallery GALLERY (nnlab gallery build)")
     if model.task == "classifier" and gallery is not None:
         raise NnlabError(f"{model.path}: an image classifier; --gallery is for embedding models")
+    if gallery is not None and not isinstance(gallery, Gallery):
+        gallery = Gallery.load(gallery)
     threshold = None
     if gallery is not None:
         gallery.check_model(model, str(getattr(gallery, "path", "gallery")))
