@@ -6,8 +6,8 @@
 
 - ``numpy``: exact; queries x vectors similarities in blocks of bounded size (BLAS matrix products).
 - ``faiss-flat``: exact inner product (faiss' IndexFlatIP).
-- ``faiss-ivf``: an inverted file (IndexIVFFlat, inner product, ~4 sqrt(N) lists, `nprobe` of them
-  searched): approximate, many times faster than exact search on large galleries.
+- ``faiss-ivf``: an inverted file (IndexIVFFlat, inner product, 2 sqrt(N) lists trained on a sample,
+  `nprobe` = 16 of them searched): approximate, many times faster than exact search on large galleries.
 - ``faiss-hnsw``: a graph index (IndexHNSWFlat, inner product): approximate, slower to build.
 
 faiss is the optional extra ``faiss`` (``pip install 'nnlab[faiss]'``, the ``faiss-cpu`` package).
@@ -79,9 +79,11 @@ class FaissIndex:
             index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efSearch = 64
         elif kind == "ivf":
-            nlist = max(1, min(int(4 * np.sqrt(n)), n // 39))  # faiss wants >= 39 training points per list
+            nlist = max(1, min(int(2 * np.sqrt(n)), n // 39))  # faiss wants >= 39 training points per list
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-            index.train(x)
+            # k-means on a sample: 64 points per list place the centroids as well as all of them would
+            sample = np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)
+            index.train(x[np.sort(sample)])
             index.nprobe = min(nprobe, nlist)
         else:
             raise NnlabError(f"unknown faiss index kind {kind!r} (flat, ivf, hnsw)")
