@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from memory import peak_rss_mib, reset_peak_rss  # benchmarks/memory.py  # noqa: E402
+from memory import peak_rss_mib, reset_peak_rss  # benchmarks/memory.py
 
-from nnlab.inference.search import faiss_available, make_index  # noqa: E402
+from nnlab.inference.search import faiss_available, make_index
 
 DIM = 512
 PER_ID = 10

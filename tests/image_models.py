@@ -4,25 +4,16 @@ digits, and an ArcFace embedding model on the real ORL faces with its export and
 
 from __future__ import annotations
 
-import atexit
 import functools
-import shutil
-import tempfile
 from pathlib import Path
 
 from conftest import ROOT, SHARED_DATA
+from doodle_model import _root  # one temporary folder per test session, removed at exit
 
 ORL = SHARED_DATA / "faces" / "orl"
 # recipes/faces-arcface.toml at 32 px for 6 epochs (~40 s on 2 cores): val accuracy is low, but the
 # embedding already tells the 10 unseen people apart (open-set rank-1 ~0.75)
 FACES_OVERRIDES = ("data.image_size=32", "train.epochs=6", f'data.path="{ORL}"')
-
-
-@functools.cache
-def _root() -> Path:
-    root = Path(tempfile.mkdtemp(prefix="nnlab-image-tests-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    return root
 
 
 @functools.cache

@@ -4,8 +4,6 @@ Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from browser import ARTIFACTS, CHROMIUM, SKIP_REASON, chromium_page, served

@@ -135,8 +135,8 @@ def test_cli_errors_on_corrupt_oversized_and_wrong_model(folders, tmp_path):
     build_gallery(load_image_model(export), folders["enrol"]).save(gallery_dir)
 
     def fails(*args: str) -> str:
-        proc = subprocess.run([sys.executable, "-m", "nnlab", *args], capture_output=True, text=True, timeout=300,
-                              env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)})
+        proc = subprocess.run([sys.executable, "-m", "nnlab", *args], check=False, capture_output=True, text=True,
+                              timeout=300, env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)})
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         return proc.stderr
 
@@ -176,7 +176,7 @@ def test_faiss_indexes_agree_with_exact_search():
     vectors = _unit(np.repeat(centres, 10, axis=0) + 0.3 * rng.normal(size=(4000, 64)) / 8)
     queries = _unit(centres[:200] + 0.3 * rng.normal(size=(200, 64)) / 8)
     exact_s, exact_r = search.NumpyIndex(vectors).search(queries, 5)
-    flat_s, flat_r = search.FaissIndex(vectors, "flat").search(queries, 5)
+    flat_s, _ = search.FaissIndex(vectors, "flat").search(queries, 5)
     np.testing.assert_allclose(flat_s, exact_s, atol=1e-5)
     for kind in ("ivf", "hnsw"):
         _, rows = search.FaissIndex(vectors, kind).search(queries, 1)

@@ -57,7 +57,7 @@ def test_digits_classifier_logits_match_torch():
     assert graph.graph.input[0].name == "image" and graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param
 
 
-def test_faces_embedding_is_unit_and_matches_torch():
+def test_faces_embedding_is_unit_and_matches_torch(shared_data):
     run, export = Run.open(faces_run()), faces_export()
     x = _reference_input(run)
     model = load_trained(run)
@@ -95,7 +95,7 @@ def test_export_cli_on_a_classifier(tmp_path):
     assert {p.name for p in out.iterdir()} == {"model.onnx", "classes.txt", "preprocessing.json"}
 
 
-def test_classifier_refuses_to_embed_and_embedder_to_classify():
+def test_classifier_refuses_to_embed_and_embedder_to_classify(shared_data):
     from nnlab.errors import NnlabError
 
     with pytest.raises(NnlabError, match="not an embedding model"):

@@ -41,7 +41,7 @@ from nnlab.datasets.bundle import STROKE_KINDS
 from nnlab.errors import ModelError, NnlabError
 from nnlab.fileio import write_classes
 from nnlab.inference.doodle import Preprocessing, check_stroke_run, onnx_session, validation_drawings
-from nnlab.inference.image_model import (ImagePreprocessing, fingerprint, run_module, run_thresholds,
+from nnlab.inference.image_model import (ImagePreprocessing, check_image_run, fingerprint, run_module, run_thresholds,
                                          validation_images)
 from nnlab.ingest.writers import write_ndjson
 from nnlab.runs.run import Run
@@ -66,6 +66,7 @@ def export_onnx(run, out_dir: str | Path, opset: int = OPSET, samples: int = SAM
     if run.config.data.kind in STROKE_KINDS:
         check_stroke_run(run)
         return _export(run, out_dir, lambda tmp: _doodle_files(run, tmp, opset, samples))
+    check_image_run(run)
     return _export(run, out_dir, lambda tmp: _image_files(run, tmp, opset, samples))
 
 

@@ -230,7 +230,7 @@ def write_matches(path: str | os.PathLike, paths: Sequence[Path], matches: Seque
     """CSV: path, [label], identity (or unknown), similarity, best, runner_up, runner_up_similarity."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = lambda x: "" if x is None else f"{x:.6f}"  # noqa: E731
+    fmt = lambda x: "" if x is None else f"{x:.6f}"
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", *(["label"] if labels is not None else []), "identity", "similarity", "best",

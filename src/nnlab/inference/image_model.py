@@ -38,7 +38,7 @@ from nnlab.datasets.images import ImageTransform, load_image_source
 from nnlab.datasets.splits import image_splits
 from nnlab.errors import DataError, ModelError, NnlabError
 from nnlab.fileio import read_classes
-from nnlab.inference.doodle import onnx_session
+from nnlab.inference.doodle import onnx_outputs, onnx_session, torch_outputs
 from nnlab.ingest.image_files import read_image
 from nnlab.runs.plots import FPR_TARGETS
 from nnlab.runs.run import Run
@@ -208,8 +208,7 @@ class TorchImageModel(ImageModel):
         self.module = module
 
     def outputs(self, x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).float().numpy()
+        return torch_outputs(self.module, x)
 
 
 class OnnxImageModel(ImageModel):
@@ -218,10 +217,9 @@ class OnnxImageModel(ImageModel):
     def __init__(self, session, **kw) -> None:
         super().__init__(**kw)
         self.session = session
-        self.input_name = session.get_inputs()[0].name
 
     def outputs(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        return onnx_outputs(self.session, x)
 
 
 def read_export_info(path: Path) -> dict[str, Any]:

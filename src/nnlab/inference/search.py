@@ -102,7 +102,7 @@ class FaissIndex:
 def import_faiss():
     """faiss, or an NnlabError saying how to install it."""
     try:
-        import faiss  # noqa: PLC0415 - optional extra, heavy
+        import faiss
     except ImportError:
         raise NnlabError(FAISS_MISSING) from None
     return faiss
