@@ -403,7 +403,7 @@ def open_set_identification(best: Any, best_scores: Any, truth: Any, enrolled: A
     _same_length(("best", best), ("best_scores", scores), ("truth", truth), ("enrolled", enrolled))
     accepted = scores >= threshold
     genuine, impostor = enrolled, ~enrolled
-    rate = lambda hits, among: float(hits[among].mean()) if among.any() else float("nan")  # noqa: E731
+    rate = lambda hits, among: float(hits[among].mean()) if among.any() else float("nan")
     correct = best == truth
     return {"rank1": rate(correct, genuine), "detection_identification_rate": rate(correct & accepted, genuine),
             "false_reject_rate": rate(~accepted, genuine), "false_accept_rate": rate(accepted, impostor),

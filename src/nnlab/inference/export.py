@@ -41,8 +41,14 @@ from nnlab.datasets.bundle import STROKE_KINDS
 from nnlab.errors import ModelError, NnlabError
 from nnlab.fileio import write_classes
 from nnlab.inference.doodle import Preprocessing, check_stroke_run, onnx_session, validation_drawings
-from nnlab.inference.image_model import (ImagePreprocessing, check_image_run, fingerprint, run_module, run_thresholds,
-                                         validation_images)
+from nnlab.inference.image_model import (
+    ImagePreprocessing,
+    check_image_run,
+    fingerprint,
+    run_module,
+    run_thresholds,
+    validation_images,
+)
 from nnlab.ingest.writers import write_ndjson
 from nnlab.runs.run import Run
 from nnlab.runs.trained import load_trained
