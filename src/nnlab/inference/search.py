@@ -102,7 +102,7 @@ class FaissIndex:
 def import_faiss():
     """faiss, or an NnlabError saying how to install it."""
     try:
-        import faiss
+        import faiss  # optional extra (faiss-cpu), heavy: imported when a faiss index is asked for
     except ImportError:
         raise NnlabError(FAISS_MISSING) from None
     return faiss
