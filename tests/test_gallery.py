@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -124,7 +122,9 @@ def test_cli_embed_build_add_identify(folders, tmp_path):
     assert "search: faiss-flat" in result.output
 
 
-def test_cli_errors_on_corrupt_oversized_and_wrong_model(folders, tmp_path):
+def test_cli_errors_on_corrupt_oversized_and_wrong_model(folders, tmp_path, monkeypatch, capsys):
+    from nnlab.cli import main
+
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")
@@ -135,10 +135,13 @@ def test_cli_errors_on_corrupt_oversized_and_wrong_model(folders, tmp_path):
     build_gallery(load_image_model(export), folders["enrol"]).save(gallery_dir)
 
     def fails(*args: str) -> str:
-        proc = subprocess.run([sys.executable, "-m", "nnlab", *args], check=False, capture_output=True, text=True,
-                              timeout=300, env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)})
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-        return proc.stderr
+        """The real entry point (nnlab.cli.main) in this process: exit status 2 and one line, no traceback."""
+        monkeypatch.setattr(sys, "argv", ["nnlab", *args])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "Traceback" not in err and err.startswith("error: "), err
+        return err
 
     out = str(tmp_path / "m.csv")
     assert "cannot read image" in fails("identify", export, str(gallery_dir), str(bad), "--out", out)
