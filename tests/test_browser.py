@@ -6,26 +6,14 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import socket
-import tempfile
-import threading
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
+from browser import ARTIFACTS, CHROMIUM, SKIP_REASON, chromium_page, served
 from doodle_model import tiny_export
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
-                 "--metrics-recording-only", "--no-default-browser-check"]
-
 if not CHROMIUM.is_file():
-    pytest.skip(f"browser test skipped: no Chromium at {CHROMIUM} (install it with `apt-get install chromium`)",
-                allow_module_level=True)
+    pytest.skip(SKIP_REASON, allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="browser test skipped: the playwright package "
                                "is not installed (pip install -e '.[dev]')")
 
@@ -33,46 +21,16 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="browser test skipp
 @pytest.fixture(scope="module")
 def server_url():
     """The demo app (the tiny model's ONNX export) on a free loopback port, served by uvicorn in a thread."""
-    import uvicorn
-
     from nnlab.serve.app import create_app
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(tiny_export()), host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(create_app(tiny_export())) as url:
+        yield url
 
 
 @pytest.fixture()
 def page(server_url):
-    profile = Path(tempfile.mkdtemp(prefix="nnlab-chromium-"))
-    try:
-        with sync_api.sync_playwright() as p:
-            context = p.chromium.launch_persistent_context(
-                str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-                viewport={"width": 1180, "height": 780}, device_scale_factor=1,
-                bypass_csp=True)  # the page forbids eval, which Playwright's wait_for_function uses
-            # nothing but the demo server may be reached
-            context.route(lambda url: not url.startswith(server_url), lambda route: route.abort())
-            page = context.pages[0] if context.pages else context.new_page()
-            page.problems = []
-            page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
-            page.on("pageerror", lambda e: page.problems.append(str(e)))
-            page.on("requestfailed", lambda r: page.problems.append(f"failed: {r.url}"))
-            yield page
-            context.close()
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
+    with chromium_page(sync_api, server_url) as page:
+        yield page
 
 
 def predict_requests(page) -> list[dict]:

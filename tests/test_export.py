@@ -83,13 +83,14 @@ def test_parity_check_fails_when_onnx_differs():
                 return [model(torch.from_numpy(feeds["image"])).numpy() + 1e-3]
 
     with pytest.raises(ModelError, match="differ"):
-        export_mod._parity(model, Off(), prep, [])
+        export_mod._parity(model, Off(), (prep.channels, prep.image_size, prep.image_size), [])
 
 
-def test_export_refuses_runs_not_trained_on_drawings(tmp_path):
+def test_export_refuses_numpy_engine_runs(tmp_path):
     (tmp_path / "run").mkdir()
-    save_config(validate({"name": "digits", "data": {"kind": "digits"}}), tmp_path / "run" / "config.toml")
-    with pytest.raises(NnlabError, match="trained on data.kind = 'digits'"):
+    cfg = validate({"name": "digits", "engine": "numpy", "data": {"kind": "digits"}, "model": {"name": "mlp"}})
+    save_config(cfg, tmp_path / "run" / "config.toml")
+    with pytest.raises(NnlabError, match="only torch runs"):
         export_mod.export_onnx(tmp_path / "run", tmp_path / "out")
 
 

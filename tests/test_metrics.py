@@ -271,3 +271,33 @@ def test_eer_and_tpr_at_fpr():
     assert m.equal_error_rate([0, 0.2, 1], [0, 0.6, 1]) == pytest.approx(1 / 3)
     # TPR at FPR 0.01: the best point with fpr <= 0.01 is (0.005, 0.6)
     assert m.tpr_at_fpr([0, 0.005, 0.02, 1], [0, 0.6, 0.9, 1], 0.01) == 0.6
+
+
+def test_threshold_at_fpr_is_a_deployable_operating_point():
+    rng = np.random.default_rng(3)
+    ids = np.repeat(np.arange(12), 6)
+    emb = rng.normal(size=(12, 16))[ids] + 0.8 * rng.normal(size=(72, 16))
+    fpr, tpr, thresholds = m.verification_roc(emb, ids)
+    e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    i, j = np.triu_indices(len(e), k=1)
+    scores, genuine = (e @ e.T)[i, j], ids[i] == ids[j]
+    for target in (1e-1, 1e-2, 1e-3):
+        t = m.threshold_at_fpr(fpr, tpr, thresholds, target)
+        accepted = scores >= t  # counted directly from the pairs, not from the ROC
+        assert accepted[~genuine].mean() <= target
+        assert accepted[genuine].mean() == pytest.approx(m.tpr_at_fpr(fpr, tpr, target))
+    # no point accepts anything at FPR 0 when an impostor pair outscores every genuine one
+    assert m.threshold_at_fpr(np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.5, 1.0]),
+                                    np.array([np.inf, 0.9, 0.1]), 0.0) is None
+
+
+def test_open_set_identification_rates_by_hand():
+    best = ["a", "b", "a", "c", "a", "b"]
+    scores = [0.9, 0.8, 0.3, 0.95, 0.7, 0.2]
+    truth = ["a", "a", "a", "c", "x", "y"]
+    enrolled = [True, True, True, True, False, False]
+    r = m.open_set_identification(best, scores, truth, enrolled, threshold=0.5)
+    assert r["rank1"] == 3 / 4  # a, a, c right; b wrong
+    assert r["detection_identification_rate"] == 2 / 4  # the third is right but below 0.5
+    assert r["false_reject_rate"] == 1 / 4 and r["false_accept_rate"] == 1 / 2
+    assert (r["genuine"], r["impostors"]) == (4, 2)

@@ -378,6 +378,38 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
     return float(tpr[ok].max()) if ok.any() else 0.0
 
 
+def threshold_at_fpr(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray, target: float) -> float | None:
+    """The similarity threshold of the ROC point :func:`tpr_at_fpr` picks (accept when
+    ``score >= threshold``), or None when no point with FPR <= ``target`` accepts anything."""
+    fpr, tpr, thresholds = np.asarray(fpr), np.asarray(tpr), np.asarray(thresholds)
+    ok = np.flatnonzero((fpr <= target) & np.isfinite(thresholds))
+    if not len(ok) or tpr[ok].max() <= 0:
+        return None
+    return float(thresholds[ok[np.argmax(tpr[ok])]])
+
+
+def open_set_identification(best: Any, best_scores: Any, truth: Any, enrolled: Any,
+                            threshold: float) -> dict[str, float]:
+    """Rates of a gallery search at a threshold: each query's best identity and its similarity,
+    its true identity, and whether that identity is enrolled.
+
+    ``rank1``: enrolled queries whose best identity is theirs (threshold ignored);
+    ``detection_identification_rate``: enrolled queries identified correctly and accepted;
+    ``false_reject_rate``: enrolled queries rejected (best similarity below the threshold);
+    ``false_accept_rate``: queries of people not enrolled that are accepted as someone.
+    """
+    best, truth = _vector(best, "best"), _vector(truth, "truth")
+    scores, enrolled = np.asarray(best_scores, dtype=np.float64), np.asarray(enrolled, dtype=bool)
+    _same_length(("best", best), ("best_scores", scores), ("truth", truth), ("enrolled", enrolled))
+    accepted = scores >= threshold
+    genuine, impostor = enrolled, ~enrolled
+    rate = lambda hits, among: float(hits[among].mean()) if among.any() else float("nan")
+    correct = best == truth
+    return {"rank1": rate(correct, genuine), "detection_identification_rate": rate(correct & accepted, genuine),
+            "false_reject_rate": rate(~accepted, genuine), "false_accept_rate": rate(accepted, impostor),
+            "threshold": float(threshold), "genuine": int(genuine.sum()), "impostors": int(impostor.sum())}
+
+
 def equal_error_rate(fpr: np.ndarray, tpr: np.ndarray) -> float:
     """The rate where FPR equals FNR (= 1 - TPR), linearly interpolated on the ROC."""
     fpr, tpr = np.asarray(fpr, dtype=np.float64), np.asarray(tpr, dtype=np.float64)

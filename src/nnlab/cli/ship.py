@@ -1,4 +1,4 @@
-"""Ship commands: export a model, serve the doodle demo."""
+"""Ship commands: export a model, serve the doodle demo or the image demo."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from nnlab.errors import NnlabError
 
 
 @app.command()
-def export(run_dir: Path = typer.Argument(..., help="Run directory of a model trained on drawings."),
+def export(run_dir: Path = typer.Argument(..., help="Run directory of a torch model: on drawings, an image "
+                                                    "classifier or an embedding model."),
            format_: str = typer.Option("onnx", "--format", help="Export format: onnx."),
            out: Path = typer.Option(..., "--out", help="Directory to write (model.onnx, classes.txt, "
-                                                       "preprocessing.json, samples.ndjson).")) -> None:
+                                                       "preprocessing.json; samples.ndjson for drawings).")) -> None:
     """Export a run's best checkpoint as ONNX (dynamic batch), checked against torch."""
     from nnlab.inference.export import export_onnx  # heavy (torch): imported when the command runs
 
@@ -35,9 +36,12 @@ def serve(path: Path = typer.Argument(..., help="A run directory (torch) or an `
           threads: int | None = typer.Option(None, "--threads", min=1,
                                              help="Threads of one model call (default 1 for onnxruntime, "
                                                   "torch's default for a run)."),
-          access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request.")) -> None:
-    """Serve the doodle demo: a page that guesses while you draw, and its JSON API."""
+          access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request."),
+          gallery: Path | None = typer.Option(None, "--gallery", help="An embedding model's gallery (nnlab gallery "
+                                                                      "build): the page identifies people.")) -> None:
+    """Serve a demo: the doodle page that guesses while you draw, or for an image model a page where
+    you drop an image and see the top-k classes (or, with --gallery, who it is)."""
     from nnlab.serve.app import serve as run_server  # heavy (torch): imported when the command runs
 
-    run_server(path, host=host, port=port, threads=threads, access_log=access_log,
+    run_server(path, host=host, port=port, threads=threads, access_log=access_log, gallery=gallery,
                announce=lambda url: typer.echo(f"serving {path} at {url} (Ctrl+C to stop)"))

@@ -7,7 +7,8 @@ For the unseen identities of an identity split (``data.split = "identity"``):
   order) form the gallery, the rest are probes, matched to the gallery by cosine;
   rank-1 and rank-5 identification rates;
 - verification: every unordered pair of probes, scored by cosine; ROC, TPR at FPR
-  1e-2 and 1e-3, equal error rate, ROC AUC;
+  1e-2 and 1e-3, equal error rate, ROC AUC, and the similarity threshold of each of
+  those operating points (``threshold_at_fpr``: the default of ``nnlab identify``);
 - plots: ``plots/roc.png`` and ``plots/embeddings.png`` (a 2-D t-SNE of the embeddings,
   coloured by identity), and ``predictions/<split>_embeddings.npz``.
 """
@@ -24,7 +25,7 @@ from nnlab.config import ExperimentConfig
 from nnlab.datasets.bundle import DataBundle
 from nnlab.device import gather_split
 from nnlab.errors import ModelError
-from nnlab.metrics import identification_rates, verification_roc, verification_summary
+from nnlab.metrics import identification_rates, threshold_at_fpr, verification_roc, verification_summary
 from nnlab.runs.plots import FPR_TARGETS, plot_embeddings, plot_roc
 from nnlab.runs.run import Run
 
@@ -56,7 +57,8 @@ def open_set_report(emb: np.ndarray, ids: np.ndarray, gallery_per_id: int = 1,
     """Identification and verification metrics of embeddings of unseen identities.
 
     Returns the report (``rank1``, ``rank5``, ``eer``, ``roc_auc``, ``tpr_at_fpr_0.01``,
-    ``tpr_at_fpr_0.001`` and the counts) and the verification ROC ``(fpr, tpr)``, or None
+    ``tpr_at_fpr_0.001``, ``threshold_at_fpr`` ({"0.01": cosine, "0.001": cosine}) and the
+    counts) and the verification ROC ``(fpr, tpr)``, or None
     (with a ``note``) when the probes hold no same-identity pair.
     """
     ids = np.asarray(ids)
@@ -71,8 +73,9 @@ def open_set_report(emb: np.ndarray, ids: np.ndarray, gallery_per_id: int = 1,
     pid = ids[probes]
     _, counts = np.unique(pid, return_counts=True)
     if (counts >= 2).any() and len(counts) >= 2:
-        fpr, tpr, _ = verification_roc(emb[probes], pid)
+        fpr, tpr, thresholds = verification_roc(emb[probes], pid)
         report |= verification_summary(fpr, tpr, FPR_TARGETS)
+        report["threshold_at_fpr"] = {f"{t:g}": threshold_at_fpr(fpr, tpr, thresholds, t) for t in FPR_TARGETS}
         report["pairs"] = int(len(pid) * (len(pid) - 1) // 2)
         return report, (fpr, tpr)
     report["note"] = "verification skipped: it needs two identities and two probes of one identity"

@@ -164,8 +164,7 @@ class TorchDoodleModel(DoodleModel):
         self.module = module
 
     def logits(self, images: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return self.module(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))).float().numpy()
+        return torch_outputs(self.module, images)
 
 
 class OnnxDoodleModel(DoodleModel):
@@ -174,10 +173,20 @@ class OnnxDoodleModel(DoodleModel):
     def __init__(self, session, **kw) -> None:
         super().__init__(**kw)
         self.session = session
-        self.input_name = session.get_inputs()[0].name
 
     def logits(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(images, dtype=np.float32)})[0]
+        return onnx_outputs(self.session, images)
+
+
+def torch_outputs(module, images: np.ndarray) -> np.ndarray:
+    """A torch module's float32 outputs for a float32 (B, C, H, W) batch (no autograd)."""
+    with torch.inference_mode():
+        return module(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))).float().numpy()
+
+
+def onnx_outputs(session, images: np.ndarray) -> np.ndarray:
+    """An onnxruntime session's first output for a float32 (B, C, H, W) batch."""
+    return session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(images, dtype=np.float32)})[0]
 
 
 def onnx_session(model_file: Path, threads: int | None = None):

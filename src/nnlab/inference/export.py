@@ -1,6 +1,6 @@
-"""`nnlab export RUN --format onnx --out DIR`: a trained doodle model as ONNX.
+"""`nnlab export RUN --format onnx --out DIR`: a trained torch model as ONNX.
 
-DIR gets
+For a doodle model (trained on drawings), DIR gets
   model.onnx          input "image" float32 (batch, C, H, W) in [0, 1], output "logits" (batch, classes);
                       the batch axis is dynamic
   classes.txt         one class name per line, in output order
@@ -8,7 +8,16 @@ DIR gets
                       normalisation, channels), versions, and the parity check measured here
   samples.ndjson      a few validation drawings (Google's format) for the demo's "show me one"
 
-Before writing, onnxruntime's outputs are compared with torch's on validation drawings and
+For an image model (any other data kind), `task` in preprocessing.json says which:
+  classifier          output "logits" (batch, classes)
+  embedding           output "embedding" (batch, dimension), L2-normalised (an embedding model:
+                      model.embedding_dim or a margin head); preprocessing.json also holds its
+                      dimension, the model's fingerprint and the run's open-set verification
+                      thresholds (the default of `nnlab identify`)
+with input "image" float32 (batch, C, H, W) after the run's evaluation transform: resize to
+image_size x image_size (antialiased bilinear, aspect ratio not kept), (pixel / 255 - mean) / std.
+
+Before writing, onnxruntime's outputs are compared with torch's on validation inputs and
 random inputs, at two batch sizes; a difference beyond the tolerance is an error.
 """
 
@@ -18,23 +27,35 @@ import json
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime
 import torch
+from torch import nn
 
+from nnlab.datasets.bundle import STROKE_KINDS
 from nnlab.errors import ModelError, NnlabError
 from nnlab.fileio import write_classes
 from nnlab.inference.doodle import Preprocessing, check_stroke_run, onnx_session, validation_drawings
+from nnlab.inference.image_model import (
+    ImagePreprocessing,
+    check_image_run,
+    fingerprint,
+    run_module,
+    run_thresholds,
+    validation_images,
+)
 from nnlab.ingest.writers import write_ndjson
 from nnlab.runs.run import Run
 from nnlab.runs.trained import load_trained
 from nnlab.version import __version__
 
 OPSET = 17  # supported by every onnxruntime since 1.11 and by torch's TorchScript exporter
-TOLERANCE = 1e-4  # max |onnx - torch| on logits, relative to max(1, max |logit|)
+TOLERANCE = 1e-4  # max |onnx - torch| on the outputs, relative to max(1, max |output|)
 SAMPLES = 64
 
 
@@ -48,48 +69,23 @@ class ExportResult:
 def export_onnx(run, out_dir: str | Path, opset: int = OPSET, samples: int = SAMPLES) -> ExportResult:
     """Export `run` (a `Run` or its path) to `out_dir`; returns where and the measured parity."""
     run = run if isinstance(run, Run) else Run.open(run)
-    check_stroke_run(run)
+    if run.config.data.kind in STROKE_KINDS:
+        check_stroke_run(run)
+        return _export(run, out_dir, lambda tmp: _doodle_files(run, tmp, opset, samples))
+    check_image_run(run)
+    return _export(run, out_dir, lambda tmp: _image_files(run, tmp, opset, samples))
+
+
+def _export(run: Run, out_dir: str | Path, write: Callable[[Path], tuple[float, int]]) -> ExportResult:
+    """`write(tmp)` fills a fresh directory beside `out_dir`, which then replaces `out_dir`."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "model.onnx").is_file():
         raise NnlabError(f"{out_dir}: exists and is not an export directory; choose an empty or new --out")
-    classes = run.classes()
-    prep = Preprocessing.from_config(run.config.data)
-    model = load_trained(run, "cpu")
-    drawings = validation_drawings(run.config, limit=samples)
-    dummy = torch.zeros(2, prep.channels, prep.image_size, prep.image_size)
-
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the export is meant to be shared
     try:
-        with warnings.catch_warnings():
-            # The TorchScript exporter is deprecated in favour of torch.export's, which needs
-            # onnxscript; it still exports these models exactly.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(model, (dummy,), str(tmp / "model.onnx"), input_names=["image"],
-                              output_names=["logits"], opset_version=opset, dynamo=False,
-                              dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
-        diff, checked = _parity(model, onnx_session(tmp / "model.onnx"), prep, drawings)
-        write_classes(tmp / "classes.txt", classes)
-        write_ndjson(drawings, tmp / "samples.ndjson")
-        info = {
-            "format": "nnlab-onnx", "format_version": 1, "nnlab_version": __version__,
-            "torch_version": torch.__version__, "onnxruntime_version": onnxruntime.__version__,
-            "opset": opset, "run": str(run.path.resolve()), "name": run.config.name, "model": run.config.model.name,
-            "num_classes": len(classes),
-            "input": {"name": "image", "shape": ["batch", prep.channels, prep.image_size, prep.image_size],
-                      "dtype": "float32"},
-            "output": {"name": "logits", "shape": ["batch", len(classes)],
-                       "note": "unnormalised scores; softmax gives probabilities"},
-            "drawing": prep.to_json() | {
-                "coordinates": "Google's simplified frame: integers 0..255, the drawing aligned to the top-left "
-                               "and scaled so its larger side spans 0..255 (simplify raw drawings first)",
-                "renderer": "nnlab.data.stroke_dataset.to_model_input"},
-            "normalisation": {"scale": 1 / 255, "mean": 0.0, "std": 1.0,
-                              "formula": "input = rendered_pixel / 255 (ink bright on 0)"},
-            "parity": {"max_abs_diff": diff, "inputs": checked, "tolerance": TOLERANCE},
-        }
-        (tmp / "preprocessing.json").write_text(json.dumps(info, indent=2) + "\n")
+        diff, checked = write(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
@@ -98,20 +94,97 @@ def export_onnx(run, out_dir: str | Path, opset: int = OPSET, samples: int = SAM
     return ExportResult(out_dir=out_dir, max_abs_diff=diff, checked_inputs=checked)
 
 
-def _parity(model, session, prep, drawings) -> tuple[float, int]:
-    """Largest |onnxruntime - torch| on the validation drawings (batch of all, and one alone)
-    and on random inputs; raises ModelError beyond the tolerance."""
-    rng = np.random.default_rng(0)
+def _to_onnx(module: nn.Module, shape: tuple[int, int, int], file: Path, output: str, opset: int) -> None:
+    dummy = torch.zeros(2, *shape)
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of torch.export's, which needs
+        # onnxscript; it still exports these models exactly.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(module, (dummy,), str(file), input_names=["image"], output_names=[output],
+                          opset_version=opset, dynamo=False,
+                          dynamic_axes={"image": {0: "batch"}, output: {0: "batch"}})
+
+
+def _head(run: Run, opset: int, classes: list[str]) -> dict[str, Any]:
+    return {"format": "nnlab-onnx", "format_version": 1, "nnlab_version": __version__,
+            "torch_version": torch.__version__, "onnxruntime_version": onnxruntime.__version__,
+            "opset": opset, "run": str(run.path.resolve()), "name": run.config.name, "model": run.config.model.name,
+            "num_classes": len(classes)}
+
+
+def _doodle_files(run: Run, tmp: Path, opset: int, samples: int) -> tuple[float, int]:
+    classes = run.classes()
+    prep = Preprocessing.from_config(run.config.data)
+    model = load_trained(run, "cpu")
+    drawings = validation_drawings(run.config, limit=samples)
     shape = (prep.channels, prep.image_size, prep.image_size)
-    batches = [rng.random((3, *shape), dtype=np.float32)]
-    if drawings:
-        images = prep.to_input(drawings)
-        batches += [images, images[:1]]
+    _to_onnx(model, shape, tmp / "model.onnx", "logits", opset)
+    batches = [prep.to_input(drawings)] if drawings else []
+    diff, checked = _parity(model, onnx_session(tmp / "model.onnx"), shape, batches)
+    write_classes(tmp / "classes.txt", classes)
+    write_ndjson(drawings, tmp / "samples.ndjson")
+    info = _head(run, opset, classes) | {
+        "task": "doodle",
+        "input": {"name": "image", "shape": ["batch", *shape], "dtype": "float32"},
+        "output": {"name": "logits", "shape": ["batch", len(classes)],
+                   "note": "unnormalised scores; softmax gives probabilities"},
+        "drawing": prep.to_json() | {
+            "coordinates": "Google's simplified frame: integers 0..255, the drawing aligned to the top-left "
+                           "and scaled so its larger side spans 0..255 (simplify raw drawings first)",
+            "renderer": "nnlab.datasets.strokes.to_model_input"},
+        "normalisation": {"scale": 1 / 255, "mean": 0.0, "std": 1.0,
+                          "formula": "input = rendered_pixel / 255 (ink bright on 0)"},
+        "parity": {"max_abs_diff": diff, "inputs": checked, "tolerance": TOLERANCE},
+    }
+    (tmp / "preprocessing.json").write_text(json.dumps(info, indent=2) + "\n")
+    return diff, checked
+
+
+def _image_files(run: Run, tmp: Path, opset: int, samples: int) -> tuple[float, int]:
+    classes = run.classes()
+    module, task = run_module(run)
+    prep = ImagePreprocessing.from_config(run.config.data)
+    shape = (prep.channels, prep.image_size, prep.image_size)
+    output = "embedding" if task == "embedding" else "logits"
+    _to_onnx(module, shape, tmp / "model.onnx", output, opset)
+    images = prep.to_input(validation_images(run, samples))
+    batches = [images, images[:1]] if len(images) else []
+    diff, checked = _parity(module, onnx_session(tmp / "model.onnx"), shape, batches)
+    write_classes(tmp / "classes.txt", classes)
+    with torch.inference_mode():
+        width = int(module(torch.zeros(1, *shape)).shape[1])
+    info = _head(run, opset, classes) | {
+        "task": task,
+        "input": {"name": "image", "shape": ["batch", *shape], "dtype": "float32"},
+        "output": ({"name": "embedding", "shape": ["batch", width], "dimension": width, "l2_normalised": True,
+                    "note": "cosine similarity = dot product; classes.txt lists the training identities"}
+                   if task == "embedding" else
+                   {"name": "logits", "shape": ["batch", width],
+                    "note": "unnormalised scores; softmax gives probabilities"}),
+        "image": prep.to_json() | {
+            "resize": "to image_size x image_size, bilinear with antialiasing (torchvision), aspect ratio not kept",
+            "colour": "grey repeated to 3 channels, or RGB to grey by ITU-R 601 luminance; alpha dropped"},
+        "normalisation": {"scale": 1 / 255, "mean": prep.mean, "std": prep.std,
+                          "formula": "input = (pixel / 255 - mean) / std"},
+        "fingerprint": fingerprint(module, prep),
+        "parity": {"max_abs_diff": diff, "inputs": checked, "tolerance": TOLERANCE},
+    }
+    if task == "embedding":
+        info["verification"] = {"threshold_at_fpr": run_thresholds(run),
+                                "note": "cosine thresholds from the run's open-set verification ROC (test split)"}
+    (tmp / "preprocessing.json").write_text(json.dumps(info, indent=2) + "\n")
+    return diff, checked
+
+
+def _parity(model, session, shape: tuple[int, int, int], inputs: list[np.ndarray]) -> tuple[float, int]:
+    """Largest |onnxruntime - torch| on `inputs` (validation batches) and on random inputs;
+    raises ModelError beyond the tolerance."""
+    rng = np.random.default_rng(0)
     worst, checked = 0.0, 0
-    for x in batches:
+    for x in [rng.random((3, *shape), dtype=np.float32), *inputs]:
         with torch.inference_mode():
             ref = model(torch.from_numpy(x)).float().numpy()
-        got = session.run(None, {"image": x})[0]
+        got = session.run(None, {"image": np.ascontiguousarray(x, dtype=np.float32)})[0]
         if got.shape != ref.shape:
             raise ModelError(f"ONNX export: output shape {got.shape} differs from torch's {ref.shape}")
         diff = float(np.abs(got - ref).max()) if ref.size else 0.0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -20,14 +22,28 @@ _PIL_ERRORS = (UnidentifiedImageError, Image.DecompressionBombError, OSError, Sy
                ValueError, EOFError)
 
 
-def read_image(path: PathLike) -> np.ndarray:
-    """One image file as uint8: (H, W) when grayscale, else (H, W, 3) RGB.
+class ImageTooLargeError(DataError):
+    """An image with more pixels than the caller allows (checked from its header, before decoding)."""
+
+
+def read_image(path: PathLike | BinaryIO, name: str | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """One image file (or a binary file object) as uint8: (H, W) when grayscale, else (H, W, 3) RGB.
 
     16-bit grey is divided by 257 and float grey in 0..1 multiplied by 255; alpha
-    is dropped. A missing, unreadable or truncated file is a DataError naming it.
+    is dropped. A missing, unreadable or truncated file is a DataError naming it
+    (`name` when given, for file objects); so is an image over Pillow's pixel limit
+    (a decompression bomb), and one over `max_pixels` (ImageTooLargeError).
     """
+    shown = name or path
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            if max_pixels is not None:  # the limit below replaces Pillow's warning
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                raise ImageTooLargeError(f"image {shown}: {img.width} x {img.height} pixels; at most "
+                                         f"{max_pixels:,} pixels are allowed")
             if img.mode in _WIDE_GRAY_MODES:
                 values = np.asarray(img, dtype=np.float64)
                 top = values.max(initial=0.0)
@@ -39,9 +55,9 @@ def read_image(path: PathLike) -> np.ndarray:
             img = img.convert("L" if img.mode in _GRAY_MODES else "RGB")
             return np.asarray(img, dtype=np.uint8).copy()
     except FileNotFoundError:
-        raise DataError(f"image file not found: {path}") from None
+        raise DataError(f"image file not found: {shown}") from None
     except _PIL_ERRORS as err:
-        raise DataError(f"cannot read image {path}: {err} (corrupt or truncated?)") from None
+        raise DataError(f"cannot read image {shown}: {err} (corrupt or truncated?)") from None
 
 
 def verify_image(path: Path, how: str) -> None:

@@ -38,7 +38,9 @@ from pydantic_core import PydanticCustomError
 
 from nnlab.errors import DataError, NnlabError
 from nnlab.inference.doodle import DoodleModel, arrays_to_google, google_to_arrays, load_doodle_model
+from nnlab.inference.image_model import is_image_model
 from nnlab.serve.batching import MicroBatcher
+from nnlab.serve.images import MAX_IMAGE_BYTES, image_router
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_STROKES = 256
@@ -215,8 +217,18 @@ def static_dir() -> Path:
     return Path(str(resources.files("nnlab.serve") / "static"))
 
 
-def create_app(path: str | os.PathLike | DoodleModel, threads: int | None = None) -> FastAPI:
-    """The demo app for a run directory, an export directory or an already loaded model."""
+def create_app(path: str | os.PathLike | DoodleModel, threads: int | None = None,
+               gallery: str | os.PathLike | None = None) -> FastAPI:
+    """The demo app for a run directory, an export directory or an already loaded model: the doodle
+    demo, or for an image model the image demo (`nnlab.serve.images`; `gallery` for an embedding model)."""
+    if not isinstance(path, DoodleModel) and is_image_model(path):
+        app = FastAPI(title="nnlab image demo", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
+        app.include_router(image_router(path, threads, gallery, page_headers={"Content-Security-Policy": CSP}))
+        app.mount("/static", StaticFiles(directory=static_dir()), name="static")
+        app.add_middleware(BodyLimit, max_bytes=MAX_IMAGE_BYTES)
+        return app
+    if gallery is not None:
+        raise NnlabError(f"{path}: a doodle model; --gallery is for embedding models")
     model = path if isinstance(path, DoodleModel) else load_doodle_model(path, threads=threads)
     model.warm_up()
     model.samples.prefetch()
@@ -292,9 +304,9 @@ def create_app(path: str | os.PathLike | DoodleModel, threads: int | None = None
 
 
 def serve(path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None,
-          access_log: bool = True, announce=None) -> None:
+          access_log: bool = True, announce=None, gallery: str | os.PathLike | None = None) -> None:
     """Load the model, then run uvicorn until interrupted; `announce(url)` is called once it is loaded."""
-    app = create_app(path, threads=threads)
+    app = create_app(path, threads=threads, gallery=gallery)
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host
         announce(f"http://{shown}:{port}/")

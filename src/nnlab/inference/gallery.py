@@ -1,0 +1,250 @@
+"""A gallery of enrolled people, and identifying new images against it.
+
+    gallery = build_gallery(model, "people/")         # one sub-folder of photos per person
+    gallery.add(model, "newcomers/")                   # enrol more people (or more photos of someone)
+    gallery.save("gallery/")                           # gallery/embeddings.npz + gallery/gallery.json
+    gallery = Gallery.load("gallery/")
+    matches = gallery.identify(model.embed(images), threshold=model.threshold(1e-3))
+
+A gallery directory holds ``embeddings.npz`` (``embeddings`` float32 N x D, unit vectors, one per
+enrolled image; ``labels`` int64, the identity of each; ``means`` float32 K x D, each identity's
+L2-normalised mean embedding) and ``gallery.json`` (format, the identities, the enrolled image
+paths, the model's name and fingerprint, the dimension). No pickled objects. A gallery only
+accepts embeddings from the model whose fingerprint it holds.
+
+Identification is nearest-neighbour: an identity's similarity to a query is its best enrolled
+image's cosine (the same image-to-image score the run's verification ROC thresholds), so the
+threshold of `nnlab identify` means what it meant at training time. Below it, the answer is
+``unknown``. The search is exact NumPy for small galleries and faiss above a size
+(`nnlab.inference.search.make_index`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnlab.errors import DataError, NnlabError
+from nnlab.fileio import atomic_write_text
+from nnlab.inference.embed import embed_files, list_images
+from nnlab.inference.image_model import ImageModel
+from nnlab.inference.search import make_index
+from nnlab.metrics import open_set_identification
+from nnlab.version import __version__
+
+FORMAT = "nnlab-gallery"
+FORMAT_VERSION = 1
+UNKNOWN = "unknown"
+MAX_NEIGHBOURS = 64  # neighbours fetched per query to find the best and runner-up identities
+
+
+@dataclass
+class Match:
+    """One query's answer: the best identity (or ``unknown``), its similarity, and the runner-up."""
+
+    identity: str
+    similarity: float
+    best: str
+    runner_up: str | None
+    runner_up_similarity: float | None
+
+    @property
+    def accepted(self) -> bool:
+        return self.identity != UNKNOWN
+
+
+@dataclass
+class Gallery:
+    """Enrolled embeddings with their identities (see the module docstring)."""
+
+    fingerprint: str
+    model: str
+    identities: list[str] = field(default_factory=list)
+    embeddings: np.ndarray | None = None
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    paths: list[str] = field(default_factory=list)
+    search_backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        self._index = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def dimension(self) -> int | None:
+        return None if self.embeddings is None else int(self.embeddings.shape[1])
+
+    def check_model(self, model: ImageModel | str, where: str = "") -> None:
+        """Refuse a model (or fingerprint) other than the one this gallery was built with."""
+        fp = model if isinstance(model, str) else model.fingerprint
+        if fp != self.fingerprint:
+            raise NnlabError(f"{where or 'gallery'}: built with model {self.model!r} (fingerprint {self.fingerprint}), "
+                             f"but these embeddings come from fingerprint {fp}; build a gallery with this model "
+                             "(nnlab gallery build)")
+
+    def means(self) -> np.ndarray:
+        """(identities, D) L2-normalised mean embedding of each identity."""
+        sums = np.zeros((len(self.identities), self.dimension or 0), dtype=np.float64)
+        np.add.at(sums, self.labels, self.embeddings)
+        return (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+    # ------------------------------------------------------------------ enrolling
+    def enroll(self, embeddings: np.ndarray, identities: Sequence[str], paths: Sequence[str | os.PathLike],
+               fingerprint: str) -> None:
+        """Add embeddings of known people (new identities are appended)."""
+        self.check_model(fingerprint)
+        emb = np.asarray(embeddings, dtype=np.float32)
+        if emb.ndim != 2 or len(emb) != len(identities) or len(paths) != len(identities):
+            raise DataError(f"enrol: {emb.shape} embeddings for {len(identities)} identities and {len(paths)} paths")
+        if self.embeddings is not None and emb.shape[1] != self.dimension:
+            raise DataError(f"enrol: embeddings of dimension {emb.shape[1]}; the gallery holds {self.dimension}")
+        where = {name: i for i, name in enumerate(self.identities)}
+        for name in identities:
+            if name not in where:
+                where[name] = len(self.identities)
+                self.identities.append(name)
+        labels = np.asarray([where[n] for n in identities], dtype=np.int64)
+        self.embeddings = emb if self.embeddings is None else np.concatenate([self.embeddings, emb])
+        self.labels = np.concatenate([self.labels, labels])
+        self.paths += [str(p) for p in paths]
+        self._index = None
+
+    def add(self, model: ImageModel, folder: str | os.PathLike, batch_size: int = 64) -> int:
+        """Enrol a folder with one sub-folder of images per person; returns the images added."""
+        files = list_images([folder])
+        if files.labels is None:
+            raise DataError(f"{folder}: expected one sub-folder of images per person (the folder name is the "
+                            "identity), found images directly inside")
+        self.check_model(model)
+        self.enroll(embed_files(model, files.paths, batch_size, desc="enrol"), files.labels, files.paths,
+                    model.fingerprint)
+        return len(files.paths)
+
+    # ------------------------------------------------------------------ identifying
+    def index(self):
+        """The search index over the enrolled embeddings (built on first use; `.name` says which)."""
+        if self._index is None:
+            if not len(self):
+                raise DataError("the gallery is empty; enrol people first (nnlab gallery add)")
+            self._index = make_index(self.embeddings, self.search_backend)
+        return self._index
+
+    def identify(self, queries: np.ndarray, threshold: float) -> list[Match]:
+        """Each query's best identity (``unknown`` below `threshold`), its similarity and the runner-up."""
+        q = np.asarray(queries, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != self.dimension:
+            raise DataError(f"queries of shape {q.shape}; the gallery holds embeddings of dimension {self.dimension}")
+        most = int(np.bincount(self.labels).max())
+        k = min(len(self), most + 1, MAX_NEIGHBOURS)  # most + 1 neighbours always hold two identities
+        scores, rows = self.index().search(q, k)
+        return [self._match(s, r, threshold) for s, r in zip(scores, rows, strict=True)]
+
+    def _match(self, scores: np.ndarray, rows: np.ndarray, threshold: float) -> Match:
+        found = rows >= 0
+        if not found.any():
+            return Match(UNKNOWN, float("-inf"), UNKNOWN, None, None)
+        ids = self.labels[rows[found]]
+        best = self.identities[ids[0]]
+        other = np.flatnonzero(ids != ids[0])
+        runner, runner_s = ((self.identities[ids[other[0]]], float(scores[found][other[0]])) if len(other)
+                            else (None, None))
+        sim = float(scores[0])
+        return Match(best if sim >= threshold else UNKNOWN, sim, best, runner, runner_s)
+
+    # ------------------------------------------------------------------ files
+    def save(self, folder: str | os.PathLike) -> Path:
+        folder = Path(folder)
+        if folder.exists() and any(folder.iterdir()) and not (folder / "gallery.json").is_file():
+            raise NnlabError(f"{folder}: exists and is not a gallery; choose an empty or new --out")
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.embeddings is None:
+            raise DataError("the gallery is empty; nothing to save")
+        tmp = folder / "embeddings.tmp.npz"
+        np.savez(tmp, embeddings=self.embeddings, labels=self.labels, means=self.means())
+        os.replace(tmp, folder / "embeddings.npz")
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "nnlab_version": __version__,
+                "model": self.model, "fingerprint": self.fingerprint, "dimension": self.dimension,
+                "images": len(self), "identities": self.identities, "paths": self.paths}
+        atomic_write_text(folder / "gallery.json", json.dumps(meta, indent=1) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, search_backend: str = "auto") -> Gallery:
+        folder = Path(folder)
+        meta = _read_meta(folder)
+        try:
+            with np.load(folder / "embeddings.npz", allow_pickle=False) as z:
+                emb, labels = z["embeddings"].astype(np.float32), z["labels"].astype(np.int64)
+        except (OSError, KeyError, ValueError) as exc:
+            raise DataError(f"{folder}/embeddings.npz: unreadable ({exc})") from None
+        if len(emb) != len(labels) or len(labels) != len(meta["paths"]) or \
+                (len(labels) and labels.max() >= len(meta["identities"])):
+            raise DataError(f"{folder}: embeddings.npz and gallery.json disagree (edited by hand?); build it again")
+        return cls(fingerprint=meta["fingerprint"], model=meta["model"], identities=list(meta["identities"]),
+                   embeddings=emb, labels=labels, paths=list(meta["paths"]), search_backend=search_backend)
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    file = folder / "gallery.json"
+    try:
+        meta = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise NnlabError(f"{folder}: not a gallery (no gallery.json); make one with nnlab gallery build") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{file}: not valid JSON ({exc})") from None
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise DataError(f"{file}: not an {FORMAT} v{FORMAT_VERSION} file")
+    missing = [k for k in ("fingerprint", "model", "identities", "paths") if k not in meta]
+    if missing:
+        raise DataError(f"{file}: missing {', '.join(missing)}")
+    return meta
+
+
+def build_gallery(model: ImageModel, folder: str | os.PathLike, batch_size: int = 64,
+                  search_backend: str = "auto") -> Gallery:
+    """A new gallery of the people in `folder` (one sub-folder of images per person)."""
+    if model.task != "embedding":
+        model.embed([])  # raises the message saying an embedding model is needed
+    gallery = Gallery(fingerprint=model.fingerprint, model=model.name, search_backend=search_backend)
+    gallery.add(model, folder, batch_size)
+    return gallery
+
+
+def identify_files(model: ImageModel, gallery: Gallery, paths: Sequence[Path], threshold: float,
+                   batch_size: int = 64) -> list[Match]:
+    """Identify image files against `gallery` (which must have been built with `model`)."""
+    gallery.check_model(model)
+    return gallery.identify(embed_files(model, paths, batch_size, desc="identify"), threshold)
+
+
+def write_matches(path: str | os.PathLike, paths: Sequence[Path], matches: Sequence[Match],
+                  labels: Sequence[str] | None = None) -> Path:
+    """CSV: path, [label], identity (or unknown), similarity, best, runner_up, runner_up_similarity."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = lambda x: "" if x is None else f"{x:.6f}"
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", *(["label"] if labels is not None else []), "identity", "similarity", "best",
+                         "runner_up", "runner_up_similarity"])
+        for i, (p, m) in enumerate(zip(paths, matches, strict=True)):
+            writer.writerow([str(p), *([labels[i]] if labels is not None else []), m.identity, fmt(m.similarity),
+                             m.best, m.runner_up or "", fmt(m.runner_up_similarity)])
+    return path
+
+
+def identification_report(matches: Sequence[Match], labels: Sequence[str], gallery: Gallery,
+                          threshold: float) -> dict[str, Any]:
+    """Rank-1, detection-and-identification rate, false-reject and false-accept rates of labelled queries:
+    a query whose label is an enrolled identity is genuine, any other an impostor."""
+    enrolled = set(gallery.identities)
+    return open_set_identification([m.best for m in matches], [m.similarity for m in matches], list(labels),
+                                   [lab in enrolled for lab in labels], threshold)

@@ -1,0 +1,213 @@
+"""Galleries on the real ORL faces: the whole path from a folder of people to identities and
+"unknown" (rates asserted), fingerprints, enrolling more people, the CLI and its errors, and the
+NumPy and faiss search engines against brute force."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+from image_models import faces_export, faces_run, huge_png, other_faces_run, split_folders
+from typer.testing import CliRunner
+
+from nnlab.errors import DataError, NnlabError
+from nnlab.inference import search
+from nnlab.inference.embed import embed_files, list_images, load_embeddings
+from nnlab.inference.gallery import UNKNOWN, Gallery, build_gallery, identification_report, identify_files
+from nnlab.inference.image_model import load_image_model
+
+
+@pytest.fixture(scope="module")
+def folders(shared_data):
+    return split_folders(faces_run())
+
+
+@pytest.fixture(scope="module")
+def model(shared_data):
+    return load_image_model(faces_export())
+
+
+@pytest.fixture(scope="module")
+def gallery(model, folders):
+    return build_gallery(model, folders["enrol"])
+
+
+def test_orl_open_set_identification_at_the_default_threshold(model, gallery, folders):
+    """Enrol the 10 unseen people (one image each), identify their 90 other images and the 300
+    images of the 30 training identities (impostors) at the threshold the run's ROC gives at FPR 1e-3."""
+    assert len(gallery.identities) == 10 and len(gallery) == 10
+    probes, impostors = list_images([folders["probes"]]), list_images([folders["impostors"]])
+    assert (len(probes.paths), len(impostors.paths)) == (90, 300)
+    assert not set(probes.labels) & set(impostors.labels)
+    threshold = model.threshold()  # fpr 1e-3, stored in metrics.json at training time
+    matches = identify_files(model, gallery, probes.paths + impostors.paths, threshold)
+    report = identification_report(matches, probes.labels + impostors.labels, gallery, threshold)
+    # rank-1 through the export and the gallery is the run's own open-set rank-1 (torch, metrics.json)
+    run_metrics = json.loads((faces_run() / "metrics.json").read_text())["test"]
+    assert report["rank1"] == pytest.approx(run_metrics["rank1"], abs=1.5 / 90)
+    assert report["rank1"] >= 0.6  # chance is 0.1
+    # enrolled people are identified, strangers rejected: the impostor accept rate stays near the
+    # pair FPR times the 10 enrolled images, far below the genuine accept rate
+    assert report["false_accept_rate"] <= 0.03
+    assert report["detection_identification_rate"] >= 0.1
+    assert report["false_reject_rate"] == pytest.approx(
+        np.mean([m.similarity < threshold for m in matches[:90]]))
+    assert report["detection_identification_rate"] > 5 * report["false_accept_rate"]
+    # one stranger, all ten images: (nearly) always unknown
+    stranger = impostors.labels[0]
+    theirs = [m for m, lab in zip(matches[90:], impostors.labels, strict=True) if lab == stranger]
+    assert len(theirs) == 10 and sum(m.identity == UNKNOWN for m in theirs) >= 9
+    # every answer is the best identity or unknown, with a different runner-up
+    for m in matches:
+        assert m.identity in (m.best, UNKNOWN) and m.runner_up != m.best
+        assert m.similarity >= m.runner_up_similarity
+
+
+def test_gallery_round_trip_and_add(model, gallery, folders, tmp_path):
+    saved = Gallery.load(gallery.save(tmp_path / "g"))
+    z = np.load(tmp_path / "g" / "embeddings.npz", allow_pickle=False)  # no pickled objects
+    assert set(z.files) == {"embeddings", "labels", "means"} and z["means"].shape == (10, 128)
+    assert saved.identities == gallery.identities and np.array_equal(saved.embeddings, gallery.embeddings)
+    # enrolling in two steps gives the gallery of one step
+    half = tmp_path / "half"
+    for i, person in enumerate(sorted((folders["enrol"]).iterdir())):
+        shutil.copytree(person, (half / ("a" if i < 5 else "b")) / person.name, symlinks=True)
+    two = build_gallery(model, half / "a")
+    assert two.add(model, half / "b") == 5
+    assert sorted(two.identities) == sorted(gallery.identities)
+    order = [two.identities.index(n) for n in gallery.identities]
+    assert np.abs(two.means()[order] - gallery.means()).max() < 1e-6
+
+
+def test_gallery_refuses_another_models_embeddings(gallery, folders, tmp_path):
+    other = load_image_model(other_faces_run())
+    assert other.task == "embedding" and other.fingerprint != gallery.fingerprint
+    with pytest.raises(NnlabError, match="fingerprint"):
+        identify_files(other, gallery, list_images([folders["probes"]]).paths[:2], 0.5)
+    with pytest.raises(NnlabError, match="fingerprint"):
+        gallery.add(other, folders["enrol"])
+    emb = embed_files(other, list_images([folders["probes"]]).paths[:2])
+    with pytest.raises(NnlabError, match="fingerprint"):
+        gallery.enroll(emb, ["x", "y"], ["a", "b"], other.fingerprint)
+
+
+def test_cli_embed_build_add_identify(folders, tmp_path):
+    from nnlab.cli import app
+
+    runner = CliRunner()
+    export = str(faces_export())
+    result = runner.invoke(app, ["embed", export, str(folders["probes"]), "--out", str(tmp_path / "e.npz")])
+    assert result.exit_code == 0, result.output
+    emb, files, fp = load_embeddings(tmp_path / "e.npz")
+    assert emb.shape == (90, 128) and len(set(files.labels)) == 10 and fp == load_image_model(export).fingerprint
+    result = runner.invoke(app, ["gallery", "build", export, str(folders["enrol"]), "--out", str(tmp_path / "g")])
+    assert result.exit_code == 0 and "10 people" in result.output, result.output
+    result = runner.invoke(app, ["identify", export, str(tmp_path / "g"), str(folders["probes"]),
+                                 "--out", str(tmp_path / "m.csv")])
+    assert result.exit_code == 0, result.output
+    assert "search: numpy" in result.output and "FPR 0.001" in result.output and "rank1" in result.output
+    rows = list(csv.DictReader((tmp_path / "m.csv").open()))
+    assert len(rows) == 90 and rows[0].keys() == {"path", "label", "identity", "similarity", "best", "runner_up",
+                                                  "runner_up_similarity"}
+    rank1 = np.mean([r["best"] == r["label"] for r in rows])
+    assert f"rank1 {rank1:.4f}" in result.output
+    # an explicit threshold of -1 accepts everyone
+    result = runner.invoke(app, ["identify", export, str(tmp_path / "g"), str(folders["probes"]),
+                                 "--out", str(tmp_path / "all.csv"), "--threshold", "-1", "--search", "faiss-flat"])
+    assert result.exit_code == 0 and "90 identified, 0 unknown" in result.output, result.output
+    assert "search: faiss-flat" in result.output
+
+
+def test_cli_errors_on_corrupt_oversized_and_wrong_model(folders, tmp_path, monkeypatch, capsys):
+    from nnlab.cli import main
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")
+    (tmp_path / "huge").mkdir()
+    huge_png(tmp_path / "huge" / "big.png")
+    export = str(faces_export())
+    gallery_dir = tmp_path / "g"
+    build_gallery(load_image_model(export), folders["enrol"]).save(gallery_dir)
+
+    def fails(*args: str) -> str:
+        """The real entry point (nnlab.cli.main) in this process: exit status 2 and one line, no traceback."""
+        monkeypatch.setattr(sys, "argv", ["nnlab", *args])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "Traceback" not in err and err.startswith("error: "), err
+        return err
+
+    out = str(tmp_path / "m.csv")
+    assert "cannot read image" in fails("identify", export, str(gallery_dir), str(bad), "--out", out)
+    assert "at most 40,000,000 pixels" in fails("identify", export, str(gallery_dir), str(tmp_path / "huge"),
+                                                "--out", out)
+    assert "fingerprint" in fails("identify", str(other_faces_run()), str(gallery_dir), str(bad), "--out", out)
+    assert "no verification threshold at FPR 0.05" in fails("identify", export, str(gallery_dir), str(bad),
+                                                             "--out", out, "--fpr", "0.05")
+
+
+# ------------------------------------------------------------------ search engines
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_numpy_search_matches_brute_force_in_small_blocks(monkeypatch):
+    rng = np.random.default_rng(0)
+    vectors, queries = _unit(rng.normal(size=(1000, 24))), _unit(rng.normal(size=(300, 24)))
+    sims = queries @ vectors.T
+    ref = np.argsort(-sims, axis=1, kind="stable")[:, :7]
+    monkeypatch.setattr(search, "BLOCK_ELEMENTS", 5000)  # many vector blocks and query blocks
+    scores, rows = search.NumpyIndex(vectors).search(queries, 7)
+    assert np.array_equal(rows, ref)
+    np.testing.assert_allclose(scores, np.take_along_axis(sims, ref, 1), atol=1e-6)
+    scores, rows = search.NumpyIndex(vectors[:3]).search(queries[:2], 5)  # fewer vectors than k
+    assert (rows[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all() and (rows[:, :3] >= 0).all()
+
+
+def test_faiss_indexes_agree_with_exact_search():
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(1)
+    centres = _unit(rng.normal(size=(400, 64)))
+    vectors = _unit(np.repeat(centres, 10, axis=0) + 0.3 * rng.normal(size=(4000, 64)) / 8)
+    queries = _unit(centres[:200] + 0.3 * rng.normal(size=(200, 64)) / 8)
+    exact_s, exact_r = search.NumpyIndex(vectors).search(queries, 5)
+    flat_s, _ = search.FaissIndex(vectors, "flat").search(queries, 5)
+    np.testing.assert_allclose(flat_s, exact_s, atol=1e-5)
+    for kind in ("ivf", "hnsw"):
+        _, rows = search.FaissIndex(vectors, kind).search(queries, 1)
+        assert (rows[:, 0] == exact_r[:, 0]).mean() >= 0.95, kind
+
+
+def test_auto_backend_and_missing_faiss(monkeypatch):
+    vectors = _unit(np.random.default_rng(2).normal(size=(100, 8)))
+    assert search.make_index(vectors).name == "numpy"
+    monkeypatch.setattr(search, "AUTO_FAISS_SIZE", 50)
+    monkeypatch.setattr(search, "faiss_available", lambda: False)
+    index = search.make_index(vectors)
+    assert index.name == "numpy" and "pip install 'nnlab[faiss]'" in index.note
+
+    def no_faiss():
+        raise NnlabError(search.FAISS_MISSING)
+
+    monkeypatch.setattr(search, "import_faiss", no_faiss)
+    with pytest.raises(NnlabError, match=r"nnlab\[faiss\]"):
+        search.make_index(vectors, "faiss-ivf")
+    with pytest.raises(NnlabError, match="unknown search backend"):
+        search.make_index(vectors, "annoy")
+
+
+def test_list_images_kinds(folders, tmp_path):
+    person = next(iter(sorted(folders["probes"].iterdir())))
+    one = list_images([person])
+    assert one.labels is None and len(one.paths) == 9
+    assert list_images([one.paths[0], one.paths[1]]).paths == one.paths[:2]
+    with pytest.raises(DataError, match="no such file"):
+        list_images([tmp_path / "missing.png"])
