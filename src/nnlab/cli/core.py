@@ -66,14 +66,17 @@ def predict(inputs: list[Path] = typer.Argument(..., help="RUN [RUN ...] INPUT: 
             out: Path = typer.Option(..., "--out", help="Output CSV."),
             top_k: int = typer.Option(3, "--top-k", min=1),
             tta: str | None = typer.Option(None, "--tta", help="Test-time augmentation: flip."),
-            weights: str | None = typer.Option(None, "--weights", help="Ensemble weights w1,w2,... (one per run).")) -> None:
+            weights: str | None = typer.Option(None, "--weights", help="Ensemble weights w1,w2,... (one per run)."),
+            balance: bool = typer.Option(False, "--balance", help="Drawings: cap each class's first choices at its "
+                                         "share of the rows (only for a test set known to be balanced, as "
+                                         "Kaggle's is).")) -> None:
     """Predict an input with one run or an ensemble of runs (images -> probability CSV;
     drawings -> Kaggle submission)."""
     from nnlab.inference.predict import predict_command  # heavy (torch): imported when the command runs
 
     if len(inputs) < 2:
         raise typer.BadParameter("give at least one run directory and an input")
-    n, message = predict_command(inputs[:-1], inputs[-1], out, top_k=top_k, tta=tta, weights=weights)
+    n, message = predict_command(inputs[:-1], inputs[-1], out, top_k=top_k, tta=tta, weights=weights, balance=balance)
     if message:
         typer.echo(message, err=True)
     _echo(f"wrote {n} rows to {out}")
