@@ -83,6 +83,23 @@ def predict(inputs: list[Path] = typer.Argument(..., help="RUN [RUN ...] INPUT: 
 
 
 @app.command()
+def average(run_dir: Path = typer.Argument(..., help="Run directory whose checkpoints are averaged."),
+            out: Path = typer.Option(..., "--out", help="The new run directory."),
+            best: int | None = typer.Option(None, "--best", min=1, help="Average the best K checkpoints "
+                                            "(train.keep_best >= K)."),
+            last: int | None = typer.Option(None, "--last", min=1, help="Average the last N epochs' weights "
+                                            "(train.keep_last >= N).")) -> None:
+    """Average a run's checkpoints into a new run (BatchNorm statistics recomputed), evaluated like any run.
+    Example: nnlab average runs/quickdraw-1 --last 5 --out runs/quickdraw-1-avg"""
+    from nnlab.runs.report import format_report  # heavy (torch): imported when the command runs
+    from nnlab.training.average import average_run  # heavy (torch): imported when the command runs
+
+    run_ = average_run(run_dir, out, best=best, last=last)
+    _echo(format_report(run_))
+    _echo(f"finished: {run_.path}")
+
+
+@app.command()
 def report(run_dir: Path = typer.Argument(..., help="Run directory.")) -> None:
     """Print a finished run's summary."""
     from nnlab.runs.report import format_report  # heavy (torch): imported when the command runs

@@ -9,6 +9,7 @@ from nnlab.errors import NnlabError
 from nnlab.models import build_model
 from nnlab.runs.run import Run
 
+
 def load_trained(run: Run, device: str = "cpu") -> nn.Module:
     """The run's model with its best checkpoint's weights, in eval mode."""
     cfg = run.config

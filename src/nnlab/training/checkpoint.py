@@ -24,6 +24,17 @@ def save_checkpoint(run: Run, epoch: int, model: nn.Module, optimizer, scheduler
              "scaler": scaler.state_dict() if scaler is not None else None,
              "rng": rng_state(), "best": best.state()}
     atomic_save(state, run.checkpoints / "last.pt")
+    keep_epoch_weights(run, epoch, weights)
+
+
+def keep_epoch_weights(run: Run, epoch: int, weights: dict[str, Any]) -> None:
+    """With train.keep_last = N, this epoch's weights as epoch-e<k>.pt, and only the last N of them."""
+    keep = run.config.train.keep_last
+    if not keep:
+        return
+    atomic_save({"epoch": epoch, "model": weights}, run.checkpoints / f"epoch-e{epoch + 1:03d}.pt")
+    for old in sorted(run.checkpoints.glob("epoch-e*.pt"))[:-keep]:
+        old.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
