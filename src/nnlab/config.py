@@ -167,6 +167,8 @@ class TrainConfig(Section):
     train_last: int | None = Field(None, ge=1, description="train only the last K parameterised layers")
     early_stop_patience: int | None = Field(None, ge=1, description="epochs without improvement before stopping")
     keep_best: int = Field(1, ge=0, le=100, description="best checkpoints kept besides last.pt")
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="model EMA: evaluate, checkpoint and predict "
+                                    "with an exponential moving average of the weights (e.g. 0.999)")
     keep_last: int = Field(0, ge=0, le=1000, description="the last N epochs' weights kept too (epoch-e<k>.pt), "
                            "for `nnlab average --last N`")
 

@@ -23,6 +23,7 @@ from nnlab.evaluation.evaluate import evaluate_split
 from nnlab.evaluation.results import write_results
 from nnlab.models import build_model, count_parameters
 from nnlab.runs.run import Run, atomic_save
+from nnlab.runs.trained import trained_weights
 from nnlab.training.checkpoint import load_checkpoint
 from nnlab.training.epochs import run_metrics
 
@@ -79,7 +80,7 @@ def average_run(run_dir: str | Path, out: str | Path, best: int | None = None, l
     if source.config.engine != "torch":
         raise NnlabError(f"{source.path}: a {source.config.engine} run; averaging needs a torch run")
     files = chosen_checkpoints(source, best, last)
-    states = [load_checkpoint(f)["model"] for f in files]
+    states = [trained_weights(load_checkpoint(f)) for f in files]  # the EMA's weights where kept
     epochs = [int(load_checkpoint(f)["epoch"]) for f in files]
     weights = average_state_dicts(states)
 

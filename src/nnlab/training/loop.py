@@ -36,14 +36,17 @@ from nnlab.evaluation.results import write_results
 from nnlab.models import build_model, count_parameters
 from nnlab.progress import progress
 from nnlab.runs.run import Run
+from nnlab.runs.trained import EMA_KEY, trained_weights
 from nnlab.training.checkpoint import load_checkpoint, save_checkpoint
+from nnlab.training.ema import make_ema, update_ema
 from nnlab.training.epochs import best_tracker, epoch_row, run_metrics, stop_early
 from nnlab.training.optim import STEP_SCHEDULES, build_optimizer, build_scheduler, freeze_layers
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, cfg: ExperimentConfig, device: str,
-                    epoch: int, steps: int, show: bool) -> dict[str, float]:
-    """One pass over `steps` batches; returns mean loss, accuracy and throughput."""
+                    epoch: int, steps: int, show: bool, ema=None) -> dict[str, float]:
+    """One pass over `steps` batches (the EMA, if any, updated after each optimiser step); returns mean
+    loss, accuracy and throughput."""
     t = cfg.train
     model.train()
     amp = autocast(device, t.amp)
@@ -74,6 +77,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, cfg:
             else:
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            update_ema(ema, unwrap(model))
             if scheduler is not None and cfg.schedule.name in STEP_SCHEDULES:
                 scheduler.step()
         loss_sum += loss.detach() * len(y)
@@ -121,6 +125,7 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     data = build_data(cfg, run.path, ddp.rank, ddp.world)
     model = build_model(cfg.model, data.in_chans, len(data.classes), data.image_size).to(device)
     freeze_layers(model, cfg.train.freeze_first, cfg.train.train_last)
+    ema = make_ema(cfg, model)
     if ddp.world > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[ddp.local_rank] if device != "cpu" else None)
     optimizer = build_optimizer(cfg, model)
@@ -139,6 +144,8 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
             scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state["scaler"] is not None:
             scaler.load_state_dict(state["scaler"])
+        if ema is not None and state.get(EMA_KEY) is not None:
+            ema.module.load_state_dict(state[EMA_KEY])
         set_rng_state(state["rng"])
         best.load_state(state["best"])
         start_epoch = state["epoch"] + 1
@@ -156,9 +163,10 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
             if hasattr(holder, "set_epoch"):
                 holder.set_epoch(epoch)
         stats = train_one_epoch(model, data.loaders["train"], optimizer, scheduler, scaler, criterion, cfg,
-                                device, epoch, steps, show=ddp.main)
+                                device, epoch, steps, show=ddp.main, ema=ema)
         train_seconds += stats["seconds"]
-        val = evaluate(model, data, "val", device, cfg.train.amp, cfg.eval.top_k)[0] if has_val else None
+        scored = ema.module if ema is not None else model  # the EMA weights are the ones evaluated
+        val = evaluate(scored, data, "val", device, cfg.train.amp, cfg.eval.top_k)[0] if has_val else None
         value = val[best.metric] if val is not None else None
         row = epoch_row(epoch, optimizer.param_groups[0]["lr"], stats, val, stats["seconds"],
                         stats["images_per_second"])
@@ -167,7 +175,7 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
         elif scheduler is not None and cfg.schedule.name == "plateau" and value is not None:
             scheduler.step(value)
         if ddp.main:
-            save_checkpoint(run, epoch, model, optimizer, scheduler, scaler, best, value)
+            save_checkpoint(run, epoch, model, optimizer, scheduler, scaler, best, value, ema)
             run.append_history(row)
         else:
             best.update(run, epoch, value, save=None)  # the same early-stopping count, no files
@@ -197,7 +205,7 @@ def finish(run: Run, model: nn.Module, data: DataBundle, device: str, train_seco
     """Evaluate the best checkpoint on val and test (every rank); rank 0 writes metrics, predictions, plots."""
     cfg = run.config
     best = run.best_checkpoint()
-    unwrap(model).load_state_dict(load_checkpoint(best)["model"])
+    unwrap(model).load_state_dict(trained_weights(load_checkpoint(best)))
     metrics = run_metrics(cfg, "torch", best.name, count_parameters(unwrap(model)), run.history(), stopped_early,
                           train_seconds, data.info)
     outputs = {}
