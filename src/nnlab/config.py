@@ -93,7 +93,7 @@ class DataConfig(Section):
     eval_batch_size: int | None = Field(None, ge=1, le=65536)
     num_workers: int = Field(0, ge=0, le=64)
     # Stroke data (Quick, Draw!): rendering and synthetic doodles.
-    encoding: Literal["binary", "time-decay", "order-velocity-time"] = "time-decay"
+    encoding: Literal["binary", "time-decay", "order-velocity-time", "order-stroke-time"] = "time-decay"
     line_width: float | None = Field(None, gt=0, description="stroke width in output pixels")
     padding: float = Field(0.0, ge=0, lt=0.5, description="margin as a fraction of the image side")
     classes: int | list[str] | None = Field(None, description="synthetic doodle classes: a count or names")
