@@ -126,6 +126,7 @@ def compare(run_dirs: list[Path] = typer.Argument(..., help="Run directories."),
 def summary(config: Path = typer.Argument(..., help="Experiment TOML file."),
             set_: list[str] = typer.Option([], "--set", help=SET_HELP)) -> None:
     """Per-layer table of the configured model (name, output shape, parameters), like Keras' summary()."""
+    from nnlab.datasets.strokes import example_input_shape, input_channels  # heavy (torch)
     from nnlab.models import (  # heavy (torch): imported when the command runs
         build_model,
         count_parameters,
@@ -134,8 +135,9 @@ def summary(config: Path = typer.Argument(..., help="Experiment TOML file."),
 
     cfg = load_config(config, set_)
     num_classes = _class_count(cfg)
-    model = build_model(cfg.model, cfg.data.channels, num_classes, cfg.data.image_size)
-    rows = summary_rows(model, (1, cfg.data.channels, cfg.data.image_size, cfg.data.image_size))
+    model = build_model(cfg.model, input_channels(cfg.data), num_classes, cfg.data.image_size)
+    input_shape = example_input_shape(cfg.data)
+    rows = summary_rows(model, input_shape)
     width = max([len(r[0]) + len(r[1]) + 3 for r in rows] + [20])
     _echo(f"{'layer (type)':<{width}} {'output shape':<22} {'params':>10}")
     _echo("-" * (width + 34))
@@ -143,8 +145,8 @@ def summary(config: Path = typer.Argument(..., help="Experiment TOML file."),
         _echo(f"{f'{name} ({kind})':<{width}} {shape:<22} {params:>10,}")
     _echo("-" * (width + 34))
     total, trainable = count_parameters(model), count_parameters(model, trainable_only=True)
-    _echo(f"total parameters: {total:,} (trainable {trainable:,}); input "
-          f"{cfg.data.channels}x{cfg.data.image_size}x{cfg.data.image_size}, {num_classes} classes")
+    _echo(f"total parameters: {total:,} (trainable {trainable:,}); input {'x'.join(map(str, input_shape[1:]))}, "
+          f"{num_classes} classes")
 
 
 def _class_count(cfg) -> int:

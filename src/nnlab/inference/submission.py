@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from nnlab import metrics
-from nnlab.datasets.strokes import stroke_splits, stroke_store, to_model_input
+from nnlab.datasets.strokes import drawing_input, stroke_splits, stroke_store
 from nnlab.device import pick_device
 from nnlab.errors import NnlabError
 from nnlab.evaluation.proba import batch_proba
@@ -60,9 +60,7 @@ def predict_drawings(run: Run, source: StrokeSource, tta: str | None = None,
     model = load_trained(run, device)
 
     def proba(batch: StrokeBatch) -> torch.Tensor:
-        x = to_model_input(batch, size=d.image_size, encoding=d.encoding, line_width=d.line_width,
-                           padding=d.padding)
-        return batch_proba(model, x, device, run.config.train.amp)
+        return batch_proba(model, drawing_input(batch, d), device, run.config.train.amp)
 
     out = np.zeros((len(source), len(run.classes())), np.float32)
     starts = range(0, len(source), batch_size)

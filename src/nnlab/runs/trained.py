@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nnlab.datasets.strokes import input_channels
 from nnlab.errors import NnlabError
 from nnlab.models import build_model
 from nnlab.runs.run import Run
@@ -21,7 +22,7 @@ def load_trained(run: Run, device: str = "cpu") -> nn.Module:
     if cfg.engine != "torch":
         raise NnlabError(f"{run.path}: a {cfg.engine} run; load it with nnlab.scratch")
     model = build_model(cfg.model.model_copy(update={"weights": None, "pretrained": False}),
-                        cfg.data.channels, len(classes), cfg.data.image_size)
+                        input_channels(cfg.data), len(classes), cfg.data.image_size)
     state = torch.load(run.best_checkpoint(), map_location="cpu", weights_only=True)
     model.load_state_dict(trained_weights(state))
     return model.to(device).eval()
