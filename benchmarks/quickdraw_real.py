@@ -24,10 +24,25 @@ the validation split by MAP@3 keyed by key_id.
   budget spent, since the step count is whatever the budget buys), scored through
   `to_model_input` as `nnlab predict` does. The model scored is the last step's.
 
-    python benchmarks/quickdraw_real.py [--budget-s 600] [--seed 0]
+Variants of ours (the competition techniques of the issue tracker's Quick, Draw! issue), each over
+`--seeds` seeds (default 3), reported as mean +- std of validation MAP@3:
 
-Ends with `RESULT quickdraw_map3_ours`, `RESULT quickdraw_map3_reference` and
-`RESULT quickdraw_map3_gain <ours - reference>`.
+- `cnn`: the recipe as above; `cnn_ema`: the EMA of the same run's weights (decay 0.999, timm's
+  ModelEmaV3, updated after every step); `cnn_avg`: the mean of 5 snapshots of the same run taken over
+  the last quarter of its budget, BatchNorm statistics recomputed on 50 training batches (after the
+  budget). The three share one training trajectory, so their differences are the techniques' alone.
+- `seq`: the stroke-sequence model (`stroke_gru`, point sequences) on the same budget.
+- `blend`: `cnn_ema` and `seq`, each trained on half the budget on the training split minus a blend
+  part (15% of it by key_id hash), their probabilities mixed with the weight that scores best on
+  that blend part (never on validation), scored on validation.
+- `blend_balanced`: the blend with `--balance`'s assignment on a class-balanced subsample of
+  validation (the same number of drawings per class), against `blend_sub`, the plain blend on the
+  same subsample.
+
+    python benchmarks/quickdraw_real.py [--budget-s 600] [--seeds 3] [--variants cnn,seq,...]
+
+Ends with `RESULT quickdraw_map3_<variant> <mean>` and `..._std` for each variant, the reference
+included, and `RESULT quickdraw_map3_gain <cnn - reference>`.
 """
 
 from __future__ import annotations
@@ -135,7 +150,7 @@ class KerasMobileNet(nn.Module):
 
 
 def train_for(budget_s: float, batches, model: nn.Module, opt: torch.optim.Optimizer, loss_fn, name: str,
-              log, schedule=None) -> dict:
+              log, schedule=None, after_step=None) -> dict:
     """Optimiser steps on `batches` (an endless iterator of (x, y), made as it is consumed, so
     drawing the images counts) until `budget_s` CPU seconds of this process are spent.
     `schedule(fraction of the budget spent)` may set the learning rate before each step."""
@@ -152,6 +167,8 @@ def train_for(budget_s: float, batches, model: nn.Module, opt: torch.optim.Optim
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if after_step is not None:
+            after_step()
         steps += 1
         seen += len(y)
         if steps % 100 == 0:
@@ -211,10 +228,14 @@ def cosine_factor(frac: float, warmup: float) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (frac - warmup) / (1 - warmup))))
 
 
-def train_ours(cfg, budget_s: float, log) -> tuple[nn.Module, dict]:
+def train_ours(cfg, budget_s: float, log, ema_decay: float | None = None, snapshots: int = 0
+               ) -> tuple[nn.Module, dict, dict]:
     """What `nnlab run` does for a `strokes` config (build_stroke_data's endless shuffled training
     loader with StrokeAugment, build_model, build_optimizer, label smoothing, cosine), until
-    `budget_s` CPU seconds are spent."""
+    `budget_s` CPU seconds are spent. With `ema_decay`, an EMA of the weights is kept; with
+    `snapshots`, that many copies of the weights over the last quarter of the budget."""
+    from timm.utils import ModelEmaV3
+
     from nnlab.datasets.strokes import build_stroke_data
     from nnlab.device import seed_everything
     from nnlab.models import build_model
@@ -227,6 +248,9 @@ def train_ours(cfg, budget_s: float, log) -> tuple[nn.Module, dict]:
     opt = build_optimizer(cfg, model)
     crit = nn.CrossEntropyLoss(label_smoothing=cfg.loss.label_smoothing)
     warmup = cfg.schedule.warmup_epochs / max(cfg.train.epochs, 1)
+    ema = ModelEmaV3(model, decay=ema_decay, stochastic_rounding=False) if ema_decay else None
+    marks = [0.75 + 0.25 * (k + 1) / snapshots for k in range(snapshots)]
+    kept: list[dict] = []
 
     def batches():
         for epoch in itertools.count():
@@ -237,19 +261,24 @@ def train_ours(cfg, budget_s: float, log) -> tuple[nn.Module, dict]:
     def schedule(frac: float) -> None:
         for group in opt.param_groups:
             group["lr"] = cfg.optim.lr * cosine_factor(frac, warmup)
+        while marks and frac >= marks[0] - 1e-9 and len(kept) < snapshots - 1:
+            marks.pop(0)
+            kept.append({k: v.detach().clone() for k, v in model.state_dict().items()})
 
-    return model, train_for(budget_s, batches(), model, opt, crit, "ours", log, schedule)
+    after = (lambda: ema.update(model)) if ema is not None else None
+    info = train_for(budget_s, batches(), model, opt, crit, "ours", log, schedule, after)
+    if snapshots:
+        kept.append({k: v.detach().clone() for k, v in model.state_dict().items()})  # the last one: the end
+    return model, info, {"ema": ema.module if ema is not None else None, "snapshots": kept, "loader": loader}
 
 
 @torch.no_grad()
 def ours_proba(model: nn.Module, cfg, store, idx: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Validation probabilities with `to_model_input`, the preprocessing `nnlab predict` uses."""
-    from nnlab.datasets.strokes import to_model_input
+    """Probabilities with `drawing_input`, the preprocessing `nnlab predict` uses (images or sequences)."""
+    from nnlab.datasets.strokes import drawing_input
 
-    d = cfg.data
     model.eval()
-    out = [torch.softmax(model(to_model_input(store.batch(idx[a:a + batch]), d.image_size, d.encoding,
-                                              d.line_width, padding=d.padding)), 1).numpy()
+    out = [torch.softmax(model(drawing_input(store.batch(idx[a:a + batch]), cfg.data)), 1).numpy()
            for a in range(0, len(idx), batch)]
     return np.concatenate(out)
 
@@ -257,21 +286,116 @@ def ours_proba(model: nn.Module, cfg, store, idx: np.ndarray, batch: int = 256) 
 # --------------------------------------------------------------------------------------------
 
 
+VARIANTS = ("reference", "cnn", "cnn_ema", "cnn_avg", "seq", "blend", "blend_sub", "blend_balanced")
+EMA_DECAY = 0.999
+SNAPSHOTS = 5
+BN_BATCHES = 50
+SEQ = ["data.input='sequence'", "model.name='stroke_gru'", "model.dropout=0.2", "optim.lr=0.003"]
+BLEND_FRACTION = 0.15  # of the training split, by key_id hash, where the blend weight is chosen
+
+
+def averaged_model(model: nn.Module, snapshots: list[dict], loader) -> nn.Module:
+    """The mean of the snapshots, BatchNorm statistics re-estimated on training batches."""
+    import copy
+
+    from torch.optim.swa_utils import update_bn
+
+    from nnlab.training.average import average_state_dicts
+
+    avg = copy.deepcopy(model)
+    avg.load_state_dict(average_state_dicts(snapshots))
+    update_bn((x for k, (x, _, _) in zip(range(BN_BATCHES), loader)), avg)
+    return avg
+
+
+def balanced_subsample(labels: np.ndarray, idx: np.ndarray, seed: int) -> np.ndarray:
+    """The same number of drawings of every class present (the smallest class's count, at least 2)."""
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(labels[idx])
+    m = max(2, int(counts[counts > 0].min()))
+    return np.sort(np.concatenate([rng.choice(idx[labels[idx] == c], m, replace=False)
+                                   for c in np.flatnonzero(counts >= m)]))
+
+
+def run_seed(seed: int, args, store, tmp: Path, log) -> dict[str, float]:
+    """Every variant's validation MAP@3 for one seed."""
+    from nnlab.inference.balance import balanced_top_k
+    from nnlab.metrics import classification_report, map_at_k
+    from nnlab.store.format import StrokeStore
+    from nnlab.store.splits import key_id_split
+
+    splits = store.split(VAL_FRACTION, 0.0)
+    train_idx, val_idx = splits["train"], splits["val"]
+    labels = np.asarray(store.labels).astype(np.int64)
+    keys = np.asarray(store.key_ids)
+    want = set(args.variants)
+    out: dict[str, float] = {}
+
+    def score(probs: np.ndarray, idx: np.ndarray = val_idx) -> float:
+        return classification_report(labels[idx], probs, ids=keys[idx], k=3)["map3"]
+
+    if "reference" in want:
+        model, info = train_reference(store, train_idx, labels, args.budget_s, seed, args.ref_size,
+                                      args.ref_batch_size, log)
+        out["reference"] = score(reference_proba(model, store, val_idx, args.ref_size))
+    if want & {"cnn", "cnn_ema", "cnn_avg"}:
+        cfg = ours_config(seed, tmp / "store", args.overrides)
+        model, info, extra = train_ours(cfg, args.budget_s, log, EMA_DECAY, SNAPSHOTS)
+        log(f"  cnn: {info['steps']} steps, {info['images']} images, {info['cpu_s']:.0f} CPU s")
+        out["cnn"] = score(ours_proba(model, cfg, store, val_idx))
+        out["cnn_ema"] = score(ours_proba(extra["ema"], cfg, store, val_idx))
+        out["cnn_avg"] = score(ours_proba(averaged_model(model, extra["snapshots"], extra["loader"]), cfg, store,
+                                          val_idx))
+    if "seq" in want:
+        cfg = ours_config(seed, tmp / "store", SEQ + args.overrides)
+        model, info, _ = train_ours(cfg, args.budget_s, log)
+        log(f"  seq: {info['steps']} steps, {info['images']} images, {info['cpu_s']:.0f} CPU s")
+        out["seq"] = score(ours_proba(model, cfg, store, val_idx))
+    if want & {"blend", "blend_sub", "blend_balanced"}:
+        part = key_id_split(keys[train_idx], BLEND_FRACTION, 0.0, salt="blend")
+        blend_idx = train_idx[part["val"]]
+        fit_store = tmp / f"store-fit-{seed}"  # the store without the blend part: its train split is the rest
+        keep = np.setdiff1d(np.arange(len(store)), blend_idx)
+        StrokeStore.from_drawings(store.iter_drawings(keep), classes=store.classes).save(fit_store)
+        fit = StrokeStore.open(fit_store)
+        assert np.array_equal(np.asarray(fit.key_ids)[fit.split(VAL_FRACTION, 0.0)["val"]], keys[val_idx])
+        cnn_cfg = ours_config(seed, fit_store, args.overrides)
+        cnn, _, extra = train_ours(cnn_cfg, args.budget_s / 2, log, EMA_DECAY)
+        seq_cfg = ours_config(seed, fit_store, SEQ + args.overrides)
+        seq, _, _ = train_ours(seq_cfg, args.budget_s / 2, log)
+        probs = {name: (ours_proba(m, c, store, blend_idx), ours_proba(m, c, store, val_idx))
+                 for name, m, c in (("cnn", extra["ema"], cnn_cfg), ("seq", seq, seq_cfg))}
+        weights = np.round(np.linspace(0, 1, 11), 2)
+        on_blend = [score(w * probs["cnn"][0] + (1 - w) * probs["seq"][0], blend_idx) for w in weights]
+        w = float(weights[int(np.argmax(on_blend))])
+        blended = w * probs["cnn"][1] + (1 - w) * probs["seq"][1]
+        log(f"  blend: cnn weight {w} (chosen on {len(blend_idx)} blend drawings)")
+        out["blend"] = score(blended)
+        sub = balanced_subsample(labels, val_idx, seed)
+        where = np.searchsorted(val_idx, sub)
+        out["blend_sub"] = score(blended[where], sub)
+        top = balanced_top_k(blended[where], 3).top
+        out["blend_balanced"] = map_at_k(keys[sub], labels[sub], keys[sub], top, 3)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--budget-s", type=float, default=600.0, help="CPU seconds of training per pipeline")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--budget-s", type=float, default=600.0, help="CPU seconds of training per model")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1, each a full set of variants")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
     ap.add_argument("--data", type=Path, default=DATA, help="folder of simplified ndjson files")
     ap.add_argument("--ref-size", type=int, default=64, help="the reference's image side (notebook: 64)")
     ap.add_argument("--ref-batch-size", type=int, default=64, help="the reference's batch (notebook: 680)")
-    ap.add_argument("--only", choices=["ours", "reference"], help="run one pipeline (for tuning)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override our config (for tuning), e.g. --set data.image_size=64")
     args = ap.parse_args(argv)
+    args.variants = [v for v in args.variants.split(",") if v]
+    if unknown := set(args.variants) - set(VARIANTS):
+        sys.exit(f"--variants: unknown {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     if not args.data.is_dir():
         sys.exit(f"{args.data}: not found (the real Quick, Draw! sample lives in ../shared/data)")
 
-    from nnlab.metrics import classification_report
     from nnlab.store.prepare import prepare
 
     torch.set_num_threads(1)
@@ -279,44 +403,41 @@ def main(argv: list[str] | None = None) -> None:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
+    per_seed = []
     with tempfile.TemporaryDirectory(prefix="quickdraw-real-") as tmp:
         tmp = Path(tmp)
         store = prepare([args.data], tmp / "store", workers=1)
         splits = store.split(VAL_FRACTION, 0.0)
-        train_idx, val_idx = splits["train"], splits["val"]
-        labels = np.asarray(store.labels).astype(np.int64)
-        keys = np.asarray(store.key_ids)
         log(f"data: {len(store)} drawings, {len(store.classes)} classes; split by key_id: "
-            f"{len(train_idx)} train, {len(val_idx)} val; budget {args.budget_s:.0f} CPU s per pipeline, 1 thread")
-
-        def score(probs: np.ndarray) -> dict:
-            r = classification_report(labels[val_idx], probs, ids=keys[val_idx], k=3)
-            return {k: r[k] for k in ("map3", "accuracy", "top3_accuracy")}
-
-        results = {}
-        if args.only in (None, "ours"):
-            cfg = ours_config(args.seed, tmp / "store", args.overrides)
-            shown = cfg.model_dump(mode="json", exclude_none=True, include={"data", "model", "loss", "optim"})
-            shown["data"] = {k: v for k, v in shown["data"].items() if k in OURS["data"]}
-            log("ours: " + json.dumps(shown))
-            model, info = train_ours(cfg, args.budget_s, log)
-            results["ours"] = score(ours_proba(model, cfg, store, val_idx)) | info
-            log("ours: " + json.dumps(results["ours"], default=float))
-        if args.only in (None, "reference"):
-            log(f"reference: draw_cv2 256 -> {args.ref_size}, Keras MobileNet v1 (alpha 1), Adam 0.002, "
-                f"batch {args.ref_batch_size}")
-            model, info = train_reference(store, train_idx, labels, args.budget_s, args.seed, args.ref_size,
-                                          args.ref_batch_size, log)
-            results["reference"] = score(reference_proba(model, store, val_idx, args.ref_size)) | info
-            log("reference: " + json.dumps(results["reference"], default=float))
-
-    for name, r in results.items():
-        log(f"{name:<10} val MAP@3 {r['map3']:.4f}  top-1 {r['accuracy']:.4f}  top-3 {r['top3_accuracy']:.4f}  "
-            f"({r['steps']} steps, {r['images']} images, {r['cpu_s']:.0f} CPU s, {r['wall_s']:.0f} s wall)")
-    for name, r in results.items():
-        print(f"RESULT quickdraw_map3_{name} {r['map3']:.4f}")
-    if len(results) == 2:
-        print(f"RESULT quickdraw_map3_gain {results['ours']['map3'] - results['reference']['map3']:.4f}")
+            f"{len(splits['train'])} train, {len(splits['val'])} val; budget {args.budget_s:.0f} CPU s per model, "
+            f"1 thread; seeds 0..{args.seeds - 1}")
+        log("ours: " + json.dumps(OURS["model"] | OURS["optim"]) + f"; seq: {' '.join(SEQ)}")
+        for seed in range(args.seeds):
+            result = run_seed(seed, args, store, tmp, log)
+            log(f"seed {seed}: " + "  ".join(f"{k} {v:.4f}" for k, v in result.items()))
+            per_seed.append(result)
+    names = [v for v in VARIANTS if v in per_seed[0]]
+    for name in names:
+        values = np.array([r[name] for r in per_seed])
+        log(f"{name:<15} val MAP@3 {values.mean():.4f} +- {values.std(ddof=1) if len(values) > 1 else 0:.4f} "
+            f"over {len(values)} seeds")
+    for name in names:
+        values = np.array([r[name] for r in per_seed])
+        print(f"RESULT quickdraw_map3_{name} {values.mean():.4f}")
+        print(f"RESULT quickdraw_map3_{name}_std {values.std(ddof=1) if len(values) > 1 else 0:.4f}")
+    # paired differences (same seed), mean and std: what each technique adds
+    pairs = {"gain": ("cnn", "reference"), "ema_gain": ("cnn_ema", "cnn"), "avg_gain": ("cnn_avg", "cnn"),
+             "blend_gain": ("blend", "best_single"), "balance_gain": ("blend_balanced", "blend_sub")}
+    for r in per_seed:
+        if "cnn_ema" in r and "seq" in r:
+            r["best_single"] = max(r["cnn_ema"], r["seq"])
+    for label, (a, b) in pairs.items():
+        if all(a in r and b in r for r in per_seed):
+            diff = np.array([r[a] - r[b] for r in per_seed])
+            spread = diff.std(ddof=1) if len(diff) > 1 else 0.0
+            log(f"{a} - {b}: {diff.mean():+.4f} +- {spread:.4f}")
+            print(f"RESULT quickdraw_map3_{label} {diff.mean():.4f}")
+            print(f"RESULT quickdraw_map3_{label}_std {spread:.4f}")
 
 
 if __name__ == "__main__":

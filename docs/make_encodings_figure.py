@@ -19,7 +19,8 @@ import numpy as np  # noqa: E402
 from nnlab.ingest.chunks import read_drawings
 from nnlab.strokes.augment import StrokeAugment
 from nnlab.strokes.drawing import Drawing, StrokeBatch
-from nnlab.strokes.render import fit_to_canvas, render
+from nnlab.strokes.render import render
+from nnlab.strokes.simplify import frame_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NNLAB_SHARED_DATA", ROOT.parent / "shared" / "data")) / "quickdraw"
@@ -42,7 +43,7 @@ def main(out: Path = ROOT / "docs" / "encodings.png") -> None:
     pairs = [first_pair(w) for w in WORDS]
     simple = StrokeBatch.from_drawings([s for s, _ in pairs])
     # raw drawings keep their timing; framed like Google's simplified ones (0..255)
-    timed = fit_to_canvas(StrokeBatch.from_drawings([t for _, t in pairs]), margin=8)
+    timed = frame_batch(StrokeBatch.from_drawings([t for _, t in pairs]), margin=8)
     augmented = StrokeAugment(rotation=15, stroke_dropout=0.15)(simple, np.random.default_rng(3))
     rows = [
         ("binary", render(simple, SIZE, "binary")[:, 0], "gray"),
@@ -52,6 +53,10 @@ def main(out: Path = ROOT / "docs" / "encodings.png") -> None:
     ovt = rows[-1][1]
     rows += [(f"  channel {k}: {name}", ovt[:, k], "gray")
              for k, name in enumerate(["stroke order", "speed", "elapsed time"])]
+    ost = render(timed, SIZE, "order-stroke-time")
+    rows.append(("order-stroke-time\n(raw, as RGB)", ost, None))
+    rows += [(f"  channel {k}: {name}", ost[:, k], "gray") for k, name in ((1, "stroke draw time"),
+                                                                          (2, "pause before stroke"))]
     rows.append(("time-decay +\nStrokeAugment", render(augmented, SIZE, "time-decay")[:, 0], "gray"))
     fig, axes = plt.subplots(len(rows), len(WORDS), figsize=(1.6 * len(WORDS) + 1.6, 1.6 * len(rows)))
     for r, (label, images, cmap) in enumerate(rows):
@@ -66,7 +71,7 @@ def main(out: Path = ROOT / "docs" / "encodings.png") -> None:
                 ax.set_title(WORDS[c], fontsize=10)
             if c == 0:
                 ax.set_ylabel(label, fontsize=9, rotation=0, ha="right", va="center")
-    fig.suptitle(f"nnlab.render encodings at {SIZE} px (line width 6 x {SIZE}/256 px)", fontsize=11)
+    fig.suptitle(f"nnlab.strokes.render encodings at {SIZE} px (line width 6 x {SIZE}/256 px)", fontsize=11)
     fig.text(0.5, 0.005, "Drawings: Google Quick, Draw! data set, CC BY 4.0 "
              "(github.com/googlecreativelab/quickdraw-dataset)", ha="center", fontsize=8)
     fig.tight_layout(rect=(0, 0.02, 1, 0.97))

@@ -93,3 +93,10 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, text, expected):
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr
+
+
+def test_overrides_never_change_the_callers_base_dict():
+    base = {"data": {"kind": "digits"}, "train": {"epochs": 2}}
+    cfg = load_config(None, ["data.batch_size=4", "train.epochs=3"], base=base)
+    assert cfg.data.batch_size == 4 and cfg.train.epochs == 3
+    assert base == {"data": {"kind": "digits"}, "train": {"epochs": 2}}

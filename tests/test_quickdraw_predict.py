@@ -167,6 +167,26 @@ def test_kaggle_csv_with_malformed_rows(run, test_drawings, tmp_path):
     assert len({e.split()[0] for e in expected}) > 1  # the check could see a shift
 
 
+def test_balance_caps_first_choices_and_keeps_rows_in_place(run, test_drawings, tmp_path):
+    src = tmp_path / "test_simplified.csv"
+    ids, bad, _ = write_kaggle_test_csv(src, test_drawings)
+    plain_out, balanced_out = tmp_path / "plain.csv", tmp_path / "balanced.csv"
+    assert predict_cli(run.path, src, "--out", plain_out)[0] == 0
+    code, output = predict_cli(run.path, src, "--out", balanced_out, "--balance")
+    assert code == 0, output
+    plain, rows = read_submission(plain_out), read_submission(balanced_out)
+    assert [r[0] for r in rows] == ids  # same rows, same order, bad rows included
+    good = [k for k in range(len(rows)) if k not in bad]
+    share = -(-len(good) // len(run.classes()))  # ceil(parsed rows / classes)
+    firsts = [rows[k][1].split()[0] for k in good]
+    assert max(firsts.count(w) for w in set(firsts)) <= share
+    assert max([plain[k][1].split()[0] for k in good].count(w) for w in set(firsts)) > share  # it had to act
+    changed = sum(rows[k][1] != plain[k][1] for k in good)
+    assert f"{changed} of {len(good)} rows changed their top 3" in output
+    assert all(rows[k][1] == plain[k][1] for k in bad)  # fallback rows are left alone
+    assert all(sorted(rows[k][1].split()) != [] and len(set(rows[k][1].split())) == 3 for k in good)
+
+
 def test_gzip_csv_and_line_numbers_in_the_warning(run, test_drawings, tmp_path):
     src = tmp_path / "test_simplified.csv"
     _, _, lines = write_kaggle_test_csv(src, test_drawings)

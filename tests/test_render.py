@@ -13,6 +13,7 @@ from nnlab.errors import ConfigError
 from nnlab.strokes.augment import StrokeAugment
 from nnlab.strokes.drawing import Drawing, StrokeBatch
 from nnlab.strokes.render import ENCODINGS, INK_LOW, default_line_width, render
+from nnlab.strokes.simplify import frame_batch
 
 
 def seg_distance(size: int, a, b, padding: float = 0.0) -> np.ndarray:
@@ -153,6 +154,27 @@ def test_order_velocity_time_channels():
     assert img2[1, 50, 50] > img2[1, 50, 105]  # a 100 px step is "faster" than a 10 px one
 
 
+def test_order_stroke_time_channels():
+    lw = 4
+    # three strokes: 400 ms, then a 100 ms pause and a 100 ms stroke, then a 300 ms pause and 200 ms
+    d = Drawing(strokes=[np.array([[20, 40, 0], [220, 40, 400]], float),
+                         np.array([[20, 120, 500], [220, 120, 600]], float),
+                         np.array([[20, 200, 900], [220, 200, 1100]], float)])
+    img = render([d], size=256, encoding="order-stroke-time", line_width=lw)[0].astype(int)
+    order, draw_time, pause = img
+    low = round(INK_LOW)
+    assert [order[y, 120] for y in (40, 120, 200)] == [255, round((255 + INK_LOW) / 2), low]
+    assert [draw_time[y, 120] for y in (40, 120, 200)] == [255, round(INK_LOW + (255 - INK_LOW) * 100 / 400),
+                                                           round(INK_LOW + (255 - INK_LOW) * 200 / 400)]
+    assert [pause[y, 120] for y in (40, 120, 200)] == [low, round(INK_LOW + (255 - INK_LOW) * 100 / 300), 255]
+    assert draw_time[40, 30] == draw_time[40, 210]  # constant along a stroke
+    # without time: draw time from the number of points, no pauses
+    flat = [np.array([[20, 40], [120, 40], [220, 40]]), np.array([[20, 120], [220, 120]])]
+    img2 = render([flat], size=256, encoding="order-stroke-time", line_width=lw)[0].astype(int)
+    assert img2[1, 40, 120] == 255 and img2[1, 120, 120] == round(INK_LOW + (255 - INK_LOW) * 2 / 3)
+    assert img2[2, 40, 120] == low and img2[2, 120, 120] == low
+
+
 def test_render_takes_batches_drawings_and_stroke_lists_alike():
     drawings = [Drawing(strokes=[np.array([[10, 10], [200, 180]])], word="a"),
                 Drawing(strokes=[np.array([[50, 200], [60, 20], [250, 90]])], word="b")]
@@ -170,6 +192,15 @@ def test_render_takes_batches_drawings_and_stroke_lists_alike():
 def test_render_rejects_bad_arguments(kwargs):
     with pytest.raises(ConfigError):
         render([[np.array([[0, 0], [1, 1]])]], **kwargs)
+
+
+def test_frame_batch_puts_raw_drawings_in_googles_frame_keeping_time():
+    raw = StrokeBatch.from_drawings([[np.array([[500.0, 300.0, 0], [900.0, 500.0, 40]])],
+                                     [np.array([[-5.0, 10.0, 0], [-5.0, 30.0, 5]])]])
+    framed = frame_batch(raw)
+    assert np.allclose(framed.points[:2], [[0, 0], [255, 127.5]])
+    assert np.allclose(framed.points[2:], [[0, 0], [0, 255]])
+    assert np.array_equal(framed.time, raw.time)
 
 
 def load_simplified(folder, per_file=None):

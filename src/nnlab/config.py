@@ -6,6 +6,7 @@ key, the file and what is allowed instead of being silently ignored.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 import re
@@ -97,7 +98,10 @@ class DataConfig(Section):
     prefetch_factor: int | None = Field(None, ge=1, le=64, description="batches each worker keeps ready "
                                         "(num_workers > 0; default torch's 2)")
     # Stroke data (Quick, Draw!): rendering and synthetic doodles.
-    encoding: Literal["binary", "time-decay", "order-velocity-time"] = "time-decay"
+    input: Literal["image", "sequence"] = Field("image", description="stroke data: rendered images, or point "
+                                                "sequences for stroke_rnn / stroke_gru")
+    max_points: int = Field(256, ge=2, le=100_000, description="sequence input: longer drawings are resampled")
+    encoding: Literal["binary", "time-decay", "order-velocity-time", "order-stroke-time"] = "time-decay"
     line_width: float | None = Field(None, gt=0, description="stroke width in output pixels")
     padding: float = Field(0.0, ge=0, lt=0.5, description="margin as a fraction of the image side")
     classes: int | list[str] | None = Field(None, description="synthetic doodle classes: a count or names")
@@ -115,6 +119,11 @@ class ModelConfig(Section):
     activation: Literal["relu", "sigmoid", "tanh", "gelu"] = "relu"
     batchnorm: bool = True
     dropout: float = Field(0.0, ge=0, lt=1)
+    # Stroke-sequence models (stroke_rnn, stroke_gru; data.input = "sequence").
+    conv_filters: list[int] = Field(default_factory=lambda: [48, 64, 96], description="conv1d filters per layer")
+    conv_kernels: list[int] = Field(default_factory=lambda: [5, 5, 3], description="conv1d kernel sizes")
+    rnn_hidden: int = Field(128, ge=1, le=4096, description="units per direction of each recurrent layer")
+    rnn_layers: int = Field(3, ge=1, le=16, description="bidirectional recurrent layers")
     # Metric learning (models/heads.py): backbone features -> dropout -> embedding -> head.
     head: Literal["linear", "arcface", "cosface"] = Field("linear", description="classifier on the embedding")
     embedding_dim: int | None = Field(None, ge=2, le=65536, description="embedding size (None: the backbone's "
@@ -177,6 +186,10 @@ class TrainConfig(Section):
                           "on the CPU); the first steps are slower while it compiles")
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
         "default", description="torch.compile mode (train.compile)")
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="model EMA: evaluate, checkpoint and predict "
+                                    "with an exponential moving average of the weights (e.g. 0.999)")
+    keep_last: int = Field(0, ge=0, le=1000, description="the last N epochs' weights kept too (epoch-e<k>.pt), "
+                           "for `nnlab average --last N`")
 
 
 class EvalConfig(Section):
@@ -234,7 +247,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
                 base: dict[str, Any] | None = None) -> ExperimentConfig:
     """Read a TOML experiment (or start from `base`), apply `section.key=value` overrides, validate."""
     source = str(path) if path is not None else "config"
-    raw: dict[str, Any] = dict(base or {})
+    raw: dict[str, Any] = copy.deepcopy(base or {})  # overrides must not reach into the caller's dicts
     if path is not None:
         path = Path(path)
         if not path.is_file():

@@ -66,17 +66,37 @@ def predict(inputs: list[Path] = typer.Argument(..., help="RUN [RUN ...] INPUT: 
             out: Path = typer.Option(..., "--out", help="Output CSV."),
             top_k: int = typer.Option(3, "--top-k", min=1),
             tta: str | None = typer.Option(None, "--tta", help="Test-time augmentation: flip."),
-            weights: str | None = typer.Option(None, "--weights", help="Ensemble weights w1,w2,... (one per run).")) -> None:
+            weights: str | None = typer.Option(None, "--weights", help="Ensemble weights w1,w2,... (one per run)."),
+            balance: bool = typer.Option(False, "--balance", help="Drawings: cap each class's first choices at its "
+                                         "share of the rows (only for a test set known to be balanced, as "
+                                         "Kaggle's is).")) -> None:
     """Predict an input with one run or an ensemble of runs (images -> probability CSV;
     drawings -> Kaggle submission)."""
     from nnlab.inference.predict import predict_command  # heavy (torch): imported when the command runs
 
     if len(inputs) < 2:
         raise typer.BadParameter("give at least one run directory and an input")
-    n, message = predict_command(inputs[:-1], inputs[-1], out, top_k=top_k, tta=tta, weights=weights)
+    n, message = predict_command(inputs[:-1], inputs[-1], out, top_k=top_k, tta=tta, weights=weights, balance=balance)
     if message:
         typer.echo(message, err=True)
     _echo(f"wrote {n} rows to {out}")
+
+
+@app.command()
+def average(run_dir: Path = typer.Argument(..., help="Run directory whose checkpoints are averaged."),
+            out: Path = typer.Option(..., "--out", help="The new run directory."),
+            best: int | None = typer.Option(None, "--best", min=1, help="Average the best K checkpoints "
+                                            "(train.keep_best >= K)."),
+            last: int | None = typer.Option(None, "--last", min=1, help="Average the last N epochs' weights "
+                                            "(train.keep_last >= N).")) -> None:
+    """Average a run's checkpoints into a new run (BatchNorm statistics recomputed), evaluated like any run.
+    Example: nnlab average runs/quickdraw-1 --last 5 --out runs/quickdraw-1-avg"""
+    from nnlab.runs.report import format_report  # heavy (torch): imported when the command runs
+    from nnlab.training.average import average_run  # heavy (torch): imported when the command runs
+
+    run_ = average_run(run_dir, out, best=best, last=last)
+    _echo(format_report(run_))
+    _echo(f"finished: {run_.path}")
 
 
 @app.command()
@@ -106,6 +126,7 @@ def compare(run_dirs: list[Path] = typer.Argument(..., help="Run directories."),
 def summary(config: Path = typer.Argument(..., help="Experiment TOML file."),
             set_: list[str] = typer.Option([], "--set", help=SET_HELP)) -> None:
     """Per-layer table of the configured model (name, output shape, parameters), like Keras' summary()."""
+    from nnlab.datasets.strokes import example_input_shape, input_channels  # heavy (torch)
     from nnlab.models import (  # heavy (torch): imported when the command runs
         build_model,
         count_parameters,
@@ -114,8 +135,9 @@ def summary(config: Path = typer.Argument(..., help="Experiment TOML file."),
 
     cfg = load_config(config, set_)
     num_classes = _class_count(cfg)
-    model = build_model(cfg.model, cfg.data.channels, num_classes, cfg.data.image_size)
-    rows = summary_rows(model, (1, cfg.data.channels, cfg.data.image_size, cfg.data.image_size))
+    model = build_model(cfg.model, input_channels(cfg.data), num_classes, cfg.data.image_size)
+    input_shape = example_input_shape(cfg.data)
+    rows = summary_rows(model, input_shape)
     width = max([len(r[0]) + len(r[1]) + 3 for r in rows] + [20])
     _echo(f"{'layer (type)':<{width}} {'output shape':<22} {'params':>10}")
     _echo("-" * (width + 34))
@@ -123,8 +145,8 @@ def summary(config: Path = typer.Argument(..., help="Experiment TOML file."),
         _echo(f"{f'{name} ({kind})':<{width}} {shape:<22} {params:>10,}")
     _echo("-" * (width + 34))
     total, trainable = count_parameters(model), count_parameters(model, trainable_only=True)
-    _echo(f"total parameters: {total:,} (trainable {trainable:,}); input "
-          f"{cfg.data.channels}x{cfg.data.image_size}x{cfg.data.image_size}, {num_classes} classes")
+    _echo(f"total parameters: {total:,} (trainable {trainable:,}); input {'x'.join(map(str, input_shape[1:]))}, "
+          f"{num_classes} classes")
 
 
 def _class_count(cfg) -> int:

@@ -27,13 +27,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from nnlab.datasets.bundle import DataBundle, loader_options
+from nnlab.datasets.bundle import STROKE_KINDS, DataBundle, loader_options
 from nnlab.datasets.samplers import BatchRequest, EvalBatchSampler, TrainBatchSampler
 from nnlab.errors import ConfigError, DataError
 from nnlab.store.format import StrokeStore
 from nnlab.strokes.augment import StrokeAugment
 from nnlab.strokes.drawing import StrokeSource
-from nnlab.strokes.render import ENCODINGS, render
+from nnlab.strokes.render import ENCODINGS, as_batch, render
+from nnlab.strokes.sequence import FEATURES, sequence_input
 from nnlab.strokes.synth import synth_drawings
 
 
@@ -48,7 +49,7 @@ class StrokeDataset(Dataset):
     def __init__(self, store: StrokeSource, indices: Sequence[int] | np.ndarray | None = None, *,
                  size: int = 64, encoding: str = "time-decay", line_width: float | None = None,
                  antialias: bool = True, padding: float = 0.0,
-                 augment: StrokeAugment | None = None, seed: int = 0) -> None:
+                 augment: StrokeAugment | None = None, seed: int = 0, max_points: int | None = None) -> None:
         if encoding not in ENCODINGS:
             raise ConfigError(f"unknown encoding {encoding!r}; choose one of {sorted(ENCODINGS)}")
         self.store = store
@@ -64,7 +65,8 @@ class StrokeDataset(Dataset):
         self.padding = padding
         self.augment = augment
         self.seed = seed
-        self.channels = ENCODINGS[encoding]
+        self.max_points = max_points  # set: point sequences (data.input = "sequence") instead of images
+        self.channels = ENCODINGS[encoding] if max_points is None else FEATURES
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -81,8 +83,11 @@ class StrokeDataset(Dataset):
         if self.augment is not None:
             rng = np.random.default_rng(np.random.SeedSequence([self.seed, batch_seed]))
             batch = self.augment(batch, rng)
-        x = to_model_input(batch, size=self.size, encoding=self.encoding, line_width=self.line_width,
-                           antialias=self.antialias, padding=self.padding)
+        if self.max_points is not None:
+            x = to_sequence_input(batch, self.max_points)
+        else:
+            x = to_model_input(batch, size=self.size, encoding=self.encoding, line_width=self.line_width,
+                               antialias=self.antialias, padding=self.padding)
         y = torch.from_numpy(np.asarray(self.store.labels)[idx].astype(np.int64))
         return x, y, torch.from_numpy(idx)
 
@@ -94,6 +99,31 @@ def to_model_input(drawings, size: int, encoding: str, line_width: float | None 
     images = render(drawings, size=size, encoding=encoding, line_width=line_width, antialias=antialias,
                     padding=padding)
     return torch.from_numpy(images).float().div_(255.0)
+
+
+def to_sequence_input(drawings, max_points: int) -> torch.Tensor:
+    """float32 (B, T, 5) point sequences (`nnlab.strokes.sequence`), the input of stroke-sequence models."""
+    return torch.from_numpy(sequence_input(as_batch(drawings), max_points))
+
+
+def drawing_input(drawings, data) -> torch.Tensor:
+    """A run's model input for drawings, from its `data` section: images or point sequences."""
+    if data.input == "sequence":
+        return to_sequence_input(drawings, data.max_points)
+    return to_model_input(drawings, size=data.image_size, encoding=data.encoding, line_width=data.line_width,
+                          padding=data.padding)
+
+
+def input_channels(data) -> int:
+    """The model's input channels for a run's `data` section (5 features per point for sequences)."""
+    return FEATURES if data.kind in STROKE_KINDS and data.input == "sequence" else data.channels
+
+
+def example_input_shape(data, points: int = 64) -> tuple[int, ...]:
+    """The shape of one example batch of the model's input: (1, C, H, W) images or (1, points, 5) sequences."""
+    if data.kind in STROKE_KINDS and data.input == "sequence":
+        return (1, min(points, data.max_points), FEATURES)
+    return (1, data.channels, data.image_size, data.image_size)
 
 
 
@@ -146,15 +176,16 @@ def build_stroke_data(cfg, rank: int = 0, world: int = 1, pin_memory: bool = Fal
     for name, idx in splits.items():
         train = name == "train"
         dataset = StrokeDataset(store, idx, size=d.image_size, encoding=d.encoding, line_width=d.line_width,
-                                padding=d.padding, augment=augment if train else None, seed=cfg.seed)
+                                padding=d.padding, augment=augment if train else None, seed=cfg.seed,
+                                max_points=d.max_points if d.input == "sequence" else None)
         loaders[name] = stroke_loader(dataset, d.batch_size if train else (d.eval_batch_size or d.batch_size),
                                       train=train, steps_per_epoch=cfg.train.steps_per_epoch if train else None,
                                       seed=cfg.seed, rank=rank, world_size=world, **loader_options(d, pin_memory))
         ids[name] = np.asarray(store.key_ids)[idx]
         labels[name] = np.asarray(store.labels)[idx].astype(np.int64)
-    if d.channels != ENCODINGS[d.encoding]:
+    if d.input == "image" and d.channels != ENCODINGS[d.encoding]:
         raise ConfigError(f"data.channels = {d.channels} but encoding {d.encoding!r} has {ENCODINGS[d.encoding]}")
-    return DataBundle(classes=list(store.classes), in_chans=ENCODINGS[d.encoding], image_size=d.image_size,
+    return DataBundle(classes=list(store.classes), in_chans=input_channels(d), image_size=d.image_size,
                       loaders=loaders, ids=ids, labels=labels,
                       info={"sizes": {k: len(v) for k, v in splits.items()}, "store": d.path or "synth",
                             "skipped": store.meta.get("skipped", {}),

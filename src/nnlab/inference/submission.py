@@ -26,10 +26,11 @@ import numpy as np
 import torch
 
 from nnlab import metrics
-from nnlab.datasets.strokes import stroke_splits, stroke_store, to_model_input
+from nnlab.datasets.strokes import drawing_input, stroke_splits, stroke_store
 from nnlab.device import pick_device
 from nnlab.errors import NnlabError
 from nnlab.evaluation.proba import batch_proba
+from nnlab.inference.balance import balanced_top_k
 from nnlab.inference.drawing_rows import DrawingRows, read_drawing_rows
 from nnlab.inference.ensemble import ensemble_proba, parse_weights
 from nnlab.progress import progress
@@ -59,9 +60,7 @@ def predict_drawings(run: Run, source: StrokeSource, tta: str | None = None,
     model = load_trained(run, device)
 
     def proba(batch: StrokeBatch) -> torch.Tensor:
-        x = to_model_input(batch, size=d.image_size, encoding=d.encoding, line_width=d.line_width,
-                           padding=d.padding)
-        return batch_proba(model, x, device, run.config.train.amp)
+        return batch_proba(model, drawing_input(batch, d), device, run.config.train.amp)
 
     out = np.zeros((len(source), len(run.classes())), np.float32)
     starts = range(0, len(source), batch_size)
@@ -93,12 +92,16 @@ def train_class_counts(run: Run) -> np.ndarray:
 
 
 def predict_submission(runs: list[Run], input_path: str | os.PathLike, out: str | os.PathLike, top_k: int = 3,
-                       tta: str | None = None, weights: str | None = None,
+                       tta: str | None = None, weights: str | None = None, balance: bool = False,
                        batch_size: int = BATCH_SIZE) -> tuple[int, str | None]:
     """Write a Kaggle submission (``key_id,word``, the top_k labels space-separated) for every
     drawing of `input_path`, with one run or a weighted ensemble of runs.
 
-    Returns (rows written, a warning naming the rows that could not be parsed, or None)."""
+    `balance` caps every class's first choices at its share of the parsed rows (`inference.balance`):
+    valid only for a test set known to be balanced, as Kaggle's is.
+
+    Returns (rows written, the messages to show: rows that could not be parsed, what balancing changed;
+    or None)."""
     check_tta(tta)
     parse_weights(weights, len(runs))  # a wrong --weights fails before any work
     if top_k < 1:
@@ -111,6 +114,12 @@ def predict_submission(runs: list[Run], input_path: str | os.PathLike, out: str 
     if len(rows.parsed):
         probs = ensemble_proba(runs, lambda r: predict_drawings(r, rows.drawings, tta, batch_size), weights)
         top[rows.parsed] = metrics.top_k(probs, k)
+    notes = []
+    if balance and len(rows.parsed):
+        balanced = balanced_top_k(probs, k)
+        top[rows.parsed] = balanced.top
+        notes.append(f"balanced: at most {balanced.share} first choices per class; {balanced.changed_top} of "
+                     f"{len(rows.parsed)} rows changed their top {k} ({balanced.changed_first} first choices)")
     warning = None
     if rows.lost:
         warning = (f"warning: {input_path}: {rows.lost} records could not be read "
@@ -131,7 +140,8 @@ def predict_submission(runs: list[Run], input_path: str | os.PathLike, out: str 
         for key, guess in zip(rows.ids, labels[top].tolist()):
             writer.writerow([key, " ".join(guess)])
     os.replace(tmp, out)
-    return len(rows), warning
+    messages = [m for m in (warning, *notes) if m]
+    return len(rows), "\n".join(messages) if messages else None
 
 
 def bad_rows_warning(path: Path, rows: DrawingRows, fallback: list[str], show: int = 10) -> str:

@@ -1,7 +1,7 @@
 """Models: registered builders in the style of timm (`registry`), any timm model as `timm:<name>`,
 embedding models with linear, ArcFace or CosFace heads (`heads`), and `build_model` (`build`)."""
 
-from nnlab.models import lenet, mlp  # noqa: F401  (the built-in builders register on import)
+from nnlab.models import lenet, mlp, sequence  # noqa: F401  (the built-in builders register on import)
 from nnlab.models.build import build_model, count_parameters, load_weights, summary_rows
 from nnlab.models.registry import build_plain, list_models, register_model
 

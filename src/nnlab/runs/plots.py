@@ -15,8 +15,6 @@ from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
 from nnlab.runs.run import Run
-from sklearn.decomposition import PCA
-from sklearn.manifold import TSNE
 
 FPR_TARGETS = (1e-2, 1e-3)  # the verification operating points reported and marked on the ROC
 

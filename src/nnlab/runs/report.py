@@ -9,7 +9,7 @@ import numpy as np
 
 from nnlab.config import higher_is_better
 from nnlab.runs.run import Run
-from nnlab.config import higher_is_better
+
 
 def run_summary(run: Run) -> dict[str, Any]:
     """The headline numbers of a run, as `nnlab report` and `nnlab compare` show them."""

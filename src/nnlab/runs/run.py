@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import platform
 import subprocess
@@ -20,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nnlab.config import ExperimentConfig, load_config, save_config
-from nnlab.fileio import atomic_write_text, read_classes, write_classes
-from nnlab.errors import NnlabError
-import torch
 import numpy
-from nnlab.version import __version__
-import math
 import timm
+import torch
+
+from nnlab.config import ExperimentConfig, load_config, save_config
+from nnlab.errors import NnlabError
+from nnlab.fileio import atomic_write_text, read_classes, write_classes
+from nnlab.version import __version__
 
 PATH_FIELDS = (("data", "path"), ("data", "test_path"), ("model", "weights"))
 
@@ -128,7 +129,8 @@ class Run:
         if metas:
             sign = 1 if metas[0]["higher_is_better"] else -1
             return self.checkpoints / max(metas, key=lambda m: (sign * m["value"], m["epoch"]))["file"]
-        for last in (self.checkpoints / "last.pt", self.checkpoints / "last.npz"):
+        # last.pt / last.npz: a run without a val metric; averaged.pt: an `nnlab average` run
+        for last in (self.checkpoints / "last.pt", self.checkpoints / "last.npz", self.checkpoints / "averaged.pt"):
             if last.exists():
                 return last
         raise NnlabError(f"{self.path}: no checkpoint yet")

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+from nnlab.datasets.strokes import input_channels
 from nnlab.errors import NnlabError
 from nnlab.models import build_model
 from nnlab.runs.run import Run
+
+EMA_KEY = "ema"  # the EMA weights' entry in last.pt and best-*.pt
+
 
 def load_trained(run: Run, device: str = "cpu") -> nn.Module:
     """The run's model with its best checkpoint's weights, in eval mode."""
@@ -16,7 +22,13 @@ def load_trained(run: Run, device: str = "cpu") -> nn.Module:
     if cfg.engine != "torch":
         raise NnlabError(f"{run.path}: a {cfg.engine} run; load it with nnlab.scratch")
     model = build_model(cfg.model.model_copy(update={"weights": None, "pretrained": False}),
-                        cfg.data.channels, len(classes), cfg.data.image_size)
+                        input_channels(cfg.data), len(classes), cfg.data.image_size)
     state = torch.load(run.best_checkpoint(), map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(trained_weights(state))
     return model.to(device).eval()
+
+
+def trained_weights(state: dict[str, Any]) -> dict[str, Any]:
+    """The weights a checkpoint's user should take: the EMA's when the run kept one (`train.ema_decay`),
+    else the model's."""
+    return state.get(EMA_KEY) or state["model"]

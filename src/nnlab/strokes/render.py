@@ -28,6 +28,10 @@ Encodings (`ENCODINGS`):
   elapsed time (32 at the first point, 255 at the last). Speed and time come from raw
   drawings' t in milliseconds; without time they fall back to point order (one time step
   per point, so speed becomes the length of the step).
+- ``order-stroke-time``: three channels, ink in 32..255, constant along each stroke: stroke
+  order (as above), the stroke's draw time (255 for the drawing's slowest stroke) and the pause
+  before it (255 for the drawing's longest hesitation; the first stroke, and drawings without
+  time, get 32). Without time, a stroke's draw time is its number of points.
 """
 
 from __future__ import annotations
@@ -40,8 +44,8 @@ import numpy as np
 from nnlab.errors import ConfigError
 from nnlab.strokes.drawing import Drawing, Stroke, StrokeBatch
 
-ENCODINGS: dict[str, int] = {"binary": 1, "time-decay": 1, "order-velocity-time": 3}
-_ENCODING_IDS = {"binary": 0, "time-decay": 1, "order-velocity-time": 2}
+ENCODINGS: dict[str, int] = {"binary": 1, "time-decay": 1, "order-velocity-time": 3, "order-stroke-time": 3}
+_ENCODING_IDS = {"binary": 0, "time-decay": 1, "order-velocity-time": 2, "order-stroke-time": 3}
 
 CANVAS = 256  # Google's simplified drawings live in 0..255
 REFERENCE_LINE_WIDTH = 6.0  # the Kaggle reference's cv2.line thickness at 256 px
@@ -152,7 +156,8 @@ def _render_kernel(points, time, has_time, stroke_ptr, drawing_ptr, flat, n_draw
     on the row spans it touched, which clears `cov` again."""
     npix = size * size
     stride = size + _LANES  # cov's rows are padded for the 8-pixel groups
-    multi = encoding == 2
+    multi = encoding >= 2  # three channels: a colour per segment (2) or per stroke (3)
+    velocity = encoding == 2
     cov = np.zeros(size * stride + _LANES, dtype=np.uint8)
     colour = np.zeros((n_chan, size * stride + _LANES if multi else 1), dtype=np.uint8)
     row_lo = np.full(size, size, dtype=np.int64)  # the row spans the current layer touched
@@ -174,7 +179,17 @@ def _render_kernel(points, time, has_time, stroke_ptr, drawing_ptr, flat, n_draw
         mean_speed = 1.0
         t0 = 0.0
         t_span = 0.0
-        if multi:  # per-drawing statistics of order-velocity-time
+        max_dur = 0.0
+        max_pause = 0.0
+        if encoding == 3:  # per-drawing statistics of order-stroke-time
+            for s in range(s_first, s_last):
+                a = stroke_ptr[s]
+                b = stroke_ptr[s + 1]
+                if b > a:
+                    max_dur = max(max_dur, _stroke_duration(time, has_time, a, b))
+                    if s > s_first and has_time and stroke_ptr[s - 1] < a:
+                        max_pause = max(max_pause, time[a] - time[a - 1])
+        if velocity:  # per-drawing statistics of order-velocity-time
             total_len = 0.0
             total_dt = 0.0
             for s in range(s_first, s_last):
@@ -213,7 +228,14 @@ def _render_kernel(points, time, has_time, stroke_ptr, drawing_ptr, flat, n_draw
                 ya = points[p0, 1]
                 xb = points[p1, 0]
                 yb = points[p1, 1]
-                if multi:
+                if encoding == 3:
+                    dur = _stroke_duration(time, has_time, a, b)
+                    pause = time[a] - time[a - 1] if has_time and k > 0 and stroke_ptr[s - 1] < a else 0.0
+                    col0[1] = INK_LOW + (255.0 - INK_LOW) * (dur / max_dur if max_dur > 0.0 else 0.0)
+                    col0[2] = INK_LOW + (255.0 - INK_LOW) * (pause / max_pause if max_pause > 0.0 else 0.0)
+                    col1[1] = col0[1]
+                    col1[2] = col0[2]
+                elif velocity:
                     if has_time:
                         # speed over the segment and its neighbours: raw timestamps are
                         # coarse, one segment alone gives a flickering channel
@@ -257,7 +279,7 @@ def _render_kernel(points, time, has_time, stroke_ptr, drawing_ptr, flat, n_draw
                 j_min = min(j_min, lo)
                 j_max = max(j_max, hi)
             # the layer ends here unless the next stroke has the same colour
-            if not direct and (s == s_last - 1 or encoding == 2 or k < 10):
+            if not direct and (s == s_last - 1 or multi or k < 10):
                 for j in range(max(j_min, 0), min(j_max, size - 1) + 1):
                     if row_hi[j] >= row_lo[j]:
                         start = j * size + row_lo[j]
@@ -273,6 +295,12 @@ def _render_kernel(points, time, has_time, stroke_ptr, drawing_ptr, flat, n_draw
                         row_hi[j] = -1
                 j_min = size
                 j_max = -1
+
+
+@numba.njit(**_JIT)
+def _stroke_duration(time, has_time, a, b):
+    """Milliseconds from a stroke's first point to its last (its number of points without time)."""
+    return max(time[b - 1] - time[a], 0.0) if has_time else float(b - a)
 
 
 @numba.njit(**_JIT)

@@ -26,6 +26,7 @@ import numpy as np
 
 from nnlab.errors import DataError
 from nnlab.strokes.drawing import Drawing, StrokeBatch
+from nnlab.strokes.render import drawing_bounds
 
 EPSILON = 2.0
 SIDE = 255.0
@@ -213,3 +214,15 @@ def simplify_drawing(drawing: Drawing) -> Drawing:
     return Drawing(strokes=simplify_strokes(drawing.strokes), word=drawing.word, key_id=drawing.key_id,
                    countrycode=drawing.countrycode, recognized=drawing.recognized,
                    timestamp=drawing.timestamp)
+
+
+def frame_batch(batch: StrokeBatch, margin: float = 0.0) -> StrokeBatch:
+    """Google's frame without the simplification, for raw drawings: each drawing moved to the top-left
+    corner and scaled uniformly so that its larger side spans margin..255 - margin; time kept.
+    Vectorised (no Python loop per drawing)."""
+    lo, hi, counts = drawing_bounds(batch)
+    factor = (SIDE - 2 * margin) / np.maximum((hi - lo).max(axis=1), 1e-6)
+    owner = np.repeat(np.arange(len(counts)), counts)
+    points = (batch.points[:, :2] - lo[owner]) * factor[owner, None] + margin
+    return StrokeBatch(points.astype(np.float32), batch.stroke_ptr.copy(), batch.drawing_ptr.copy(),
+                       None if batch.time is None else batch.time.copy())

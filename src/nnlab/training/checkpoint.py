@@ -12,18 +12,33 @@ from torch import nn
 from nnlab.device import rng_state, unwrap
 from nnlab.errors import NnlabError
 from nnlab.runs.run import BestCheckpoints, Run, atomic_save
+from nnlab.runs.trained import EMA_KEY
 
 
 def save_checkpoint(run: Run, epoch: int, model: nn.Module, optimizer, scheduler, scaler,
-                    best: BestCheckpoints, value: float | None) -> None:
-    """last.pt every epoch (model, optimiser, schedule, RNG); best-e<epoch>-<metric><value>.pt for the best k."""
+                    best: BestCheckpoints, value: float | None, ema=None) -> None:
+    """last.pt every epoch (model, optimiser, schedule, RNG, EMA); best-e<epoch>-<metric><value>.pt for the
+    best k (the model's weights and, with an EMA, the EMA's, which the value scored)."""
     weights = unwrap(model).state_dict()
-    best.update(run, epoch, value, lambda path: atomic_save({"epoch": epoch, "model": weights}, path))
-    state = {"epoch": epoch, "model": weights, "optimizer": optimizer.state_dict(),
+    averaged = ema.module.state_dict() if ema is not None else None
+    kept = {"epoch": epoch, "model": weights} | ({EMA_KEY: averaged} if averaged is not None else {})
+    best.update(run, epoch, value, lambda path: atomic_save(kept, path))
+    state = {"epoch": epoch, "model": weights, EMA_KEY: averaged, "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict() if scheduler is not None else None,
              "scaler": scaler.state_dict() if scaler is not None else None,
              "rng": rng_state(), "best": best.state()}
     atomic_save(state, run.checkpoints / "last.pt")
+    keep_epoch_weights(run, epoch, averaged if averaged is not None else weights)
+
+
+def keep_epoch_weights(run: Run, epoch: int, weights: dict[str, Any]) -> None:
+    """With train.keep_last = N, this epoch's weights as epoch-e<k>.pt, and only the last N of them."""
+    keep = run.config.train.keep_last
+    if not keep:
+        return
+    atomic_save({"epoch": epoch, "model": weights}, run.checkpoints / f"epoch-e{epoch + 1:03d}.pt")
+    for old in sorted(run.checkpoints.glob("epoch-e*.pt"))[:-keep]:
+        old.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -30,23 +30,35 @@ from torch import nn
 
 from nnlab.config import ExperimentConfig
 from nnlab.datasets import DataBundle, build_data
-from nnlab.device import (Dist, autocast, check_compile, pick_device, prepare_model, seed_everything,
-                          set_rng_state, setup_distributed, unwrap)
+from nnlab.device import (
+    Dist,
+    autocast,
+    check_compile,
+    pick_device,
+    prepare_model,
+    seed_everything,
+    set_rng_state,
+    setup_distributed,
+    unwrap,
+)
 from nnlab.errors import TrainingError
 from nnlab.evaluation.evaluate import evaluate, evaluate_split
 from nnlab.evaluation.results import write_results
 from nnlab.models import build_model, count_parameters
 from nnlab.progress import progress
 from nnlab.runs.run import Run
+from nnlab.runs.trained import EMA_KEY, trained_weights
 from nnlab.training.checkpoint import load_checkpoint, save_checkpoint
+from nnlab.training.ema import make_ema, update_ema
 from nnlab.training.epochs import best_tracker, epoch_row, run_metrics, stop_early
 from nnlab.training.optim import STEP_SCHEDULES, build_optimizer, build_scheduler, freeze_layers
 from nnlab.training.throughput import LOG_EVERY, data_wait_hint, throughput
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, cfg: ExperimentConfig, device: str,
-                    epoch: int, steps: int, show: bool) -> dict[str, float]:
-    """One pass over `steps` batches; returns mean loss, accuracy and throughput (`throughput.py`).
+                    epoch: int, steps: int, show: bool, ema=None) -> dict[str, float]:
+    """One pass over `steps` batches (the EMA, if any, updated after each optimiser step); returns mean
+    loss, accuracy and throughput (`throughput.py`).
 
     The host never waits for the GPU except once per LOG_EVERY steps (the NaN check), so the time
     spent in `next(batches)` is the time the loop waited for data."""
@@ -66,7 +78,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, cfg:
         asked = time.perf_counter()
         x, y = next(batches)[:2]
         waited += time.perf_counter() - asked
-        x = x.to(device, non_blocking=True, memory_format=layout)
+        x = x.to(device, non_blocking=True, memory_format=layout if x.dim() == 4 else torch.preserve_format)
         y = y.to(device, non_blocking=True)
         with amp:
             logits, loss = forward_loss(model, x, y, criterion)
@@ -89,6 +101,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, cfg:
             else:
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            update_ema(ema, unwrap(model))
             if scheduler is not None and cfg.schedule.name in STEP_SCHEDULES:
                 scheduler.step()
         loss_sum += loss.detach() * len(y)
@@ -141,7 +154,10 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     data = build_data(cfg, run.path, ddp.rank, ddp.world, pin_memory=device.startswith("cuda"))
     model = build_model(cfg.model, data.in_chans, len(data.classes), data.image_size)
     freeze_layers(model, cfg.train.freeze_first, cfg.train.train_last)
-    model = prepare_model(model, device, cfg.train.channels_last, cfg.train.compile, cfg.train.compile_mode)
+    model = prepare_model(model, device, cfg.train.channels_last)
+    ema = make_ema(cfg, model)  # copied before compiling: the copy must not share the compiled forward
+    if cfg.train.compile:
+        model = prepare_model(model, device, compile=True, compile_mode=cfg.train.compile_mode)
     if ddp.world > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[ddp.local_rank] if device != "cpu" else None)
     optimizer = build_optimizer(cfg, model)
@@ -160,6 +176,8 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
             scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state["scaler"] is not None:
             scaler.load_state_dict(state["scaler"])
+        if ema is not None and state.get(EMA_KEY) is not None:
+            ema.module.load_state_dict(state[EMA_KEY])
         set_rng_state(state["rng"])
         best.load_state(state["best"])
         start_epoch = state["epoch"] + 1
@@ -177,13 +195,14 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
             if hasattr(holder, "set_epoch"):
                 holder.set_epoch(epoch)
         stats = train_one_epoch(model, data.loaders["train"], optimizer, scheduler, scaler, criterion, cfg,
-                                device, epoch, steps, show=ddp.main)
+                                device, epoch, steps, show=ddp.main, ema=ema)
         train_seconds += stats["seconds"]
         hint = None if hinted or not ddp.main else data_wait_hint(cfg, epoch, stats["data_wait_fraction"])
         if hint:
             print(hint, file=sys.stderr, flush=True)
             hinted = True
-        val = evaluate(model, data, "val", device, cfg.train.amp, cfg.eval.top_k)[0] if has_val else None
+        scored = ema.module if ema is not None else model  # the EMA weights are the ones evaluated
+        val = evaluate(scored, data, "val", device, cfg.train.amp, cfg.eval.top_k)[0] if has_val else None
         value = val[best.metric] if val is not None else None
         row = epoch_row(epoch, optimizer.param_groups[0]["lr"], stats, val, stats["seconds"],
                         stats["images_per_second"])
@@ -192,7 +211,7 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
         elif scheduler is not None and cfg.schedule.name == "plateau" and value is not None:
             scheduler.step(value)
         if ddp.main:
-            save_checkpoint(run, epoch, model, optimizer, scheduler, scaler, best, value)
+            save_checkpoint(run, epoch, model, optimizer, scheduler, scaler, best, value, ema)
             run.append_history(row)
         else:
             best.update(run, epoch, value, save=None)  # the same early-stopping count, no files
@@ -222,7 +241,7 @@ def finish(run: Run, model: nn.Module, data: DataBundle, device: str, train_seco
     """Evaluate the best checkpoint on val and test (every rank); rank 0 writes metrics, predictions, plots."""
     cfg = run.config
     best = run.best_checkpoint()
-    unwrap(model).load_state_dict(load_checkpoint(best)["model"])
+    unwrap(model).load_state_dict(trained_weights(load_checkpoint(best)))
     metrics = run_metrics(cfg, "torch", best.name, count_parameters(unwrap(model)), run.history(), stopped_early,
                           train_seconds, data.info)
     outputs = {}
