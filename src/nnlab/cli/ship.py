@@ -35,9 +35,14 @@ def serve(path: Path = typer.Argument(..., help="A run directory (torch) or an `
           threads: int | None = typer.Option(None, "--threads", min=1,
                                              help="Threads of one model call (default 1 for onnxruntime, "
                                                   "torch's default for a run)."),
-          access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request.")) -> None:
+          access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request."),
+          allowed_host: list[str] = typer.Option([], "--allowed-host", help="Answer only requests for this Host "
+                                                 "header (repeat for several; default: any)."),
+          docs: bool = typer.Option(False, "--docs", help="Serve the API docs at /api/docs (loads Swagger UI "
+                                                         "from a CDN).")) -> None:
     """Serve the doodle demo: a page that guesses while you draw, and its JSON API."""
     from nnlab.serve.app import serve as run_server  # heavy (torch): imported when the command runs
 
     run_server(path, host=host, port=port, threads=threads, access_log=access_log,
+               allowed_hosts=allowed_host or None, docs=docs,
                announce=lambda url: typer.echo(f"serving {path} at {url} (Ctrl+C to stop)"))
