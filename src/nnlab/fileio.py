@@ -7,6 +7,7 @@ by runs, stroke stores, exports and the class vocabulary.
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,20 @@ from pathlib import Path
 from nnlab.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
+KILL_AT_ENV = "NNLAB_TEST_KILL_AT"
+_kill_counts: dict[str, int] = {}
+
+
+def kill_point(name: str) -> None:
+    """Test hook: kill this process with SIGKILL (no cleanup, as a power cut) when the environment
+    variable NNLAB_TEST_KILL_AT is `name:N` and this is the N-th time `name` is reached. The kill
+    test uses it to prove that every moment of a run can be resumed; unset, it costs a dict lookup."""
+    want = os.environ.get(KILL_AT_ENV)
+    if not want or not want.startswith(name + ":"):
+        return
+    _kill_counts[name] = _kill_counts.get(name, 0) + 1
+    if str(_kill_counts[name]) == want.rsplit(":", 1)[1]:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
@@ -22,6 +37,7 @@ def atomic_write_text(path: Path, text: str) -> Path:
     path = Path(path)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as fh:
         fh.write(text)
+    kill_point("text-tmp-written")
     os.replace(fh.name, path)
     return path
 

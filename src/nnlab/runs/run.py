@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import platform
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nnlab.config import ExperimentConfig, load_config, save_config
-from nnlab.fileio import atomic_write_text, read_classes, write_classes
+from nnlab.fileio import atomic_write_text, kill_point, read_classes, write_classes
 from nnlab.errors import NnlabError
 import torch
 import numpy
@@ -97,14 +98,24 @@ class Run:
         return read_classes(file)
 
     def append_history(self, row: dict[str, Any]) -> None:
-        """Append one epoch; the header is written with the first row."""
+        """Append one epoch (the header is written with the first row); the file is rewritten
+        atomically, so that a kill never leaves half a row."""
         file = self.path / "history.csv"
-        new = not file.exists()
-        with file.open("a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        text = file.read_text(encoding="utf-8") if file.exists() else ""
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(row))
+        if not text:
+            writer.writeheader()
+        writer.writerow(row)
+        atomic_write_text(file, text + buf.getvalue())
+        kill_point("history-appended")
+
+    def remove_partial_files(self) -> list[Path]:
+        """Delete the `*.tmp` files a killed process left while writing (checkpoints, JSON, history)."""
+        partial = [p for folder in (self.path, self.checkpoints) for p in folder.glob("*.tmp") if p.is_file()]
+        for p in partial:
+            p.unlink(missing_ok=True)
+        return partial
 
     def history(self) -> list[dict[str, float]]:
         file = self.path / "history.csv"
@@ -114,12 +125,28 @@ class Run:
             return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
 
     def truncate_history(self, last_epoch: int) -> None:
-        """Drop rows after `last_epoch` (written after the checkpoint a resume starts from)."""
-        rows = [r for r in self.history() if r["epoch"] <= last_epoch]
+        """Drop rows after `last_epoch` (written after the checkpoint a resume starts from), and
+        any row a kill cut short; the rows kept are kept as written, and the file is replaced atomically."""
         file = self.path / "history.csv"
-        file.unlink(missing_ok=True)
-        for r in rows:
-            self.append_history({k: (int(v) if k == "epoch" else v) for k, v in r.items()})
+        if not file.exists():
+            return
+        with file.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        if not rows:
+            return
+        header, kept = rows[0], [rows[0]]
+        for r in rows[1:]:
+            if len(r) != len(header):
+                break
+            try:
+                if int(float(r[header.index("epoch")])) > last_epoch:
+                    break
+            except ValueError:
+                break
+            kept.append(r)
+        buf = io.StringIO()
+        csv.writer(buf).writerows(kept)
+        atomic_write_text(file, buf.getvalue())
 
     def best_checkpoint(self) -> Path:
         """The best checkpoint by the main metric, else the last one (.pt for torch, .npz for numpy)."""
@@ -174,6 +201,7 @@ class BestCheckpoints:
             return
         if entry in kept:
             save(run.checkpoints / entry["file"])
+            kill_point("best-saved")
             run.write_json(f"checkpoints/{Path(entry['file']).stem}.json",
                            entry | {"metric": self.metric, "higher_is_better": self.higher_is_better})
         for old in dropped:
@@ -204,6 +232,7 @@ def atomic_save(obj: Any, path: Path) -> Path:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        kill_point("checkpoint-tmp-written")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -11,6 +11,7 @@ from torch import nn
 
 from nnlab.device import rng_state, unwrap
 from nnlab.errors import NnlabError
+from nnlab.fileio import kill_point
 from nnlab.runs.run import BestCheckpoints, Run, atomic_save
 
 
@@ -24,6 +25,7 @@ def save_checkpoint(run: Run, epoch: int, model: nn.Module, optimizer, scheduler
              "scaler": scaler.state_dict() if scaler is not None else None,
              "rng": rng_state(), "best": best.state()}
     atomic_save(state, run.checkpoints / "last.pt")
+    kill_point("checkpoint-saved")
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
