@@ -66,14 +66,16 @@ def predict(inputs: list[Path] = typer.Argument(..., help="RUN [RUN ...] INPUT: 
             out: Path = typer.Option(..., "--out", help="Output CSV."),
             top_k: int = typer.Option(3, "--top-k", min=1),
             tta: str | None = typer.Option(None, "--tta", help="Test-time augmentation: flip."),
-            weights: str | None = typer.Option(None, "--weights", help="Ensemble weights w1,w2,... (one per run).")) -> None:
+            weights: str | None = typer.Option(None, "--weights", help="Ensemble weights w1,w2,... (one per run)."),
+            strict: bool = typer.Option(False, "--strict", help="Drawings: exit 2 on a bad row or a truncated or "
+                                                                 "corrupt file instead of warning.")) -> None:
     """Predict an input with one run or an ensemble of runs (images -> probability CSV;
     drawings -> Kaggle submission)."""
     from nnlab.inference.predict import predict_command  # heavy (torch): imported when the command runs
 
     if len(inputs) < 2:
         raise typer.BadParameter("give at least one run directory and an input")
-    n, message = predict_command(inputs[:-1], inputs[-1], out, top_k=top_k, tta=tta, weights=weights)
+    n, message = predict_command(inputs[:-1], inputs[-1], out, top_k=top_k, tta=tta, weights=weights, strict=strict)
     if message:
         typer.echo(message, err=True)
     _echo(f"wrote {n} rows to {out}")

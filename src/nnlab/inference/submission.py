@@ -28,7 +28,8 @@ import torch
 from nnlab import metrics
 from nnlab.datasets.strokes import stroke_splits, stroke_store, to_model_input
 from nnlab.device import pick_device
-from nnlab.errors import NnlabError
+from nnlab.errors import DataError, NnlabError
+from nnlab.fileio import disk_full_guard
 from nnlab.evaluation.proba import batch_proba
 from nnlab.inference.drawing_rows import DrawingRows, read_drawing_rows
 from nnlab.inference.ensemble import ensemble_proba, parse_weights
@@ -94,16 +95,20 @@ def train_class_counts(run: Run) -> np.ndarray:
 
 def predict_submission(runs: list[Run], input_path: str | os.PathLike, out: str | os.PathLike, top_k: int = 3,
                        tta: str | None = None, weights: str | None = None,
-                       batch_size: int = BATCH_SIZE) -> tuple[int, str | None]:
+                       batch_size: int = BATCH_SIZE, strict: bool = False) -> tuple[int, str | None]:
     """Write a Kaggle submission (``key_id,word``, the top_k labels space-separated) for every
     drawing of `input_path`, with one run or a weighted ensemble of runs.
 
-    Returns (rows written, a warning naming the rows that could not be parsed, or None)."""
+    Returns (rows written, a warning naming the rows that could not be parsed and where a truncated or
+    corrupt file stops, or None). strict: any of those is an error (DataError) and nothing is written."""
     check_tta(tta)
     parse_weights(weights, len(runs))  # a wrong --weights fails before any work
     if top_k < 1:
         raise NnlabError(f"--top-k must be >= 1, got {top_k}")
     rows = read_drawing_rows(input_path)
+    notes = input_problems(Path(input_path), rows)
+    if strict and notes:
+        raise DataError(notes[0] + " (--strict)")
     classes = runs[0].classes()
     labels = np.array([word_to_label(c) for c in classes], dtype=object)
     k = min(top_k, len(classes))
@@ -111,27 +116,49 @@ def predict_submission(runs: list[Run], input_path: str | os.PathLike, out: str 
     if len(rows.parsed):
         probs = ensemble_proba(runs, lambda r: predict_drawings(r, rows.drawings, tta, batch_size), weights)
         top[rows.parsed] = metrics.top_k(probs, k)
-    warning = None
+    warnings = [f"warning: {notes[0]}"] if rows.trouble else []  # where the file stops comes first
     if rows.lost:
-        warning = (f"warning: {input_path}: {rows.lost} records could not be read "
-                   f"({', '.join(f'{r} {n}' for r, n in rows.reasons.items())}) and have no row")
+        warnings.append(f"warning: {input_path}: {rows.lost} records could not be read "
+                        f"({', '.join(f'{r} {n}' for r, n in rows.reasons.items())}) and have no row")
     if rows.bad:
         counts = train_class_counts(runs[0])
         fallback = metrics.top_k(counts[None, :], k)[0]
         missing = np.ones(len(rows), bool)
         missing[rows.parsed] = False
         top[missing] = fallback
-        warning = bad_rows_warning(Path(input_path), rows, [classes[j] for j in fallback])
+        warnings.append(bad_rows_warning(Path(input_path), rows, [classes[j] for j in fallback]))
+    warning = "\n".join(warnings) or None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["key_id", "word"])
-        for key, guess in zip(rows.ids, labels[top].tolist()):
-            writer.writerow([key, " ".join(guess)])
-    os.replace(tmp, out)
+    with disk_full_guard(out, tmp):
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(["key_id", "word"])
+            for key, guess in zip(rows.ids, labels[top].tolist()):
+                writer.writerow([key, " ".join(guess)])
+        os.replace(tmp, out)
     return len(rows), warning
+
+
+def _stop_note(path: Path, rows: DrawingRows) -> str:
+    reason, line = rows.trouble
+    what = "is truncated" if reason == "truncated_file" else "is corrupt (its compressed stream)"
+    return f"{path}: the file {what} " + (f"after line {line - 1}" if line > 1 else "from its first line")
+
+
+def input_problems(path: Path, rows: DrawingRows) -> list[str]:
+    """One line per problem of the input: where a truncated or corrupt file stops, rows or records
+    that could not be parsed (for --strict, and the warnings)."""
+    notes = []
+    if rows.trouble:
+        notes.append(_stop_note(path, rows) + "; the rows after it are missing from the submission")
+    if rows.bad or rows.lost:
+        n = len(rows.bad) or rows.lost
+        why = ", ".join(f"{r} {k}" for r, k in rows.reasons.items() if r not in ("truncated_file", "corrupt_file"))
+        if why:
+            notes.append(f"{path}: {n} {rows.unit}s could not be parsed ({why})")
+    return notes
 
 
 def bad_rows_warning(path: Path, rows: DrawingRows, fallback: list[str], show: int = 10) -> str:

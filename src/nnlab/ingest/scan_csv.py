@@ -35,6 +35,42 @@ _CSV_ROLES = {"countrycode": ROLE_COUNTRY, "drawing": ROLE_DRAWING, "key_id": RO
 
 
 @numba.njit(cache=True)
+def _csv_cut(buf, n):
+    """(newlines in buf[:cut], cut): cut is just after the last newline that ends a row, i.e.
+    outside RFC 4180 quotes (a quote opens a quoted field only at the field's start), 0 if none."""
+    count = 0
+    at_cut = 0
+    cut = 0
+    inq = False
+    start = True
+    k = 0
+    while k < n:
+        c = buf[k]
+        if inq:
+            if c == _Q:
+                if k + 1 < n and buf[k + 1] == _Q:
+                    k += 1
+                else:
+                    inq = False
+            elif c == 10:
+                count += 1
+        elif c == _Q and start:
+            inq = True
+            start = False
+        elif c == _COMMA:
+            start = True
+        elif c == 10:
+            count += 1
+            start = True
+            cut = k + 1
+            at_cut = count
+        else:
+            start = False
+        k += 1
+    return at_cut, cut
+
+
+@numba.njit(cache=True)
 def _scan_csv(buf, roles, expect, line0, px, py, pt, slen, rows, bad):
     """Parse the CSV rows of buf (whole lines), in one pass over the bytes.
 
@@ -52,6 +88,7 @@ def _scan_csv(buf, roles, expect, line0, px, py, pt, slen, rows, bad):
             continue
         i = s
         status = R_OK
+        inner = 0  # newlines inside quoted fields
         npts = 0
         nstr = 0
         narr = 0
@@ -77,7 +114,7 @@ def _scan_csv(buf, roles, expect, line0, px, py, pt, slen, rows, bad):
                 if not found:
                     j = i + 1
                     closed = False
-                    while j < n and buf[j] != 10:
+                    while j < n:  # RFC 4180: a quoted field may hold newlines
                         if buf[j] == _Q:
                             if j + 1 < n and buf[j + 1] == _Q:
                                 dq = True
@@ -85,6 +122,8 @@ def _scan_csv(buf, roles, expect, line0, px, py, pt, slen, rows, bad):
                                 continue
                             closed = True
                             break
+                        if buf[j] == 10:
+                            inner += 1
                         j += 1
                     if not closed:
                         status = R_MALFORMED_ROW
@@ -171,4 +210,5 @@ def _scan_csv(buf, roles, expect, line0, px, py, pt, slen, rows, bad):
         s = i + 1
         R, B, P, S, expect = _finish_row(status, narr, plain, expect, px, py, pt, P, S, npts, nstr,
                                          rows, R, bad, B, line)
+        line += inner
     return R, B, P, S, expect

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nnlab.config import ExperimentConfig, load_config, save_config
-from nnlab.fileio import atomic_write_text, kill_point, read_classes, write_classes
+from nnlab.fileio import atomic_write_text, disk_full_guard, kill_point, read_classes, write_classes
 from nnlab.errors import NnlabError
 import torch
 import numpy
@@ -230,10 +230,12 @@ def atomic_save(obj: Any, path: Path) -> Path:
     """torch.save to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
+    kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
     try:
-        torch.save(obj, tmp)
-        kill_point("checkpoint-tmp-written")
-        os.replace(tmp, path)
+        with disk_full_guard(path, Path(tmp), kept=kept + " (then `nnlab resume` the run)"):
+            torch.save(obj, tmp)
+            kill_point("checkpoint-tmp-written")
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from nnlab.errors import DataError
+from nnlab.fileio import disk_full_guard
 from nnlab.ingest.chunks import ParsedChunk, iter_chunks
 from nnlab.ingest.reasons import SkipStats, bad_input_message, check_on_bad
 from nnlab.ingest.sources import CHUNK_BYTES, detect_format, find_sources
@@ -204,10 +205,12 @@ def prepare(sources: Sequence[str | os.PathLike] | str | os.PathLike, out: str |
     workers = max(1, min(workers or os.cpu_count() or 1, len(files)))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_root = Path(tempfile.mkdtemp(prefix=f".{out.name}.spill-", dir=out.parent))
+    kept = "nothing was written (temporary files removed)" + (", the store there is as it was" if out.exists() else "")
     try:
-        jobs = [(str(f), str(tmp_root / f"{k:06d}.spill"), opts) for k, f in enumerate(files)]
-        summaries = _run_jobs(jobs, workers)
-        store = _merge(summaries, out, opts)
+        with disk_full_guard(out, kept=kept):
+            jobs = [(str(f), str(tmp_root / f"{k:06d}.spill"), opts) for k, f in enumerate(files)]
+            summaries = _run_jobs(jobs, workers)
+            store = _merge(summaries, out, opts)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     return store
