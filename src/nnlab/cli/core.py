@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from nnlab.cli.app import app
+from nnlab.cli.app import app, state
 from nnlab.config import load_config
 
 SET_HELP = "Override a config value: section.key=value (repeatable)."
@@ -17,6 +17,11 @@ SET_HELP = "Override a config value: section.key=value (repeatable)."
 
 def _echo(text: str) -> None:
     typer.echo(text)
+
+
+def _announce_run(run) -> None:
+    state["run_dir"] = str(run.path)  # for main()'s "interrupted; resume with ..." line
+    _echo(f"run directory: {run.path}")
 
 
 @app.command()
@@ -29,7 +34,7 @@ def run(config: Path = typer.Argument(..., help="Experiment TOML file."),
     from nnlab.training import fit  # heavy (torch): imported when the command runs
 
     cfg = load_config(config, set_)
-    run_ = fit(cfg, out=out, announce=lambda r: _echo(f"run directory: {r.path}"))
+    run_ = fit(cfg, out=out, announce=_announce_run)
     if is_main_process():
         _echo(format_report(run_))
         _echo(f"finished: {run_.path}")
@@ -43,6 +48,7 @@ def resume(run_dir: Path = typer.Argument(..., help="Run directory to continue."
     from nnlab.training import fit  # heavy (torch): imported when the command runs
 
     run_ = Run.open(run_dir)
+    state["run_dir"] = str(run_.path)
     _echo(f"resuming {run_.path}")
     fit(run_.config, resume_run=run_)
     _echo(format_report(run_))

@@ -148,10 +148,22 @@ class Run:
         csv.writer(buf).writerows(kept)
         atomic_write_text(file, buf.getvalue())
 
+    def _best_meta(self, path: Path) -> dict[str, Any] | None:
+        """A best-*.json; None when unreadable. Its "file" must name a file of the checkpoints folder."""
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            file, value = str(meta["file"]), float(meta["value"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if Path(file).name != file or file in ("", ".", ".."):
+            raise NnlabError(f"{path}: \"file\" is {file!r}, outside the run's checkpoints folder; refused "
+                             "(delete this file if you did not write it)")
+        return meta | {"value": value}
+
     def best_checkpoint(self) -> Path:
         """The best checkpoint by the main metric, else the last one (.pt for torch, .npz for numpy)."""
-        metas = [json.loads(p.read_text()) for p in self.checkpoints.glob("best-*.json")]
-        metas = [m for m in metas if (self.checkpoints / m.get("file", "")).is_file()]
+        metas = [self._best_meta(p) for p in sorted(self.checkpoints.glob("best-*.json"))]
+        metas = [m for m in metas if m is not None and (self.checkpoints / m["file"]).is_file()]
         if metas:
             sign = 1 if metas[0]["higher_is_better"] else -1
             return self.checkpoints / max(metas, key=lambda m: (sign * m["value"], m["epoch"]))["file"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
+from nnlab.device import load_torch_file
 from nnlab.errors import NnlabError
 from nnlab.models import build_model
 from nnlab.runs.run import Run
@@ -17,6 +17,9 @@ def load_trained(run: Run, device: str = "cpu") -> nn.Module:
         raise NnlabError(f"{run.path}: a {cfg.engine} run; load it with nnlab.scratch")
     model = build_model(cfg.model.model_copy(update={"weights": None, "pretrained": False}),
                         cfg.data.channels, len(classes), cfg.data.image_size)
-    state = torch.load(run.best_checkpoint(), map_location="cpu", weights_only=True)
+    best = run.best_checkpoint()
+    state = load_torch_file(best, sorted(run.checkpoints.glob("*.pt")))
+    if not isinstance(state, dict) or "model" not in state:
+        raise NnlabError(f"{best}: not an nnlab checkpoint (no model weights in it)")
     model.load_state_dict(state["model"])
     return model.to(device).eval()
