@@ -100,6 +100,23 @@ def test_every_answer_has_nosniff_and_csp_and_docs_are_off(client):
     assert big.status_code == 413 and big.headers["x-content-type-options"] == "nosniff"
 
 
+def test_a_body_that_never_arrives_is_408(monkeypatch):
+    import nnlab.serve.app as app_mod
+
+    monkeypatch.setattr(app_mod, "BODY_TIMEOUT_S", 0.2)
+    sent: list[dict] = []
+
+    async def receive():
+        await asyncio.sleep(5)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-type", b"application/json")]}
+    asyncio.run(app_mod.BodyLimit(None)(scope, receive, send))
+    assert sent[0]["status"] == 408  # before: the handler waited for the body for ever
+
+
 def test_allowed_hosts():
     app = create_app(tiny_export(), allowed_hosts=["demo.example"])
     assert TestClient(app, base_url="http://demo.example").get("/api/health").status_code == 200

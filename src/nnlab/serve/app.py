@@ -24,6 +24,7 @@ unless `create_app(..., docs=True)`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -53,6 +54,7 @@ MAX_STROKES = 256
 MAX_POINTS = 10_000
 MAX_COORDINATE = 1e9  # px or ms; beyond it the arithmetic of simplification overflows
 MAX_ERRORS_SHOWN = 5
+BODY_TIMEOUT_S = 10.0  # between two parts of a request body
 # Everything the page needs comes from this server: no external scripts, styles or fonts.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
@@ -157,7 +159,11 @@ class BodyLimit:
         body = bytearray()
         more = True
         while more:
-            message = await receive()
+            try:  # a client trickling its body cannot hold a connection for ever
+                message = await asyncio.wait_for(receive(), BODY_TIMEOUT_S)
+            except TimeoutError:
+                await _send_json(send, 408, {"detail": f"the request body took over {BODY_TIMEOUT_S:g} s to arrive"})
+                return
             if message["type"] == "http.disconnect":
                 return
             body += message.get("body", b"")
