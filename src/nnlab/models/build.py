@@ -38,7 +38,7 @@ def load_weights(model: nn.Module, path: Path) -> None:
             state = load_torch_file(path)
             state = state.get("model", state) if isinstance(state, dict) else state
     except ModelError as exc:
-        raise ModelError(f"model.weights: {exc}") from None
+        raise ModelError(f"model.weights: cannot read {exc}") from None
     except Exception as exc:  # noqa: BLE001  (any unreadable file gets the same clear message)
         raise ModelError(f"model.weights: cannot read {path}: {exc}") from None
     own = model.state_dict()
