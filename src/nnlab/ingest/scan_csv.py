@@ -37,25 +37,44 @@ _CSV_ROLES = {"countrycode": ROLE_COUNTRY, "drawing": ROLE_DRAWING, "key_id": RO
 @numba.njit(cache=True)
 def _csv_cut(buf, n):
     """(newlines in buf[:cut], cut): cut is just after the last newline that ends a row, i.e.
-    outside RFC 4180 quotes (a quote opens a quoted field only at the field's start), 0 if none."""
+    outside RFC 4180 quotes, 0 if none. Fast path: when buf[:last newline] holds an even number
+    of quotes, that newline is outside quotes (doubled quotes count twice); otherwise the exact
+    scan `_csv_cut_exact` decides. (A stray quote inside an unquoted field, which RFC 4180 does not
+    allow, makes the count odd and takes the exact scan; only two stray quotes plus a quoted
+    newline across the block's last line would fool the fast path.)"""
+    last = n
+    while last > 0 and buf[last - 1] != 10:
+        last -= 1
+    quotes = 0
+    count = 0
+    for k in range(last):
+        quotes += buf[k] == _Q  # branch-free, so that it vectorises
+        count += buf[k] == 10
+    if quotes % 2 == 0:
+        return count, last
+    return _csv_cut_exact(buf, n)
+
+
+@numba.njit(cache=True)
+def _csv_cut_exact(buf, n):
+    """`_csv_cut` by a scan of the quoting (a quote opens a quoted field only at the field's start)."""
     count = 0
     at_cut = 0
     cut = 0
-    inq = False
     start = True
     k = 0
     while k < n:
         c = buf[k]
-        if inq:
-            if c == _Q:
-                if k + 1 < n and buf[k + 1] == _Q:
+        if c == _Q and start:  # a quoted field: tight loop to its closing quote
+            k += 1
+            while k < n:
+                while k < n and buf[k] != _Q:
+                    count += buf[k] == 10
                     k += 1
-                else:
-                    inq = False
-            elif c == 10:
-                count += 1
-        elif c == _Q and start:
-            inq = True
+                if k + 1 < n and buf[k + 1] == _Q:  # a doubled quote
+                    k += 2
+                    continue
+                break
             start = False
         elif c == _COMMA:
             start = True
