@@ -18,6 +18,13 @@ else MobileNetV3-small at 64 px with time-decay strokes, on synthetic doodles fo
 Latency includes queueing behind the other clients, and on a shared machine the other
 programs' load: the load average is printed with the figures.
 
+Then the hostile mix (--hostile-share, a quarter of the clients by default): those clients post
+the worst-case valid drawing back to back (10,000 raw points of a zigzag with fractional x, about
+145 KB, which Google's 1 px resampling turns into millions of points), the others the same real
+drawings, while one more client asks /api/health every 50 ms. RESULT lines: p99 of the normal
+requests and of /api/health under that mix, and the 5xx answers to normal requests (a hostile
+request may get 503 when too many of its kind are queued: counted apart).
+
 Run: .venv/bin/python benchmarks/serve_load.py [--export DIR | --run DIR] [--seconds 20]
 """
 
@@ -146,9 +153,37 @@ def start_server(export_dir: Path, port: int, threads: int) -> subprocess.Popen:
     raise SystemExit("the server did not come up within 120 s")
 
 
-def drive(port: int, bodies: list[bytes], clients: int, seconds: float, warmup: float):
+def worst_case_body() -> bytes:
+    """The worst-case valid request: MAX_POINTS raw points of a zigzag with fractional x."""
+    n = MAX_POINTS
+    drawing = [[[round(0.1 * i + 0.05, 2) for i in range(n)], [0.0 if i % 2 == 0 else 1000.0 for i in range(n)]]]
+    body = json.dumps({"drawing": drawing, "top_k": 3}, separators=(",", ":")).encode()
+    assert len(body) <= MAX_BODY_BYTES
+    return body
+
+
+def probe_health(port: int, t_measure: float, t_end: float, out: list[float]) -> None:
+    """GET /api/health every 50 ms on its own connection; latencies (s) after the warm-up."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    while (t0 := time.perf_counter()) < t_end:
+        try:
+            conn.request("GET", "/api/health")
+            conn.getresponse().read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        if t0 >= t_measure:
+            out.append(time.perf_counter() - t0)
+        time.sleep(max(0.0, 0.05 - (time.perf_counter() - t0)))
+    conn.close()
+
+
+def drive(port: int, bodies: list[bytes], clients: int, seconds: float, warmup: float,
+          hostile: bytes | None = None, hostile_clients: int = 0, health: list[float] | None = None):
     """`clients` threads, each with its own keep-alive connection, posting back to back;
-    latencies (s) and errors of the requests started after the warm-up."""
+    latencies (s) and errors of the requests started after the warm-up. With `hostile`, the first
+    `hostile_clients` post that body instead (their answers are not measured: only 5xx other than
+    503 count as errors) and `health` collects /api/health latencies."""
     latencies: list[float] = []
     errors: list[str] = []
     t_start = time.perf_counter()
@@ -158,16 +193,21 @@ def drive(port: int, bodies: list[bytes], clients: int, seconds: float, warmup: 
     def worker(k: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         i = k
+        bad = k < hostile_clients
         while True:
             t0 = time.perf_counter()
             if t0 >= t_end:
                 break
-            body = bodies[i % len(bodies)]
+            body = hostile if bad else bodies[i % len(bodies)]
             i += clients
             try:
                 conn.request("POST", "/api/predict", body, headers)
                 response = conn.getresponse()
                 data = response.read()
+                if bad:
+                    if response.status >= 500 and response.status != 503:
+                        errors.append(f"hostile: HTTP {response.status}: {data[:200]!r}")
+                    continue
                 ok = response.status == 200 and len(json.loads(data)["predictions"]) == 3
                 problem = None if ok else f"HTTP {response.status}: {data[:200]!r}"
             except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
@@ -182,6 +222,8 @@ def drive(port: int, bodies: list[bytes], clients: int, seconds: float, warmup: 
         conn.close()
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    if health is not None:
+        threads.append(threading.Thread(target=probe_health, args=(port, t_measure, t_end, health)))
     for t in threads:
         t.start()
     for t in threads:
@@ -198,6 +240,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1, help="server inference threads per model call")
     ap.add_argument("--drawings", type=int, default=2000)
+    ap.add_argument("--hostile-share", type=float, default=0.25,
+                    help="share of the clients sending the worst-case drawing in the second phase (0: none)")
     args = ap.parse_args()
     seconds = min(max(args.seconds, 1.0), 60.0)
     os.environ.setdefault("NNLAB_PROGRESS", "0")
@@ -232,6 +276,13 @@ def main() -> None:
             latencies, errors, elapsed = drive(port, bodies, args.clients, seconds, args.warmup)
             cpu_after, own_after = cpu_seconds(server.pid), time.process_time()
             load_after = os.getloadavg()
+            hostile = None
+            if args.hostile_share > 0:
+                n_bad = max(1, round(args.clients * args.hostile_share))
+                health: list[float] = []
+                h_lat, h_err, h_elapsed = drive(port, bodies, args.clients, seconds, args.warmup,
+                                                hostile=worst_case_body(), hostile_clients=n_bad, health=health)
+                hostile = (n_bad, h_lat, h_err, h_elapsed, health)
         finally:
             server.terminate()
             try:
@@ -260,6 +311,26 @@ def main() -> None:
     print(f"RESULT serve_p50_ms {p50:.2f}")
     print(f"RESULT serve_p99_ms {p99:.2f}")
     print(f"RESULT serve_errors {len(errors)}")
+    if hostile is not None:
+        report_hostile(*hostile, clients=args.clients)
+
+
+def report_hostile(n_bad: int, lat_s: list[float], errors: list[str], elapsed: float, health_s: list[float],
+                   clients: int) -> None:
+    """The hostile mix's figures and RESULT lines."""
+    lat, health = np.array(lat_s) * 1000, np.array(health_s) * 1000
+    p99 = float(np.percentile(lat, 99)) if len(lat) else float("nan")
+    h99 = float(np.percentile(health, 99)) if len(health) else float("nan")
+    five = sum(1 for e in errors if e.startswith("HTTP 5") or e.startswith("hostile: HTTP 5"))
+    print(f"hostile mix: {n_bad} of {clients} clients post the worst-case drawing for {elapsed:.1f} s; "
+          f"normal requests/s {len(lat) / elapsed:.1f}   p50 {np.percentile(lat, 50) if len(lat) else float('nan'):.1f}"
+          f" ms   p99 {p99:.1f} ms   errors {len(errors)}; /api/health p99 {h99:.1f} ms, "
+          f"max {health.max() if len(health) else float('nan'):.1f} ms over {len(health)} probes")
+    for e in sorted(set(errors))[:5]:
+        print(f"error: {e}")
+    print(f"RESULT serve_hostile_normal_p99_ms {p99:.2f}")
+    print(f"RESULT serve_hostile_health_p99_ms {h99:.2f}")
+    print(f"RESULT serve_hostile_5xx {five}")
 
 
 if __name__ == "__main__":

@@ -9,11 +9,12 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import os
 import re
 import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -115,7 +116,8 @@ class ModelConfig(Section):
     name: str = "lenet"
     pretrained: bool = Field(False, description="download pretrained timm weights (online only)")
     weights: str | None = Field(None, description="a local state dict (.pt) or .safetensors file to start from")
-    hidden: list[int] = Field(default_factory=lambda: [512, 128, 64], description="mlp hidden sizes")
+    hidden: list[Annotated[int, Field(ge=1, le=1_000_000)]] = Field(default_factory=lambda: [512, 128, 64],
+                                                                    description="mlp hidden sizes")
     activation: Literal["relu", "sigmoid", "tanh", "gelu"] = "relu"
     batchnorm: bool = True
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -159,7 +161,7 @@ class OptimConfig(Section):
 
 class ScheduleConfig(Section):
     name: Literal["constant", "step", "cosine", "plateau", "onecycle"] = "constant"
-    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up (cosine)")
+    warmup_epochs: float = Field(0.0, ge=0, le=100000, allow_inf_nan=False, description="linear warm-up (cosine)")
     min_lr: float = Field(0.0, ge=0, description="floor of the cosine schedule")
     step_size: int = Field(10, ge=1, description="epochs between decays (step)")
     gamma: float = Field(0.1, gt=0, le=1, description="decay factor (step)")
@@ -169,7 +171,7 @@ class ScheduleConfig(Section):
 
 class TrainConfig(Section):
     epochs: int = Field(10, ge=1, le=100000)
-    steps_per_epoch: int | None = Field(None, ge=1, description="fixed batches per epoch (endless samplers)")
+    steps_per_epoch: int | None = Field(None, ge=1, le=10**8, description="fixed batches per epoch (endless samplers)")
     grad_accum: int = Field(1, ge=1, le=1024)
     clip_grad_norm: float | None = Field(None, gt=0)
     amp: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="mixed precision on CUDA; CPU is fp32")
@@ -234,10 +236,48 @@ class ExperimentConfig(Section):
         if self.engine == "numpy" and (self.train.channels_last or self.train.compile):
             raise ValueError("train.channels_last and train.compile apply to the torch engine only; "
                              "remove them or set engine = 'torch'")
+        _check_sizes(self)
         if self.data.split == "identity" and (self.engine != "torch" or not self.model.embedding_model):
             raise ValueError("data.split = 'identity' (open-set evaluation) needs an embedding model: engine = "
                              "'torch' and model.embedding_dim set, or model.head = 'arcface' or 'cosface'")
         return self
+
+
+def _check_sizes(cfg: ExperimentConfig) -> None:
+    """What would otherwise fail after an epoch or deep in NumPy/torch: the top-k of the main
+    metric, data.classes outside synth, and a first batch or MLP too large for this machine's memory."""
+    base = re.sub(r"^(val|train|test)_", "", cfg.eval.main_metric)
+    m = re.fullmatch(r"map(\d+)|top(\d+)_accuracy", base)
+    if m and int(m.group(1) or m.group(2)) != cfg.eval.top_k:
+        raise ValueError(f"eval.main_metric = {cfg.eval.main_metric!r} is computed with eval.top_k = "
+                         f"{int(m.group(1) or m.group(2))}, but eval.top_k = {cfg.eval.top_k}; set one to match")
+    d = cfg.data
+    if d.classes is not None and d.kind != "synth":
+        raise ValueError(f"data.classes is for kind = 'synth' only (here kind = {d.kind!r}); remove it")
+    if isinstance(d.classes, int) and d.classes < 1 or isinstance(d.classes, list) and not d.classes:
+        raise ValueError(f"data.classes: at least 1 class, got {d.classes!r}")
+    memory = _memory_bytes()
+    if memory is None:
+        return
+    pixels = d.image_size * d.image_size * (3 if d.kind == "synth" or d.kind == "strokes" else d.channels)
+    batch = max(d.batch_size, d.eval_batch_size or 0) * pixels * 4
+    if batch > memory // 4:
+        raise ValueError(f"data.batch_size = {d.batch_size} at data.image_size = {d.image_size}: one batch takes "
+                         f"{batch / 2**30:.1f} GiB of this machine's {memory / 2**30:.1f} GiB; lower one of them")
+    sizes = [pixels, *cfg.model.hidden]
+    params = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    if cfg.model.name in ("mlp", "mlp_numpy") or cfg.engine == "numpy":
+        if params * 4 * 4 > memory // 2:  # weights, gradients and two optimiser moments
+            raise ValueError(f"model.hidden = {cfg.model.hidden}: about {params:,} parameters, more than "
+                             f"{memory / 2**30:.1f} GiB of memory can train; lower the hidden sizes")
+
+
+def _memory_bytes() -> int | None:
+    """This machine's physical memory (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 # --------------------------------------------------------------------------- loading
@@ -256,6 +296,10 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
             raw = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: arrays or tables nested too deep to be a config") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
     for item in overrides:
         apply_override(raw, item)
     return validate(raw, source)

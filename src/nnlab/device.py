@@ -4,12 +4,15 @@ generator's state. The leaf every torch stage (datasets, training, evaluation, i
 from __future__ import annotations
 
 import os
+import pickle
 import platform
 import random
 import shutil
 import sys
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from nnlab.errors import NnlabError
+from nnlab.errors import ModelError, NnlabError
 
 
 @dataclass
@@ -143,3 +146,25 @@ def gather_split(loader, rows: np.ndarray) -> np.ndarray:
 
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def load_torch_file(path: Path, others: Sequence[Path] = ()) -> Any:
+    """torch.load of a checkpoint or weights file, plain tensors and containers only
+    (`weights_only`): a file holding code is refused for safety, and an empty, truncated or
+    otherwise unreadable file is a ModelError naming it and the `others` that could be used instead."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc) or "allowlist" in str(exc):  # a function or class to call
+            raise ModelError(f"{path}: not a plain weights file (it holds code or Python objects); refused for "
+                             "safety") from None
+        reason = "not a torch file, or cut short"
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, IndexError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120] or type(exc).__name__
+    usable = [p.name for p in others if Path(p).is_file() and Path(p) != path]
+    alt = f"; other checkpoints there: {', '.join(usable)}" if usable else "; no other checkpoint there"
+    size = path.stat().st_size
+    raise ModelError(f"{path}: the checkpoint is damaged ({'empty file' if size == 0 else reason}){alt}")

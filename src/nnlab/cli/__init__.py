@@ -15,7 +15,9 @@ from nnlab.errors import NnlabError
 def main() -> None:
     """Entry point: a user error prints one line on stderr and exits 2."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if code == 130:  # click turns Ctrl-C into Exit(130), which non-standalone mode returns
+            raise KeyboardInterrupt
     except NnlabError as exc:
         if state["debug"] or "--debug" in sys.argv:
             raise
@@ -24,7 +26,8 @@ def main() -> None:
     except SystemExit:
         raise
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        run_dir = state.get("run_dir")
+        print(f"interrupted; resume with nnlab resume {run_dir}" if run_dir else "interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # click usage errors arrive here in non-standalone mode
         if isinstance(exc, (click.exceptions.Abort, typer.Abort)):

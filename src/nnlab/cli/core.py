@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from nnlab.cli.app import app
+from nnlab.cli.app import app, state
 from nnlab.config import load_config
 
 SET_HELP = "Override a config value: section.key=value (repeatable)."
@@ -17,6 +17,11 @@ SET_HELP = "Override a config value: section.key=value (repeatable)."
 
 def _echo(text: str) -> None:
     typer.echo(text)
+
+
+def _announce_run(run) -> None:
+    state["run_dir"] = str(run.path)  # for main()'s "interrupted; resume with ..." line
+    _echo(f"run directory: {run.path}")
 
 
 @app.command()
@@ -29,7 +34,7 @@ def run(config: Path = typer.Argument(..., help="Experiment TOML file."),
     from nnlab.training import fit  # heavy (torch): imported when the command runs
 
     cfg = load_config(config, set_)
-    run_ = fit(cfg, out=out, announce=lambda r: _echo(f"run directory: {r.path}"))
+    run_ = fit(cfg, out=out, announce=_announce_run)
     if is_main_process():
         _echo(format_report(run_))
         _echo(f"finished: {run_.path}")
@@ -43,6 +48,7 @@ def resume(run_dir: Path = typer.Argument(..., help="Run directory to continue."
     from nnlab.training import fit  # heavy (torch): imported when the command runs
 
     run_ = Run.open(run_dir)
+    state["run_dir"] = str(run_.path)
     _echo(f"resuming {run_.path}")
     fit(run_.config, resume_run=run_)
     _echo(format_report(run_))
@@ -69,14 +75,17 @@ def predict(inputs: list[Path] = typer.Argument(..., help="RUN [RUN ...] INPUT: 
             weights: str | None = typer.Option(None, "--weights", help="Ensemble weights w1,w2,... (one per run)."),
             balance: bool = typer.Option(False, "--balance", help="Drawings: cap each class's first choices at its "
                                          "share of the rows (only for a test set known to be balanced, as "
-                                         "Kaggle's is).")) -> None:
+                                         "Kaggle's is)."),
+            strict: bool = typer.Option(False, "--strict", help="Drawings: exit 2 on a bad row or a truncated or "
+                                                                 "corrupt file instead of warning.")) -> None:
     """Predict an input with one run or an ensemble of runs (images -> probability CSV;
     drawings -> Kaggle submission)."""
     from nnlab.inference.predict import predict_command  # heavy (torch): imported when the command runs
 
     if len(inputs) < 2:
         raise typer.BadParameter("give at least one run directory and an input")
-    n, message = predict_command(inputs[:-1], inputs[-1], out, top_k=top_k, tta=tta, weights=weights, balance=balance)
+    n, message = predict_command(inputs[:-1], inputs[-1], out, top_k=top_k, tta=tta, weights=weights,
+                                 balance=balance, strict=strict)
     if message:
         typer.echo(message, err=True)
     _echo(f"wrote {n} rows to {out}")

@@ -30,10 +30,14 @@ def prepare_cmd(
                                                             "the first, naming file and line."),
         workers: int | None = typer.Option(None, "--workers", min=1, help="Parallel processes (default: CPUs)."),
         classes: Path | None = typer.Option(None, "--classes", help="classes.txt fixing the class list and "
-                                                                    "order; other words are bad rows.")) -> None:
+                                                                    "order; other words are bad rows."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace the stroke store at --out."),
+        allow_empty: bool = typer.Option(False, "--allow-empty", help="Write a store even when no drawing "
+                                                                      "is left.")) -> None:
     """Pack drawings into a memory-mapped stroke store."""
     store = prepare(sources, out, simplify=simplify, recognized_only=recognized_only,
-                    max_per_class=max_per_class, on_bad=on_bad, workers=workers, classes=classes)
+                    max_per_class=max_per_class, on_bad=on_bad, workers=workers, classes=classes,
+                    overwrite=overwrite, allow_empty=allow_empty)
     m = store.meta
     typer.echo(f"wrote {out}: {m['num_drawings']:,} drawings, {m['num_classes']} classes, "
                f"{m['num_points']:,} points ({m['kind']})")
@@ -84,13 +88,14 @@ def export_cmd(store_path: Path = typer.Argument(..., help="Store directory."),
 def synth_cmd(classes: int = typer.Option(12, "--classes", min=1, help="Number of shape classes."),
               per_class: int = typer.Option(200, "--per-class", min=1, help="Drawings per class."),
               seed: int = typer.Option(0, "--seed", min=0),
-              out: Path = typer.Option(..., "--out", help="Store directory to write.")) -> None:
+              out: Path = typer.Option(..., "--out", help="Store directory to write."),
+              overwrite: bool = typer.Option(False, "--overwrite", help="Replace the stroke store at --out.")) -> None:
     """Procedural doodles (circle, square, triangle, star, house, ...) as a stroke store."""
     drawings = synth_drawings(classes, per_class, seed)
     store = StrokeStore.from_drawings(drawings, meta={"source_kind": "synthetic",
                                                       "synth": {"classes": classes, "per_class": per_class,
                                                                 "seed": seed}})
-    store.save(out)
+    store.save(out, overwrite=overwrite)
     typer.echo(f"wrote {out}: {len(store):,} synthetic drawings, {len(store.classes)} classes "
                f"({', '.join(store.classes)})")
 

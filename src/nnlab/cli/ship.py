@@ -38,10 +38,15 @@ def serve(path: Path = typer.Argument(..., help="A run directory (torch) or an `
                                                   "torch's default for a run)."),
           access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request."),
           gallery: Path | None = typer.Option(None, "--gallery", help="An embedding model's gallery (nnlab gallery "
-                                                                      "build): the page identifies people.")) -> None:
+                                                                      "build): the page identifies people."),
+          allowed_host: list[str] = typer.Option([], "--allowed-host", help="Answer only requests for this Host "
+                                                 "header (repeat for several; default: any)."),
+          docs: bool = typer.Option(False, "--docs", help="Serve the API docs at /api/docs (loads Swagger UI "
+                                                         "from a CDN).")) -> None:
     """Serve a demo: the doodle page that guesses while you draw, or for an image model a page where
     you drop an image and see the top-k classes (or, with --gallery, who it is)."""
     from nnlab.serve.app import serve as run_server  # heavy (torch): imported when the command runs
 
     run_server(path, host=host, port=port, threads=threads, access_log=access_log, gallery=gallery,
+               allowed_hosts=allowed_host or None, docs=docs,
                announce=lambda url: typer.echo(f"serving {path} at {url} (Ctrl+C to stop)"))

@@ -10,6 +10,7 @@ import numpy as np
 
 from nnlab import metrics
 from nnlab.datasets.bundle import DataBundle
+from nnlab.fileio import kill_point
 from nnlab.metrics import confusion_matrix, per_class_accuracy, top_confusions
 from nnlab.runs.plots import write_run_plots
 from nnlab.runs.run import Run
@@ -28,7 +29,9 @@ def write_results(run: Run, data: DataBundle, metrics: dict[str, Any], outputs: 
     for split, probs in outputs.items():
         write_probabilities(run.path / "predictions" / f"{split}.csv", data.ids[split], probs, data.classes,
                             labels=data.labels[split], k=run.config.eval.top_k)
+    kill_point("predictions-written")
     run.write_json("metrics.json", metrics)
+    kill_point("metrics-written")
     write_run_plots(run, confusion=(cm, data.classes) if final is not None else None)
     return metrics
 

@@ -83,12 +83,22 @@ class Preprocessing:
                               padding=self.padding).numpy()
 
 
-def prepare_strokes(strokes: Sequence[np.ndarray | Sequence[Sequence[float]]]) -> list[np.ndarray]:
+def prepare_strokes(strokes: Sequence[np.ndarray | Sequence[Sequence[float]]],
+                    max_ink: int | None = None) -> list[np.ndarray]:
     """Strokes as (n, 2) arrays in Google's simplified frame.
 
     A drawing already simplified (integer x, y in 0..255 and no time) is kept; anything else
     (time present, fractions, coordinates outside 0..255) is raw input and goes through
-    Google's simplification (align, scale to 0..255, resample, RDP)."""
+    Google's simplification (align, scale to 0..255, resample, RDP). max_ink bounds the cost
+    of that: a drawing with more ink (px, once scaled) is resampled more coarsely."""
+    arrays = checked_strokes(strokes)
+    if is_simplified(arrays):
+        return [a.astype(np.int32) for a in arrays]
+    return simplify_strokes(arrays, max_points=max_ink)
+
+
+def checked_strokes(strokes: Sequence[np.ndarray | Sequence[Sequence[float]]]) -> list[np.ndarray]:
+    """Strokes as float64 (n, 2|3) arrays; DataError naming the stroke when one is not."""
     arrays = [np.asarray(s, dtype=np.float64) for s in strokes]
     if not arrays:
         raise DataError("the drawing has no strokes")
@@ -97,12 +107,15 @@ def prepare_strokes(strokes: Sequence[np.ndarray | Sequence[Sequence[float]]]) -
             raise DataError(f"stroke {i}: expected (n, 2) or (n, 3) points, got shape {a.shape}")
         if not np.isfinite(a).all():
             raise DataError(f"stroke {i}: a coordinate is NaN or infinite")
-    xy = np.concatenate([a[:, :2] for a in arrays])
-    simplified = (all(a.shape[1] == 2 for a in arrays) and (xy == np.round(xy)).all()
-                  and xy.min() >= 0 and xy.max() <= 255)
-    if simplified:
-        return [a.astype(np.int32) for a in arrays]
-    return simplify_strokes(arrays)
+    return arrays
+
+
+def is_simplified(arrays: Sequence[np.ndarray]) -> bool:
+    """Whether checked strokes are in Google's simplified form already (x, y integers in 0..255, no t)."""
+    if any(a.shape[1] != 2 for a in arrays):
+        return False
+    xy = np.concatenate(arrays)
+    return bool((xy == np.round(xy)).all() and xy.min() >= 0 and xy.max() <= 255)
 
 
 def google_to_arrays(drawing: Sequence[Sequence[Sequence[float]]]) -> list[np.ndarray]:

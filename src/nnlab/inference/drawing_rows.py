@@ -24,6 +24,7 @@ import gzip
 import json
 import os
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from nnlab.errors import DataError
 from nnlab.fileio import is_gzip
 from nnlab.ingest.chunks import ParsedChunk, iter_chunks
 from nnlab.ingest.reasons import SkipStats
-from nnlab.ingest.sources import detect_format
+from nnlab.ingest.sources import MAX_LINE_BYTES, detect_format
 from nnlab.store.format import StrokeStore
 from nnlab.strokes.drawing import PackedSource, StrokeBatch, StrokeSource
 from nnlab.strokes.simplify import simplify_batch
@@ -61,6 +62,7 @@ class DrawingRows:
     reasons: dict[str, int]
     unit: str = "line"
     lost: int = 0  # .bin records that could not be read (no line structure to give them a row)
+    trouble: tuple[str, int] | None = None  # ("truncated_file" | "corrupt_file", line where it stops)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -78,9 +80,12 @@ def read_drawing_rows(path: str | os.PathLike) -> DrawingRows:
     chunks = list(iter_chunks(path, on_bad="skip", stats=stats, fmt=fmt))
     good_lines = np.concatenate([c.lines for c in chunks]) if chunks else np.zeros(0, np.int64)
     packed = _pack_chunks(chunks)
+    trouble = next(((e["reason"], e["line"]) for e in stats.examples
+                    if e["reason"] in ("truncated_file", "corrupt_file")), None)
     if fmt == "bin":  # length-prefixed records: past a bad one nothing can be found again
         return DrawingRows([str(k) for c in chunks for k in c.key_ids.tolist()], PackedSource(packed),
-                           np.arange(len(good_lines)), [], stats.as_dict(), unit="record", lost=stats.total())
+                           np.arange(len(good_lines)), [], stats.as_dict(), unit="record", lost=stats.total(),
+                           trouble=trouble)
     row_lines, bad_ids = _enumerate_rows(path, fmt, set(good_lines.tolist()))
     pos = np.searchsorted(row_lines, good_lines)
     if len(good_lines) and (pos.max() >= len(row_lines) or not np.array_equal(row_lines[pos], good_lines)):
@@ -94,7 +99,7 @@ def read_drawing_rows(path: str | os.PathLike) -> DrawingRows:
         line = int(row_lines[k])
         ids[k] = bad_ids.get(line, "")
         bad.append(line)
-    return DrawingRows(ids, PackedSource(packed), pos.astype(np.int64), bad, stats.as_dict())
+    return DrawingRows(ids, PackedSource(packed), pos.astype(np.int64), bad, stats.as_dict(), trouble=trouble)
 
 
 def _store_rows(path: Path) -> DrawingRows:
@@ -119,43 +124,69 @@ def _pack_chunks(chunks: list[ParsedChunk]) -> StrokeBatch:
 
 def _open_lines(path: Path) -> Iterator[bytes]:
     """The file's lines as bytes (gzip by magic bytes, as the readers do); stops quietly where the
-    stream is cut or corrupt (the readers have counted that row already)."""
+    stream is cut or corrupt (the readers have counted that row already). A line over
+    MAX_LINE_BYTES is cut to its first 4 KB (the readers count it as line_too_long)."""
     opener = gzip.open if is_gzip(path) else open
     with opener(path, "rb") as f:
         try:
-            yield from f
-        except (EOFError, OSError, gzip.BadGzipFile, ValueError):
+            while line := f.readline(MAX_LINE_BYTES + 1):
+                if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                    while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
+                        pass
+                    line = line[:4096] + b"\n"
+                yield line
+        except (EOFError, OSError, gzip.BadGzipFile, ValueError, zlib.error):
             return
 
 
 def _enumerate_rows(path: Path, fmt: str, good: set[int]) -> tuple[np.ndarray, dict[int, str]]:
     """The line of every row (non-blank line; a CSV's first line is its header) and, for the
     rows the readers rejected, the key_id as written (best effort, "" when there is none)."""
+    if fmt == "csv":
+        return _enumerate_csv_rows(path, good)
     lines: list[int] = []
     ids: dict[int, str] = {}
-    key_col = None
     for n, raw in enumerate(_open_lines(path), 1):
-        if fmt == "csv" and n == 1:
-            header = next(csv.reader([raw.decode("utf-8", "replace")]), [])
-            key_col = header.index("key_id") if "key_id" in header else None
-            continue
         if not raw.strip(_BLANK):
             continue
         lines.append(n)
         if n not in good:
-            text = raw.decode("utf-8", "replace")
-            ids[n] = _csv_key_id(text, key_col) if fmt == "csv" else _json_key_id(text)
+            ids[n] = _json_key_id(raw.decode("utf-8-sig" if n == 1 else "utf-8", "replace"))
     return np.asarray(lines, np.int64), ids
 
 
-def _csv_key_id(text: str, col: int | None) -> str:
+def _enumerate_csv_rows(path: Path, good: set[int]) -> tuple[np.ndarray, dict[int, str]]:
+    """`_enumerate_rows` of a CSV, by Python's csv module: a row starts on the line after the
+    previous row's last line (RFC 4180: a quoted field may hold newlines)."""
+    counted = [0]
+
+    def texts() -> Iterator[str]:
+        for raw in _open_lines(path):
+            counted[0] += 1
+            yield raw.decode("utf-8-sig" if counted[0] == 1 else "utf-8", "replace")
+
+    reader = csv.reader(texts())
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))
+    lines: list[int] = []
+    ids: dict[int, str] = {}
+    key_col = None
+    end = 0
     try:
-        fields = next(csv.reader([text]), [])
-    except csv.Error:
-        fields = []
-    if col is not None and col < len(fields):
-        return fields[col].strip()
-    return ""
+        for fields in reader:
+            start, end = end + 1, counted[0]
+            if key_col is None and start == 1:
+                header = [c.strip() for c in fields]
+                key_col = header.index("key_id") if "key_id" in header else -1
+                continue
+            if not any(c.strip(" \t\r\n") for c in fields):
+                continue
+            lines.append(start)
+            if start not in good:
+                ids[start] = fields[key_col].strip() if 0 <= key_col < len(fields) else ""
+    except csv.Error:  # e.g. a NUL byte: the readers have counted the rows; rows from here keep no id
+        for n in range(end + 1, counted[0] + 1):
+            lines.append(n)
+    return np.asarray(lines, np.int64), ids
 
 
 _KEY_RE = re.compile(r'"key_id"\s*:\s*"?(-?\d+)')
@@ -165,6 +196,6 @@ def _json_key_id(text: str) -> str:
     try:
         value = json.loads(text).get("key_id")
         return "" if value is None else str(value)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         m = _KEY_RE.search(text)
         return m.group(1) if m else ""

@@ -40,13 +40,16 @@ def read_image_inputs(path: Path) -> tuple[list[str], list[np.ndarray]]:
 
 
 def predict_command(run_dirs: list[Path], input_path: Path, out: Path, top_k: int = 3, tta: str | None = None,
-                    weights: str | None = None, balance: bool = False) -> tuple[int, str | None]:
+                    weights: str | None = None, balance: bool = False, strict: bool = False
+                    ) -> tuple[int, str | None]:
     """`nnlab predict`: drawings (Kaggle CSV, ndjson, a store) -> Kaggle submission; images -> probability CSV.
 
-    Returns the number of rows written and a warning to show (or None)."""
+    Returns the number of rows written and a warning to show (or None); strict: a bad row or a
+    truncated input is an error (drawings)."""
     runs = [Run.open(p) for p in run_dirs]
     if runs[0].config.data.kind in STROKE_KINDS:
-        return predict_submission(runs, input_path, out, top_k=top_k, tta=tta, weights=weights, balance=balance)
+        return predict_submission(runs, input_path, out, top_k=top_k, tta=tta, weights=weights, balance=balance,
+                                  strict=strict)
     if tta or balance:
         raise NnlabError(f"{'--tta' if tta else '--balance'} is available for drawings only")
     ids, images = read_image_inputs(input_path)

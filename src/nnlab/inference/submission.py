@@ -28,8 +28,9 @@ import torch
 from nnlab import metrics
 from nnlab.datasets.strokes import drawing_input, stroke_splits, stroke_store
 from nnlab.device import pick_device
-from nnlab.errors import NnlabError
+from nnlab.errors import DataError, NnlabError
 from nnlab.evaluation.proba import batch_proba
+from nnlab.fileio import disk_full_guard
 from nnlab.inference.balance import balanced_top_k
 from nnlab.inference.drawing_rows import DrawingRows, read_drawing_rows
 from nnlab.inference.ensemble import ensemble_proba, parse_weights
@@ -93,20 +94,24 @@ def train_class_counts(run: Run) -> np.ndarray:
 
 def predict_submission(runs: list[Run], input_path: str | os.PathLike, out: str | os.PathLike, top_k: int = 3,
                        tta: str | None = None, weights: str | None = None, balance: bool = False,
-                       batch_size: int = BATCH_SIZE) -> tuple[int, str | None]:
+                       batch_size: int = BATCH_SIZE, strict: bool = False) -> tuple[int, str | None]:
     """Write a Kaggle submission (``key_id,word``, the top_k labels space-separated) for every
     drawing of `input_path`, with one run or a weighted ensemble of runs.
 
     `balance` caps every class's first choices at its share of the parsed rows (`inference.balance`):
     valid only for a test set known to be balanced, as Kaggle's is.
 
-    Returns (rows written, the messages to show: rows that could not be parsed, what balancing changed;
-    or None)."""
+    Returns (rows written, the messages to show: a warning naming the rows that could not be parsed and
+    where a truncated or corrupt file stops, what balancing changed; or None). strict: any input problem
+    is an error (DataError) and nothing is written."""
     check_tta(tta)
     parse_weights(weights, len(runs))  # a wrong --weights fails before any work
     if top_k < 1:
         raise NnlabError(f"--top-k must be >= 1, got {top_k}")
     rows = read_drawing_rows(input_path)
+    notes = input_problems(Path(input_path), rows)
+    if strict and notes:
+        raise DataError(notes[0] + " (--strict)")
     classes = runs[0].classes()
     labels = np.array([word_to_label(c) for c in classes], dtype=object)
     k = min(top_k, len(classes))
@@ -114,34 +119,56 @@ def predict_submission(runs: list[Run], input_path: str | os.PathLike, out: str 
     if len(rows.parsed):
         probs = ensemble_proba(runs, lambda r: predict_drawings(r, rows.drawings, tta, batch_size), weights)
         top[rows.parsed] = metrics.top_k(probs, k)
-    notes = []
+    balance_note = None
     if balance and len(rows.parsed):
         balanced = balanced_top_k(probs, k)
         top[rows.parsed] = balanced.top
-        notes.append(f"balanced: at most {balanced.share} first choices per class; {balanced.changed_top} of "
-                     f"{len(rows.parsed)} rows changed their top {k} ({balanced.changed_first} first choices)")
-    warning = None
+        balance_note = (f"balanced: at most {balanced.share} first choices per class; {balanced.changed_top} of "
+                        f"{len(rows.parsed)} rows changed their top {k} ({balanced.changed_first} first choices)")
+    warnings = [f"warning: {notes[0]}"] if rows.trouble else []  # where the file stops comes first
     if rows.lost:
-        warning = (f"warning: {input_path}: {rows.lost} records could not be read "
-                   f"({', '.join(f'{r} {n}' for r, n in rows.reasons.items())}) and have no row")
+        warnings.append(f"warning: {input_path}: {rows.lost} records could not be read "
+                        f"({', '.join(f'{r} {n}' for r, n in rows.reasons.items())}) and have no row")
     if rows.bad:
         counts = train_class_counts(runs[0])
         fallback = metrics.top_k(counts[None, :], k)[0]
         missing = np.ones(len(rows), bool)
         missing[rows.parsed] = False
         top[missing] = fallback
-        warning = bad_rows_warning(Path(input_path), rows, [classes[j] for j in fallback])
+        warnings.append(bad_rows_warning(Path(input_path), rows, [classes[j] for j in fallback]))
+    warning = "\n".join(warnings) or None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["key_id", "word"])
-        for key, guess in zip(rows.ids, labels[top].tolist()):
-            writer.writerow([key, " ".join(guess)])
-    os.replace(tmp, out)
-    messages = [m for m in (warning, *notes) if m]
+    with disk_full_guard(out, tmp):
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(["key_id", "word"])
+            for key, guess in zip(rows.ids, labels[top].tolist()):
+                writer.writerow([key, " ".join(guess)])
+        os.replace(tmp, out)
+    messages = [m for m in (warning, balance_note) if m]
     return len(rows), "\n".join(messages) if messages else None
+
+
+def _stop_note(path: Path, rows: DrawingRows) -> str:
+    reason, line = rows.trouble
+    what = "is truncated" if reason == "truncated_file" else "is corrupt (its compressed stream)"
+    return f"{path}: the file {what} " + (f"after line {line - 1}" if line > 1 else "from its first line")
+
+
+def input_problems(path: Path, rows: DrawingRows) -> list[str]:
+    """One line per problem of the input: where a truncated or corrupt file stops, rows or records
+    that could not be parsed (for --strict, and the warnings)."""
+    notes = []
+    if rows.trouble:
+        notes.append(_stop_note(path, rows) + "; the rows after it are missing from the submission")
+    if rows.bad or rows.lost:
+        n = len(rows.bad) or rows.lost
+        why = ", ".join(f"{r} {k}" for r, k in rows.reasons.items() if r not in ("truncated_file", "corrupt_file"))
+        if why:
+            notes.append(f"{path}: {n} {rows.unit}s could not be parsed ({why})")
+    return notes
 
 
 def bad_rows_warning(path: Path, rows: DrawingRows, fallback: list[str], show: int = 10) -> str:

@@ -122,13 +122,18 @@ class ParsedChunk:
                           recognized=bool(self.recognized[d]), timestamp=ts[d])
 
 
+_INVALID = -3  # word code of a row whose word is not UTF-8
+_BOM = np.frombuffer(b"\xef\xbb\xbf", np.uint8)
+
+
 def _decode(buf: np.ndarray, start: int, length: int, escaped: bool, quote: str) -> str:
+    """A text field as written (UnicodeDecodeError when it is not UTF-8)."""
     raw = bytes(buf[start:start + length])
     if not escaped:
-        return raw.decode("utf-8", "replace")
+        return raw.decode("utf-8")
     if quote == "json":
-        return json.loads(b'"' + raw + b'"')
-    return raw.decode("utf-8", "replace").replace('""', '"')
+        return json.loads(raw.decode("utf-8").join('""'))
+    return raw.decode("utf-8").replace('""', '"')
 
 
 class _ChunkParser:
@@ -143,11 +148,14 @@ class _ChunkParser:
         self._buffers: dict[str, np.ndarray] = {}
         self._words: dict[bytes, str] = {}  # raw bytes -> word
 
-    def _word(self, raw: bytes) -> str:
-        w = self._words.get(raw)
-        if w is None:
-            w = self._words[raw] = label_to_word(raw.decode("utf-8", "replace"))
-        return w
+    def _word(self, raw: bytes) -> str | None:
+        """The word of raw bytes, None when they are not UTF-8 (an invalid_utf8 row)."""
+        if raw not in self._words:
+            try:
+                self._words[raw] = label_to_word(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                self._words[raw] = None
+        return self._words[raw]
 
     def fail_or_count(self, reason: str, line: int, n: int = 1) -> None:
         if self.on_bad == "error":
@@ -244,12 +252,15 @@ class _ChunkParser:
                 mat = np.where(offs < wl_s[plain][:, None], buf[gather], 0).astype(np.uint8)
                 uniq, inverse = np.unique(np.ascontiguousarray(mat).view(f"S{width}").ravel(),
                                           return_inverse=True)
-                ucodes = np.array([index.setdefault(self._word(u), len(index)) for u in uniq.tolist()],
-                                  np.int32)
+                ucodes = np.array([_INVALID if (w := self._word(u)) is None else index.setdefault(w, len(index))
+                                   for u in uniq.tolist()], np.int32)
                 codes[plain] = ucodes[inverse.ravel()]
             for k in np.flatnonzero((wl_s >= 0) & esc_s):  # rare: escaped quotes in a word
-                w = label_to_word(_decode(buf, int(ws_s[k]), int(wl_s[k]), True, quote))
-                codes[k] = index.setdefault(w, len(index))
+                try:
+                    w = label_to_word(_decode(buf, int(ws_s[k]), int(wl_s[k]), True, quote))
+                    codes[k] = index.setdefault(w, len(index))
+                except (UnicodeDecodeError, ValueError):
+                    codes[k] = _INVALID
             word_list = list(index)
             run = np.cumsum(change) - 1
             words = codes[run]
@@ -260,9 +271,15 @@ class _ChunkParser:
         countries = np.stack([c0, c1], axis=1).astype(np.uint8).copy().view("S2").ravel() if n else \
             np.zeros(0, "S2")
         cesc = np.flatnonzero((rows[:, F_FLAGS] & FLAG_COUNTRY_ESC) != 0) if n else []
-        keep = np.ones(n, bool)
+        keep = words != _INVALID
+        for r in np.flatnonzero(~keep):
+            self.fail_or_count("invalid_utf8", int(rows[r, F_LINE]))
+        words[~keep] = -1
         for r in cesc:  # rare: an escaped country code
-            c = _decode(buf, int(cs[r]), int(cl[r]), True, quote).encode("utf-8")
+            try:
+                c = _decode(buf, int(cs[r]), int(cl[r]), True, quote).encode("utf-8")
+            except (UnicodeDecodeError, ValueError):
+                c = b"bad"
             if len(c) > 2:
                 keep[r] = False
                 self.fail_or_count("bad_value", int(rows[r, F_LINE]))
@@ -343,16 +360,22 @@ def iter_chunks(path: str | os.PathLike, *, on_bad: str = "skip", stats: SkipSta
             parser.fail_or_count("truncated_file", records + 1)
         return
     first = True
-    for block, lines_before, nl in src.text_blocks():
+    for block, lines_before, nl in src.text_blocks(quoted=fmt == "csv"):
+        while src.long_lines:
+            parser.fail_or_count("line_too_long", src.long_lines.pop(0))
         if first and fmt == "csv":
             cut = int(np.argmax(block == 10)) + 1 if nl else len(block)
             parser.set_header(bytes(block[:cut]))
             block, lines_before, nl = block[cut:], lines_before + 1, max(nl - 1, 0)
+        if first and len(block) >= 3 and (block[:3] == _BOM).all():
+            block[:3] = 32  # a UTF-8 byte order mark: blanks, which the scanners skip
         first = False
         if len(block):
             chunk = parser.parse(block, lines_before, nl)
             if len(chunk):
                 yield chunk
+    for line in src.long_lines:
+        parser.fail_or_count("line_too_long", line)
     if first and fmt == "csv" and src.trouble is None:
         raise DataError(f"{path}: empty CSV file (no header line)")
     if src.trouble is not None:

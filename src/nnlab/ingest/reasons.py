@@ -32,6 +32,8 @@ REASONS: dict[str, str] = {
     "duplicate_key_id": "the key_id was already read (the first drawing is kept)",
     "truncated_file": "the file ends in the middle of a row or of its compressed stream",
     "corrupt_file": "the compressed stream is corrupt; the rest of the file cannot be read",
+    "line_too_long": "the line (one drawing) is over 16 MB; it was skipped unread",
+    "invalid_utf8": "the word or another text field is not valid UTF-8",
 }
 _CODE = {name: i for i, name in enumerate(REASONS)}
 _NAMES = list(REASONS)

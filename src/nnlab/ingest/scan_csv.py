@@ -35,6 +35,61 @@ _CSV_ROLES = {"countrycode": ROLE_COUNTRY, "drawing": ROLE_DRAWING, "key_id": RO
 
 
 @numba.njit(cache=True)
+def _csv_cut(buf, n):
+    """(newlines in buf[:cut], cut): cut is just after the last newline that ends a row, i.e.
+    outside RFC 4180 quotes, 0 if none. Fast path: when buf[:last newline] holds an even number
+    of quotes, that newline is outside quotes (doubled quotes count twice); otherwise the exact
+    scan `_csv_cut_exact` decides. (A stray quote inside an unquoted field, which RFC 4180 does not
+    allow, makes the count odd and takes the exact scan; only two stray quotes plus a quoted
+    newline across the block's last line would fool the fast path.)"""
+    last = n
+    while last > 0 and buf[last - 1] != 10:
+        last -= 1
+    quotes = 0
+    count = 0
+    for k in range(last):
+        quotes += buf[k] == _Q  # branch-free, so that it vectorises
+        count += buf[k] == 10
+    if quotes % 2 == 0:
+        return count, last
+    return _csv_cut_exact(buf, n)
+
+
+@numba.njit(cache=True)
+def _csv_cut_exact(buf, n):
+    """`_csv_cut` by a scan of the quoting (a quote opens a quoted field only at the field's start)."""
+    count = 0
+    at_cut = 0
+    cut = 0
+    start = True
+    k = 0
+    while k < n:
+        c = buf[k]
+        if c == _Q and start:  # a quoted field: tight loop to its closing quote
+            k += 1
+            while k < n:
+                while k < n and buf[k] != _Q:
+                    count += buf[k] == 10
+                    k += 1
+                if k + 1 < n and buf[k + 1] == _Q:  # a doubled quote
+                    k += 2
+                    continue
+                break
+            start = False
+        elif c == _COMMA:
+            start = True
+        elif c == 10:
+            count += 1
+            start = True
+            cut = k + 1
+            at_cut = count
+        else:
+            start = False
+        k += 1
+    return at_cut, cut
+
+
+@numba.njit(cache=True)
 def _scan_csv(buf, roles, expect, line0, px, py, pt, slen, rows, bad):
     """Parse the CSV rows of buf (whole lines), in one pass over the bytes.
 
@@ -52,6 +107,7 @@ def _scan_csv(buf, roles, expect, line0, px, py, pt, slen, rows, bad):
             continue
         i = s
         status = R_OK
+        inner = 0  # newlines inside quoted fields
         npts = 0
         nstr = 0
         narr = 0
@@ -77,7 +133,7 @@ def _scan_csv(buf, roles, expect, line0, px, py, pt, slen, rows, bad):
                 if not found:
                     j = i + 1
                     closed = False
-                    while j < n and buf[j] != 10:
+                    while j < n:  # RFC 4180: a quoted field may hold newlines
                         if buf[j] == _Q:
                             if j + 1 < n and buf[j + 1] == _Q:
                                 dq = True
@@ -85,6 +141,8 @@ def _scan_csv(buf, roles, expect, line0, px, py, pt, slen, rows, bad):
                                 continue
                             closed = True
                             break
+                        if buf[j] == 10:
+                            inner += 1
                         j += 1
                     if not closed:
                         status = R_MALFORMED_ROW
@@ -171,4 +229,5 @@ def _scan_csv(buf, roles, expect, line0, px, py, pt, slen, rows, bad):
         s = i + 1
         R, B, P, S, expect = _finish_row(status, narr, plain, expect, px, py, pt, P, S, npts, nstr,
                                          rows, R, bad, B, line)
+        line += inner
     return R, B, P, S, expect

@@ -13,10 +13,14 @@ import numpy as np
 
 from nnlab.errors import DataError
 from nnlab.fileio import is_gzip
+from nnlab.ingest.scan_csv import _csv_cut
 from nnlab.ingest.scan_values import _newlines
 from nnlab.strokes.vocabulary import label_to_word
 
 CHUNK_BYTES = 8 << 20
+# A line (a drawing) longer than this is skipped as line_too_long: a 200 MB line of zeros gzips to
+# 200 KB, and would otherwise take gigabytes once parsed.
+MAX_LINE_BYTES = 16 << 20
 
 
 class _ByteSource:
@@ -30,33 +34,53 @@ class _ByteSource:
         self.path = path
         self.chunk_bytes = chunk_bytes
         self.trouble: tuple[str, object] | None = None
+        self.long_lines: list[int] = []
         self.gzip = is_gzip(path)
 
-    def text_blocks(self) -> Iterator[tuple[np.ndarray, int, int]]:
+    def text_blocks(self, quoted: bool = False) -> Iterator[tuple[np.ndarray, int, int]]:
         """Whole lines: (uint8 block, lines before it, newlines in it). A block is a view of a
-        buffer reused for the next one: use it before asking for the next."""
+        buffer reused for the next one: use it before asking for the next. quoted: a CSV, whose
+        rows end only at a newline outside RFC 4180 quotes (a quoted field may hold newlines).
+
+        A line (a quoted CSV row) longer than MAX_LINE_BYTES is skipped up to its next newline,
+        and its line number added to `long_lines` (the parser counts it as line_too_long)."""
+        cut_at = _csv_cut if quoted else _newlines
         buf = np.empty(self.chunk_bytes + 16, np.uint8)
         fill = 0
         lines_before = 0
+        skipping = False
         for raw in self.blocks():
             piece = np.frombuffer(raw, np.uint8)
             off = 0
             while off < len(piece):
+                if skipping:  # drop the rest of a line over the cap
+                    nl_at = np.flatnonzero(piece[off:] == 10)
+                    if not len(nl_at):
+                        break
+                    off += int(nl_at[0]) + 1
+                    lines_before += 1
+                    skipping = False
+                    continue
                 k = min(len(buf) - fill, len(piece) - off)
                 buf[fill:fill + k] = piece[off:off + k]
                 fill += k
                 off += k
                 if fill < len(buf):
                     continue
-                nl, cut = _newlines(buf, fill)
-                if cut == 0:  # one line longer than the buffer: grow it
-                    buf = np.concatenate([buf, np.empty_like(buf)])
+                nl, cut = cut_at(buf, fill)
+                if cut == 0:  # one line longer than the buffer: grow it, up to the cap
+                    if fill >= MAX_LINE_BYTES:
+                        self.long_lines.append(lines_before + 1)
+                        skipping, fill = True, 0
+                        buf = np.empty(self.chunk_bytes + 16, np.uint8)
+                    else:
+                        buf = np.concatenate([buf, np.empty_like(buf)])
                     continue
                 yield buf[:cut], lines_before, nl
                 lines_before += nl
                 buf[:fill - cut] = buf[cut:fill]
                 fill -= cut
-        nl, cut = _newlines(buf, fill)
+        nl, cut = cut_at(buf, fill)
         if self.trouble is not None:
             # The row cut off by the end of the stream is counted as the trouble, never parsed.
             if cut:

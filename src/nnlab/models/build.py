@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from nnlab.config import ModelConfig
+from nnlab.device import load_torch_file
 from nnlab.errors import ModelError
 from nnlab.models.heads import build_embedding_model
 from nnlab.models.registry import build_plain
@@ -34,8 +35,10 @@ def load_weights(model: nn.Module, path: Path) -> None:
         if path.suffix == ".safetensors":
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_torch_file(path)
             state = state.get("model", state) if isinstance(state, dict) else state
+    except ModelError as exc:
+        raise ModelError(f"model.weights: cannot read {exc}") from None
     except Exception as exc:  # noqa: BLE001  (any unreadable file gets the same clear message)
         raise ModelError(f"model.weights: cannot read {path}: {exc}") from None
     own = model.state_dict()

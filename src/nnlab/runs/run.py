@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -27,7 +28,7 @@ import torch
 
 from nnlab.config import ExperimentConfig, load_config, save_config
 from nnlab.errors import NnlabError
-from nnlab.fileio import atomic_write_text, read_classes, write_classes
+from nnlab.fileio import atomic_write_text, disk_full_guard, kill_point, read_classes, write_classes
 from nnlab.version import __version__
 
 PATH_FIELDS = (("data", "path"), ("data", "test_path"), ("model", "weights"))
@@ -98,14 +99,24 @@ class Run:
         return read_classes(file)
 
     def append_history(self, row: dict[str, Any]) -> None:
-        """Append one epoch; the header is written with the first row."""
+        """Append one epoch (the header is written with the first row); the file is rewritten
+        atomically, so that a kill never leaves half a row."""
         file = self.path / "history.csv"
-        new = not file.exists()
-        with file.open("a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        text = file.read_text(encoding="utf-8") if file.exists() else ""
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(row))
+        if not text:
+            writer.writeheader()
+        writer.writerow(row)
+        atomic_write_text(file, text + buf.getvalue())
+        kill_point("history-appended")
+
+    def remove_partial_files(self) -> list[Path]:
+        """Delete the `*.tmp` files a killed process left while writing (checkpoints, JSON, history)."""
+        partial = [p for folder in (self.path, self.checkpoints) for p in folder.glob("*.tmp") if p.is_file()]
+        for p in partial:
+            p.unlink(missing_ok=True)
+        return partial
 
     def history(self) -> list[dict[str, float]]:
         file = self.path / "history.csv"
@@ -115,17 +126,45 @@ class Run:
             return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
 
     def truncate_history(self, last_epoch: int) -> None:
-        """Drop rows after `last_epoch` (written after the checkpoint a resume starts from)."""
-        rows = [r for r in self.history() if r["epoch"] <= last_epoch]
+        """Drop rows after `last_epoch` (written after the checkpoint a resume starts from), and
+        any row a kill cut short; the rows kept are kept as written, and the file is replaced atomically."""
         file = self.path / "history.csv"
-        file.unlink(missing_ok=True)
-        for r in rows:
-            self.append_history({k: (int(v) if k == "epoch" else v) for k, v in r.items()})
+        if not file.exists():
+            return
+        with file.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        if not rows:
+            return
+        header, kept = rows[0], [rows[0]]
+        for r in rows[1:]:
+            if len(r) != len(header):
+                break
+            try:
+                if int(float(r[header.index("epoch")])) > last_epoch:
+                    break
+            except ValueError:
+                break
+            kept.append(r)
+        buf = io.StringIO()
+        csv.writer(buf).writerows(kept)
+        atomic_write_text(file, buf.getvalue())
+
+    def _best_meta(self, path: Path) -> dict[str, Any] | None:
+        """A best-*.json; None when unreadable. Its "file" must name a file of the checkpoints folder."""
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+            file, value = str(meta["file"]), float(meta["value"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if Path(file).name != file or file in ("", ".", ".."):
+            raise NnlabError(f"{path}: \"file\" is {file!r}, outside the run's checkpoints folder; refused "
+                             "(delete this file if you did not write it)")
+        return meta | {"value": value}
 
     def best_checkpoint(self) -> Path:
         """The best checkpoint by the main metric, else the last one (.pt for torch, .npz for numpy)."""
-        metas = [json.loads(p.read_text()) for p in self.checkpoints.glob("best-*.json")]
-        metas = [m for m in metas if (self.checkpoints / m.get("file", "")).is_file()]
+        metas = [self._best_meta(p) for p in sorted(self.checkpoints.glob("best-*.json"))]
+        metas = [m for m in metas if m is not None and (self.checkpoints / m["file"]).is_file()]
         if metas:
             sign = 1 if metas[0]["higher_is_better"] else -1
             return self.checkpoints / max(metas, key=lambda m: (sign * m["value"], m["epoch"]))["file"]
@@ -176,6 +215,7 @@ class BestCheckpoints:
             return
         if entry in kept:
             save(run.checkpoints / entry["file"])
+            kill_point("best-saved")
             run.write_json(f"checkpoints/{Path(entry['file']).stem}.json",
                            entry | {"metric": self.metric, "higher_is_better": self.higher_is_better})
         for old in dropped:
@@ -204,9 +244,12 @@ def atomic_save(obj: Any, path: Path) -> Path:
     """torch.save to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
+    kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
+        with disk_full_guard(path, Path(tmp), kept=kept + " (then `nnlab resume` the run)"):
+            torch.save(obj, tmp)
+            kill_point("checkpoint-tmp-written")
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

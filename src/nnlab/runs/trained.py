@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
 from nnlab.datasets.strokes import input_channels
+from nnlab.device import load_torch_file
 from nnlab.errors import NnlabError
 from nnlab.models import build_model
 from nnlab.runs.run import Run
@@ -23,7 +23,10 @@ def load_trained(run: Run, device: str = "cpu") -> nn.Module:
         raise NnlabError(f"{run.path}: a {cfg.engine} run; load it with nnlab.scratch")
     model = build_model(cfg.model.model_copy(update={"weights": None, "pretrained": False}),
                         input_channels(cfg.data), len(classes), cfg.data.image_size)
-    state = torch.load(run.best_checkpoint(), map_location="cpu", weights_only=True)
+    best = run.best_checkpoint()
+    state = load_torch_file(best, sorted(run.checkpoints.glob("*.pt")))
+    if not isinstance(state, dict) or "model" not in state:
+        raise NnlabError(f"{best}: not an nnlab checkpoint (no model weights in it)")
     model.load_state_dict(trained_weights(state))
     return model.to(device).eval()
 

@@ -13,12 +13,18 @@ Google's simplified form (raw screen coordinates, with or without t) are simplif
 Concurrent guesses share model calls (`MicroBatcher`): a busy server makes fewer, larger calls.
 
 Limits: a body over 256 KB is refused with 413 (by its Content-Length and by the bytes
-actually read); more than 256 strokes or 10,000 points, malformed JSON and malformed shapes
-are refused with 422 and a message that names the problem.
+actually read); a body that is not `application/json` with 415 (a cross-origin page can only
+send "simple" text/plain or form bodies without asking first); more than 256 strokes or 10,000
+points, a coordinate beyond +-1e9, malformed JSON and malformed shapes are refused with 422 and
+a message that names the problem. Raw drawings are simplified off the event loop at a bounded
+cost (`serve/preprocess.py`); when too many very long ones queue up, 503. Every response carries
+`X-Content-Type-Options: nosniff` and the CSP; the API docs (which load assets from a CDN) are off
+unless `create_app(..., docs=True)`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -35,17 +41,22 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from nnlab.errors import DataError, NnlabError
 from nnlab.inference.doodle import DoodleModel, arrays_to_google, google_to_arrays, load_doodle_model
 from nnlab.inference.image_model import is_image_model
 from nnlab.serve.batching import MicroBatcher
+from nnlab.serve.hardening import UVICORN_LIMITS, SecurityHeaders, is_json
 from nnlab.serve.images import MAX_IMAGE_BYTES, image_router
+from nnlab.serve.preprocess import Busy, Preprocessor
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_STROKES = 256
 MAX_POINTS = 10_000
+MAX_COORDINATE = 1e9  # px or ms; beyond it the arithmetic of simplification overflows
 MAX_ERRORS_SHOWN = 5
+BODY_TIMEOUT_S = 10.0  # between two parts of a request body
 # Everything the page needs comes from this server: no external scripts, styles or fonts.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
@@ -53,7 +64,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 
 # --------------------------------------------------------------------------- request and response bodies
 
-Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-MAX_COORDINATE, le=MAX_COORDINATE)]
 
 
 def _check_stroke(stroke: list[list[float]]) -> list[list[float]]:
@@ -150,7 +161,11 @@ class BodyLimit:
         body = bytearray()
         more = True
         while more:
-            message = await receive()
+            try:  # a client trickling its body cannot hold a connection for ever
+                message = await asyncio.wait_for(receive(), BODY_TIMEOUT_S)
+            except TimeoutError:
+                await _send_json(send, 408, {"detail": f"the request body took over {BODY_TIMEOUT_S:g} s to arrive"})
+                return
             if message["type"] == "http.disconnect":
                 return
             body += message.get("body", b"")
@@ -218,29 +233,34 @@ def static_dir() -> Path:
 
 
 def create_app(path: str | os.PathLike | DoodleModel, threads: int | None = None,
-               gallery: str | os.PathLike | None = None) -> FastAPI:
+               gallery: str | os.PathLike | None = None, docs: bool = False,
+               allowed_hosts: Iterable[str] | None = None) -> FastAPI:
     """The demo app for a run directory, an export directory or an already loaded model: the doodle
-    demo, or for an image model the image demo (`nnlab.serve.images`; `gallery` for an embedding model)."""
+    demo, or for an image model the image demo (`nnlab.serve.images`; `gallery` for an embedding model).
+    docs: serve /api/docs (its page loads Swagger UI from a CDN). allowed_hosts: answer only
+    requests whose Host header is one of these (400 otherwise)."""
     if not isinstance(path, DoodleModel) and is_image_model(path):
-        app = FastAPI(title="nnlab image demo", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
+        app = FastAPI(title="nnlab image demo", docs_url="/api/docs" if docs else None, redoc_url=None,
+                      openapi_url="/api/openapi.json")
         app.include_router(image_router(path, threads, gallery, page_headers={"Content-Security-Policy": CSP}))
         app.mount("/static", StaticFiles(directory=static_dir()), name="static")
-        app.add_middleware(BodyLimit, max_bytes=MAX_IMAGE_BYTES)
-        return app
+        return harden(app, MAX_IMAGE_BYTES, allowed_hosts)
     if gallery is not None:
         raise NnlabError(f"{path}: a doodle model; --gallery is for embedding models")
     model = path if isinstance(path, DoodleModel) else load_doodle_model(path, threads=threads)
     model.warm_up()
     model.samples.prefetch()
     batcher = MicroBatcher(model)
+    prep = Preprocessor()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
         batcher.close()
+        prep.close()
 
-    app = FastAPI(title="nnlab doodle demo", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json",
-                  lifespan=lifespan)
+    app = FastAPI(title="nnlab doodle demo", docs_url="/api/docs" if docs else None, redoc_url=None,
+                  openapi_url="/api/openapi.json", lifespan=lifespan)
     app.state.model = model
     rng = random.Random()
     rng_lock = threading.Lock()
@@ -257,6 +277,9 @@ def create_app(path: str | os.PathLike | DoodleModel, threads: int | None = None
         """The model's top_k guesses for one drawing."""
         # parsed and validated by pydantic-core straight from the bytes: FastAPI's body
         # handling and response encoding cost more than the model on a small CPU
+        if not is_json(request.headers.get("content-type")):
+            return JSONResponse({"detail": "send the drawing as JSON (Content-Type: application/json)"},
+                                status_code=415)
         raw = await request.body()
         if not raw.strip():
             return _unprocessable(["the body is empty (send JSON: {\"drawing\": [...], \"top_k\": 3})"])
@@ -268,7 +291,9 @@ def create_app(path: str | os.PathLike | DoodleModel, threads: int | None = None
             return _unprocessable([f"top_k: must be between 1 and {len(model.classes)} (the number of classes), "
                                    f"got {body.top_k}"])
         try:
-            probs = await batcher.probabilities(google_to_arrays(body.drawing))
+            probs = await batcher.probabilities(await prep(google_to_arrays(body.drawing)))
+        except Busy as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
         except DataError as exc:
             return _unprocessable([f"drawing: {exc}"])
         answer = PredictResponse(predictions=_guesses(model.top_k(probs, body.top_k)))
@@ -299,15 +324,27 @@ def create_app(path: str | os.PathLike | DoodleModel, threads: int | None = None
                               predictions=_guesses(model.guess([strokes], min(3, len(model.classes)))[0]))
 
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
-    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    return harden(app, MAX_BODY_BYTES, allowed_hosts)
+
+
+def harden(app: FastAPI, max_bytes: int, allowed_hosts: Iterable[str] | None) -> FastAPI:
+    """The limits every demo app has: a body cap (413), optional Host checks (400), and nosniff and the
+    CSP on every answer."""
+    app.add_middleware(BodyLimit, max_bytes=max_bytes)
+    if allowed_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.add_middleware(SecurityHeaders, csp=CSP)  # outermost: on every answer, 413 and 400 included
     return app
 
 
 def serve(path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None,
-          access_log: bool = True, announce=None, gallery: str | os.PathLike | None = None) -> None:
-    """Load the model, then run uvicorn until interrupted; `announce(url)` is called once it is loaded."""
-    app = create_app(path, threads=threads, gallery=gallery)
+          access_log: bool = True, announce=None, gallery: str | os.PathLike | None = None,
+          allowed_hosts: Iterable[str] | None = None, docs: bool = False) -> None:
+    """Load the model, then run uvicorn until interrupted; `announce(url)` is called once it is loaded.
+    uvicorn runs with `UVICORN_LIMITS` (idle connections closed, request heads and connections capped)."""
+    app = create_app(path, threads=threads, gallery=gallery, docs=docs, allowed_hosts=allowed_hosts)
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host
         announce(f"http://{shown}:{port}/")
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info" if access_log else "warning")
+    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info" if access_log else "warning",
+                **UVICORN_LIMITS)

@@ -187,10 +187,10 @@ class StrokeStore:
         store.meta.update(meta or {})
         return store
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the store layout to a directory (replacing a store already there)."""
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+        """Write the store layout to a directory: absent or empty, or a store to replace with `overwrite`."""
         path = Path(path)
-        with _staging(path) as tmp:
+        with _staging(path, overwrite) as tmp:
             for name in ("points", "stroke_ptr", "drawing_ptr", "labels", "key_ids", "countries",
                          "recognized", "timestamps"):
                 np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(self, name)))
@@ -308,16 +308,46 @@ def _write_classes_meta(folder: Path, classes: Sequence[str], meta: dict) -> Non
                                       encoding="utf-8")
 
 
-class _staging:
-    """Build a directory next to `path`, then swap it in (replacing an older store only)."""
+def check_target(path: Path, overwrite: bool = False) -> None:
+    """Refuse to write a store at `path` unless it is absent, an empty directory, or (with
+    `overwrite`) a stroke store nnlab wrote: replacing a store deletes the directory."""
+    p = Path(path)
+    if not p.exists() and not p.is_symlink():
+        return
+    if not p.is_dir() or p.is_symlink():
+        raise DataError(f"{p}: exists and is not a directory; choose another --out")
+    if not any(p.iterdir()):
+        return
+    meta = p / "meta.json"
+    try:
+        fmt = json.loads(meta.read_text(encoding="utf-8")).get("format") if meta.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        fmt = None
+    if fmt != FORMAT:
+        raise DataError(f"{p}: exists and is not a stroke store; choose another --out or an empty directory "
+                        "(nothing was changed)")
+    if not overwrite:
+        raise DataError(f"{p}: a stroke store exists there; pass --overwrite to replace it, or choose another --out")
 
-    def __init__(self, path: Path):
-        self.path = path
+
+def _umask_mode() -> int:
+    """The mode a new directory gets from the umask (mkdtemp's is 0700)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o777 & ~mask
+
+
+class _staging:
+    """Build a directory next to `path`, then swap it in (replacing an older store only, and
+    only with `overwrite`; see `check_target`)."""
+
+    def __init__(self, path: Path, overwrite: bool = False):
+        self.path = Path(path)
+        self.overwrite = overwrite
 
     def __enter__(self) -> Path:
         p = self.path
-        if p.exists() and not (p / "meta.json").is_file() and (not p.is_dir() or any(p.iterdir())):
-            raise DataError(f"{p}: exists and is not a stroke store; choose another --out")
+        check_target(p, self.overwrite)
         p.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{p.name}.partial-", dir=p.parent))
         return self.tmp
@@ -326,6 +356,16 @@ class _staging:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        os.replace(self.tmp, self.path)
+        try:
+            check_target(self.path, self.overwrite)  # again: something may have appeared there meanwhile
+            os.chmod(self.tmp, _umask_mode())
+            if self.path.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-", dir=self.path.parent))
+                os.replace(self.path, old / "store")  # the old store leaves in one rename, then goes
+                os.replace(self.tmp, self.path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(self.tmp, self.path)
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise

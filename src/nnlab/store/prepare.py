@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from nnlab.errors import DataError
+from nnlab.fileio import disk_full_guard
 from nnlab.ingest.chunks import ParsedChunk, iter_chunks
 from nnlab.ingest.reasons import SkipStats, bad_input_message, check_on_bad
 from nnlab.ingest.sources import CHUNK_BYTES, detect_format, find_sources
 from nnlab.ingest.writers import write_bin, write_csv, write_ndjson
 from nnlab.progress import progress
-from nnlab.store.format import MAX_CLASSES, StrokeStore, _base_meta, _staging, _write_classes_meta
+from nnlab.store.format import MAX_CLASSES, StrokeStore, _base_meta, _staging, _write_classes_meta, check_target
 from nnlab.strokes.drawing import Drawing
 from nnlab.strokes.simplify import simplify_packed
 from nnlab.strokes.vocabulary import Vocabulary, sort_words
@@ -177,7 +178,7 @@ def prepare(sources: Sequence[str | os.PathLike] | str | os.PathLike, out: str |
             simplify: bool = False, recognized_only: bool = False, max_per_class: int | None = None,
             on_bad: str = "skip", workers: int | None = None, *,
             classes: Sequence[str] | str | os.PathLike | None = None,
-            chunk_bytes: int = CHUNK_BYTES) -> StrokeStore:
+            chunk_bytes: int = CHUNK_BYTES, overwrite: bool = False, allow_empty: bool = False) -> StrokeStore:
     """Build a store at `out` from files or folders of Quick, Draw! data (any supported format).
 
     simplify: apply Google's simplification to raw drawings (simplified ones pass unchanged);
@@ -186,7 +187,8 @@ def prepare(sources: Sequence[str | os.PathLike] | str | os.PathLike, out: str |
     on_bad: "skip" counts bad rows by reason in meta.json, "error" stops at the first, naming
     file, line and reason. workers: processes parsing files in parallel (default: CPUs, at
     most one per file). classes: a class list (or a classes.txt path) fixing the vocabulary and
-    its order; other words are bad rows. Returns the opened store."""
+    its order; other words are bad rows. `out` must be absent or empty, or a store to replace
+    with `overwrite`. A store of no drawing is an error unless `allow_empty`. Returns the opened store."""
     check_on_bad(on_bad)
     if max_per_class is not None and max_per_class < 1:
         raise DataError(f"max_per_class must be >= 1, got {max_per_class}")
@@ -196,16 +198,19 @@ def prepare(sources: Sequence[str | os.PathLike] | str | os.PathLike, out: str |
     if isinstance(classes, (str, os.PathLike)):
         classes = Vocabulary.load(classes).words
     out = Path(out)
+    check_target(out, overwrite)  # before any work; checked again when the store is swapped in
     opts = {"simplify": simplify, "recognized_only": recognized_only, "max_per_class": max_per_class,
             "on_bad": on_bad, "classes": list(classes) if classes is not None else None,
-            "chunk_bytes": chunk_bytes}
+            "chunk_bytes": chunk_bytes, "overwrite": overwrite, "allow_empty": allow_empty}
     workers = max(1, min(workers or os.cpu_count() or 1, len(files)))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_root = Path(tempfile.mkdtemp(prefix=f".{out.name}.spill-", dir=out.parent))
+    kept = "nothing was written (temporary files removed)" + (", the store there is as it was" if out.exists() else "")
     try:
-        jobs = [(str(f), str(tmp_root / f"{k:06d}.spill"), opts) for k, f in enumerate(files)]
-        summaries = _run_jobs(jobs, workers)
-        store = _merge(summaries, out, opts)
+        with disk_full_guard(out, kept=kept):
+            jobs = [(str(f), str(tmp_root / f"{k:06d}.spill"), opts) for k, f in enumerate(files)]
+            summaries = _run_jobs(jobs, workers)
+            store = _merge(summaries, out, opts)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     return store
@@ -295,7 +300,9 @@ def _merge(summaries: list[dict], out: Path, opts: dict) -> StrokeStore:
         vocab = Vocabulary([vocab.words[k] for k in present])
     if len(vocab) > MAX_CLASSES:
         raise DataError(f"{len(vocab)} classes: a store holds at most {MAX_CLASSES}")
-    with _staging(out) as stage:
+    if not keep.any() and not opts["allow_empty"]:
+        raise DataError(_empty_message(summaries, stats, filtered))
+    with _staging(out, opts["overwrite"]) as stage:
         layout = _StoreLayout(kind, summaries, first_row, keep)
         sources, recognized = _write_arrays(stage, layout, labels, keys)
         meta = _base_meta(kind, "quickdraw", vocab.words, labels[keep], recognized, num_strokes=layout.strokes,
@@ -308,6 +315,15 @@ def _merge(summaries: list[dict], out: Path, opts: dict) -> StrokeStore:
         }
         _write_classes_meta(stage, vocab.words, meta)
     return StrokeStore.open(out)
+
+
+def _empty_message(summaries: list[dict], stats: SkipStats, filtered: Counter) -> str:
+    """Why prepare found no drawing to keep, in one line."""
+    files = ", ".join(Path(s["path"]).name for s in summaries[:3]) + (" ..." if len(summaries) > 3 else "")
+    why = [f"{k} {v:,}" for k, v in stats.as_dict().items()] + [f"{k} {v:,}" for k, v in filtered.items() if v]
+    return (f"no drawing to write from {len(summaries)} file(s) ({files})"
+            + (f": skipped {', '.join(why)}" if why else ": they hold no rows")
+            + "; pass --allow-empty to write an empty store anyway")
 
 
 def _duplicates(keys: np.ndarray, first_row: np.ndarray, summaries: list[dict], on_bad: str,

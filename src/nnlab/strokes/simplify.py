@@ -30,11 +30,14 @@ from nnlab.strokes.render import drawing_bounds
 
 EPSILON = 2.0
 SIDE = 255.0
+# Beyond this, (p - min) * 255 / span loses the drawing to overflow and rounding: refused.
+MAX_COORDINATE = 1e12
 
 
-@numba.njit(cache=True)
-def _resample(x, y):
-    """Points every 1 px of arc length along the polyline (x, y), ending with its last point."""
+@numba.njit(cache=True, nogil=True)
+def _resample(x, y, step):
+    """Points every `step` px (1 in Google's algorithm) of arc length along the polyline (x, y),
+    ending with its last point."""
     n = len(x)
     if n == 1:
         ox = np.empty(2)
@@ -46,7 +49,7 @@ def _resample(x, y):
     cum[0] = 0.0
     for k in range(1, n):
         cum[k] = cum[k - 1] + np.hypot(x[k] - x[k - 1], y[k] - y[k - 1])
-    total = cum[n - 1]
+    total = cum[n - 1] / step
     if total == 0.0:
         ox = np.empty(2)
         oy = np.empty(2)
@@ -62,7 +65,7 @@ def _resample(x, y):
     oy = np.empty(m + 1)
     j = 0
     for k in range(m):
-        t = float(k)
+        t = float(k) * step
         while j < n - 2 and cum[j + 1] <= t:
             j += 1
         # the same arithmetic as np.interp, so that ties round the same way
@@ -74,7 +77,7 @@ def _resample(x, y):
     return ox, oy
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _rdp_keep(x, y, eps):
     """Ramer-Douglas-Peucker: a mask of the points kept (first and last always)."""
     n = len(x)
@@ -114,9 +117,10 @@ def _rdp_keep(x, y, eps):
     return keep
 
 
-@numba.njit(cache=True)
-def _simplify_packed(points, stroke_len, num_strokes, out_pts, out_len):
-    """Simplify every drawing of a packed batch. Returns points written, or -1 when out_pts is full."""
+@numba.njit(cache=True, nogil=True)
+def _simplify_packed(points, stroke_len, num_strokes, out_pts, out_len, step):
+    """Simplify every drawing of a packed batch, resampling drawing d every step[d] px. Returns
+    points written, or -1 when out_pts is full."""
     P = 0
     s = 0
     p = 0
@@ -146,7 +150,7 @@ def _simplify_packed(points, stroke_len, num_strokes, out_pts, out_len):
                     x[t] = points[q + t, 0] - mnx
                     y[t] = points[q + t, 1] - mny
             q += m
-            rx, ry = _resample(x, y)
+            rx, ry = _resample(x, y, step[d])
             keep = _rdp_keep(rx, ry, EPSILON)
             cnt = 0
             for t in range(len(rx)):
@@ -163,10 +167,41 @@ def _simplify_packed(points, stroke_len, num_strokes, out_pts, out_len):
     return P
 
 
-def simplify_packed(points: np.ndarray, stroke_len: np.ndarray,
-                    num_strokes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _scaled_ink(pts: np.ndarray, stroke_len: np.ndarray, num_strokes: np.ndarray) -> np.ndarray:
+    """The ink length of each drawing, in px once scaled so that its larger side spans 0..255:
+    the number of points Google's 1 px resampling makes of it (vectorised)."""
+    d = len(num_strokes)
+    ink = np.zeros(d)
+    if not len(pts):
+        return ink
+    owner = np.repeat(np.repeat(np.arange(d), num_strokes), stroke_len)  # the drawing of each point
+    count = np.bincount(owner, minlength=d)
+    has = count > 0
+    starts = (np.cumsum(count) - count)[has]
+    span = (np.maximum.reduceat(pts, starts) - np.minimum.reduceat(pts, starts)).max(axis=1)
+    seg = np.hypot(*np.diff(pts, axis=0).T)
+    seg[np.cumsum(stroke_len)[:-1] - 1] = 0.0  # no segment joins two strokes
+    with np.errstate(over="ignore", invalid="ignore"):
+        ink[has] = np.bincount(owner[1:], weights=seg, minlength=d)[has] * SIDE / np.where(span > 0, span, np.inf)
+    return ink
+
+
+def scaled_ink_length(strokes: Sequence[np.ndarray]) -> float:
+    """The ink length of one raw drawing ((n, 2+) strokes) once scaled to 0..255, in px: what
+    simplifying it costs (see `simplify_packed`'s max_points)."""
+    arrays = [np.asarray(s, dtype=np.float64)[:, :2] for s in strokes]
+    if not arrays:
+        return 0.0
+    lens = np.array([len(a) for a in arrays], np.int64)
+    return float(_scaled_ink(np.concatenate(arrays), lens, np.array([len(arrays)], np.int64))[0])
+
+
+def simplify_packed(points: np.ndarray, stroke_len: np.ndarray, num_strokes: np.ndarray,
+                    max_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Simplify packed raw drawings (points (P, 2+) float, stroke lengths, strokes per drawing).
 
+    max_points: a drawing whose ink, scaled to 0..255, is longer than this many px is resampled
+    at a coarser step, so that its cost is bounded (None: always Google's 1 px, whatever it costs).
     Returns (points (P', 2) uint8, stroke lengths (S,) int64); the strokes per drawing do not change."""
     pts = np.ascontiguousarray(np.asarray(points)[:, :2], dtype=np.float64)
     stroke_len = np.ascontiguousarray(stroke_len, dtype=np.int64)
@@ -177,11 +212,16 @@ def simplify_packed(points: np.ndarray, stroke_len: np.ndarray,
         raise DataError("simplify: a stroke has no points")
     if not np.isfinite(pts).all():
         raise DataError("simplify: a coordinate is NaN or infinite")
+    if np.abs(pts).max(initial=0.0) > MAX_COORDINATE:
+        raise DataError(f"simplify: a coordinate is beyond +-{MAX_COORDINATE:g}")
+    steps = np.ones(len(num_strokes))
+    if max_points is not None:  # resampled points <= max_points (+1 per stroke), which bounds RDP's cost
+        steps = np.maximum(1.0, _scaled_ink(pts, stroke_len, num_strokes) / max_points)
     cap = 2 * len(pts) + 2 * len(stroke_len) + 16
     out_len = np.empty(len(stroke_len), np.int64)
     while True:
         out = np.empty((cap, 2), np.float64)
-        n = _simplify_packed(pts, stroke_len, num_strokes, out, out_len)
+        n = _simplify_packed(pts, stroke_len, num_strokes, out, out_len, steps)
         if n >= 0:
             return out[:n].astype(np.uint8), out_len
         cap *= 2
@@ -198,14 +238,15 @@ def simplify_batch(batch: StrokeBatch) -> StrokeBatch:
     return StrokeBatch(points=pts, stroke_ptr=stroke_ptr, drawing_ptr=np.asarray(batch.drawing_ptr, np.int64))
 
 
-def simplify_strokes(strokes: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Google's simplification of one raw drawing: (n, 2+) float strokes -> (m, 2) int32 strokes."""
+def simplify_strokes(strokes: Sequence[np.ndarray], max_points: int | None = None) -> list[np.ndarray]:
+    """Google's simplification of one raw drawing: (n, 2+) float strokes -> (m, 2) int32 strokes
+    (`max_points`: see `simplify_packed`)."""
     if not strokes:
         raise DataError("simplify: the drawing has no strokes")
     arrays = [np.asarray(s, dtype=np.float64) for s in strokes]
     lens = np.array([len(a) for a in arrays], np.int64)
     pts, out_len = simplify_packed(np.concatenate([a[:, :2] for a in arrays]), lens,
-                                   np.array([len(arrays)], np.int64))
+                                   np.array([len(arrays)], np.int64), max_points)
     return [a.astype(np.int32) for a in np.split(pts, np.cumsum(out_len)[:-1])]
 
 

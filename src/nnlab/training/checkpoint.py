@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from nnlab.device import rng_state, unwrap
+from nnlab.device import load_torch_file, rng_state, unwrap
 from nnlab.errors import NnlabError
+from nnlab.fileio import kill_point
 from nnlab.runs.run import BestCheckpoints, Run, atomic_save
 from nnlab.runs.trained import EMA_KEY
 
@@ -29,6 +29,7 @@ def save_checkpoint(run: Run, epoch: int, model: nn.Module, optimizer, scheduler
              "rng": rng_state(), "best": best.state()}
     atomic_save(state, run.checkpoints / "last.pt")
     keep_epoch_weights(run, epoch, averaged if averaged is not None else weights)
+    kill_point("checkpoint-saved")
 
 
 def keep_epoch_weights(run: Run, epoch: int, weights: dict[str, Any]) -> None:
@@ -42,6 +43,8 @@ def keep_epoch_weights(run: Run, epoch: int, weights: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise NnlabError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint of this loop; a damaged or unsafe file is a ModelError naming the others."""
+    state = load_torch_file(path, sorted(Path(path).parent.glob("*.pt")))
+    if not isinstance(state, dict) or "model" not in state:
+        raise NnlabError(f"{path}: not an nnlab checkpoint (no model weights in it)")
+    return state

@@ -168,6 +168,10 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     best = best_tracker(cfg)
 
     start_epoch = 0
+    if resume_run is not None and ddp.main:
+        run.remove_partial_files()
+        if not (run.checkpoints / "last.pt").exists():
+            run.truncate_history(0)  # killed in the first epoch, after its history row
     if resume_run is not None and (run.checkpoints / "last.pt").exists():
         state = load_checkpoint(run.checkpoints / "last.pt")
         unwrap(model).load_state_dict(state["model"])
@@ -210,9 +214,9 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
             scheduler.step()
         elif scheduler is not None and cfg.schedule.name == "plateau" and value is not None:
             scheduler.step(value)
-        if ddp.main:
-            save_checkpoint(run, epoch, model, optimizer, scheduler, scaler, best, value, ema)
+        if ddp.main:  # history first: a kill between the two leaves a row that resume drops and trains again
             run.append_history(row)
+            save_checkpoint(run, epoch, model, optimizer, scheduler, scaler, best, value, ema)
         else:
             best.update(run, epoch, value, save=None)  # the same early-stopping count, no files
         if stop_early(cfg, best):

@@ -1,0 +1,123 @@
+"""The doodle demo under hostile requests: a worst-case valid drawing costs bounded work and does
+not hold up /api/health, only JSON bodies are read, huge finite coordinates are 422, every answer
+carries nosniff and the CSP, the docs are off by default, the Host check."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import numpy as np
+import pytest
+from doodle_model import tiny_export
+from fastapi.testclient import TestClient
+
+from nnlab.serve.app import create_app
+from nnlab.serve.preprocess import LIGHT_INK, MAX_INK, Busy, Preprocessor
+from nnlab.strokes.simplify import scaled_ink_length, simplify_strokes
+
+
+def zigzag(n: int = 10_000) -> list[list[list[float]]]:
+    """The worst-case valid drawing of the issue: n points of a zigzag with fractional x (raw, so
+    the server simplifies it), about 145 KB of JSON."""
+    return [[[round(0.1 * i + 0.05, 2) for i in range(n)], [0.0 if i % 2 == 0 else 1000.0 for i in range(n)]]]
+
+
+@pytest.fixture(scope="module")
+def client() -> TestClient:
+    return TestClient(create_app(tiny_export()))
+
+
+def post(client: TestClient, body, content_type: str = "application/json"):
+    return client.post("/api/predict", content=json.dumps(body), headers={"content-type": content_type})
+
+
+def test_worst_case_drawing_is_bounded_and_health_answers_meanwhile(client):
+    drawing = zigzag()
+    strokes = [np.array(s, dtype=np.float64).T for s in drawing]
+    assert scaled_ink_length(strokes) > 10 * MAX_INK  # Google's 1 px resampling: millions of points
+    done: list[str] = []
+
+    def hostile() -> None:
+        r = post(client, {"drawing": drawing})
+        done.append(f"hostile {r.status_code}")
+
+    threads = [threading.Thread(target=hostile) for _ in range(2)]
+    for t in threads:
+        t.start()
+    threading.Event().wait(0.05)
+    r = client.get("/api/health")
+    done.append(f"health {r.status_code}")
+    for t in threads:
+        t.join()
+    # before: the numba kernels held the GIL for ~23 s per request and health came last
+    assert done[0] == "health 200" and sorted(done[1:]) == ["hostile 200"] * 2, done
+
+
+def test_bounded_simplification_keeps_real_drawings_as_google(shared_data):
+    rows = [json.loads(line) for line in open(shared_data / "quickdraw" / "raw" / "cat.ndjson")]
+    for row in rows:
+        strokes = [np.array(s[:2], dtype=np.float64).T for s in row["drawing"]]
+        assert scaled_ink_length(strokes) < LIGHT_INK
+        exact = simplify_strokes(strokes)
+        bounded = simplify_strokes(strokes, max_points=MAX_INK)
+        assert all(np.array_equal(a, b) for a, b in zip(exact, bounded, strict=True))
+    coarse = simplify_strokes([np.array(s).T for s in zigzag(2_000)], max_points=1_000)
+    assert sum(map(len, coarse)) <= 1_000 + 2
+
+
+def test_too_many_long_drawings_pending_is_503():
+    prep = Preprocessor(max_heavy_pending=0)
+    strokes = [np.array(s).T for s in zigzag(500)]
+    with pytest.raises(Busy, match="retry later"):
+        asyncio.run(prep(strokes))
+    prep.close()
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
+def test_only_json_bodies_are_read(client, content_type):
+    r = post(client, {"drawing": [[[0, 1], [0, 1]]]}, content_type)
+    assert r.status_code == 415 and "application/json" in r.json()["detail"]
+    assert post(client, {"drawing": [[[0, 1], [0, 1]]]}, "application/json; charset=utf-8").status_code == 200
+
+
+@pytest.mark.parametrize("value", [-1e308, 1.7e308, 2e9])
+def test_huge_finite_coordinates_are_422(client, value):
+    r = post(client, {"drawing": [[[value, 3.5], [0.5, 2.0]]]})
+    assert r.status_code == 422, r.text
+    assert "drawing.0.0.0" in r.json()["detail"]
+
+
+def test_every_answer_has_nosniff_and_csp_and_docs_are_off(client):
+    answers = [client.get("/api/health"), client.get("/nothing"), client.get("/static/app.js"),
+               post(client, {"drawing": "x"}), client.get("/api/docs")]
+    for r in answers:
+        assert r.headers["x-content-type-options"] == "nosniff", r.url
+        assert "default-src 'self'" in r.headers["content-security-policy"], r.url
+    assert answers[-1].status_code == 404  # Swagger UI loads from a CDN: off unless docs=True
+    big = client.post("/api/predict", content=b"x" * (300 * 1024), headers={"content-type": "application/json"})
+    assert big.status_code == 413 and big.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_body_that_never_arrives_is_408(monkeypatch):
+    import nnlab.serve.app as app_mod
+
+    monkeypatch.setattr(app_mod, "BODY_TIMEOUT_S", 0.2)
+    sent: list[dict] = []
+
+    async def receive():
+        await asyncio.sleep(5)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-type", b"application/json")]}
+    asyncio.run(app_mod.BodyLimit(None)(scope, receive, send))
+    assert sent[0]["status"] == 408  # before: the handler waited for the body for ever
+
+
+def test_allowed_hosts():
+    app = create_app(tiny_export(), allowed_hosts=["demo.example"])
+    assert TestClient(app, base_url="http://demo.example").get("/api/health").status_code == 200
+    assert TestClient(app, base_url="http://evil.example").get("/api/health").status_code == 400
