@@ -83,7 +83,7 @@ def test_parity_check_fails_when_onnx_differs():
                 return [model(torch.from_numpy(feeds["image"])).numpy() + 1e-3]
 
     with pytest.raises(ModelError, match="differ"):
-        export_mod._parity(model, Off(), (prep.channels, prep.image_size, prep.image_size), [])
+        export_mod._parity(model, Off(), [prep.random_input(np.random.default_rng(0))])
 
 
 def test_export_refuses_numpy_engine_runs(tmp_path):

@@ -115,3 +115,33 @@ def test_a_sequence_run_end_to_end_with_an_ensemble_and_malformed_rows(tmp_path)
         assert res.exit_code == 0, res.output
         rows = [r.split(",")[0] for r in out.read_text().splitlines()[1:]]
         assert rows == [line.split(",")[0] for line in lines[1:]]  # every row, in order, the bad one too
+
+
+def test_nnlab_export_and_serve_a_sequence_model(tmp_path):
+    from nnlab.inference.doodle import load_doodle_model
+    from nnlab.inference.export import export_onnx
+
+    drawings = []
+    for word, shape in (("cat", "circle"), ("dog", "square")):
+        for d in synth_drawings([shape], 20, seed=2):
+            d.word = word
+            drawings.append(d)
+    StrokeStore.from_drawings(drawings).save(tmp_path / "store")
+    cfg = load_config(None, base={
+        "name": "seq-export", "data": {"kind": "strokes", "path": str(tmp_path / "store"), "input": "sequence",
+                                       "batch_size": 8, "val_fraction": 0.3, "test_fraction": 0.0},
+        "model": {"name": "stroke_rnn", "rnn_hidden": 16, "rnn_layers": 1, "conv_filters": [8], "conv_kernels": [3]},
+        "train": {"epochs": 1, "steps_per_epoch": 3, "threads": 1}, "eval": {"main_metric": "map3"}})
+    threads = torch.get_num_threads()
+    try:
+        run = fit(cfg, out=tmp_path / "run")
+    finally:
+        torch.set_num_threads(threads)
+    result = export_onnx(run, tmp_path / "export")
+    assert result.max_abs_diff < 1e-4 and result.checked_inputs > 3
+    info = json.loads((tmp_path / "export" / "preprocessing.json").read_text())
+    assert info["input"] == {"name": "sequence", "shape": ["batch", "points", FEATURES], "dtype": "float32"}
+    onnx_model, torch_model = load_doodle_model(tmp_path / "export"), load_doodle_model(run.path)
+    strokes = [[np.array([[10, 10], [200, 40], [120, 230]])], [np.array([[50, 50], [60, 200]])]]
+    assert np.allclose(onnx_model.probabilities(strokes), torch_model.probabilities(strokes), atol=1e-5)
+    assert [g[0] for g in onnx_model.guess(strokes, top_k=1)[0]][0] in ("cat", "dog")

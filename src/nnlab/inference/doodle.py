@@ -27,7 +27,7 @@ import torch
 
 from nnlab import metrics
 from nnlab.datasets.bundle import STROKE_KINDS
-from nnlab.datasets.strokes import stroke_splits, stroke_store, to_model_input
+from nnlab.datasets.strokes import stroke_splits, stroke_store, to_model_input, to_sequence_input
 from nnlab.errors import DataError, ModelError, NnlabError
 from nnlab.fileio import read_classes
 from nnlab.ingest.chunks import read_drawings
@@ -36,6 +36,7 @@ from nnlab.runs.trained import load_trained
 from nnlab.scratch.losses import softmax
 from nnlab.strokes.drawing import Drawing
 from nnlab.strokes.render import ENCODINGS, default_line_width
+from nnlab.strokes.sequence import FEATURES
 from nnlab.strokes.simplify import simplify_drawing, simplify_strokes
 
 EXPORT_FILES = ("model.onnx", "preprocessing.json", "classes.txt")
@@ -46,8 +47,8 @@ SAMPLES_FILE = "samples.ndjson"
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How a drawing becomes the model's input: `to_model_input` with these arguments
-    (pixels / 255, no mean or std)."""
+    """How a drawing becomes the model's input: `to_model_input` with these arguments (pixels / 255,
+    no mean or std), or for a stroke-sequence model (`input = "sequence"`) `to_sequence_input`."""
 
     image_size: int
     encoding: str
@@ -55,13 +56,17 @@ class Preprocessing:
     padding: float
     channels: int
     antialias: bool = True
+    input: str = "image"  # or "sequence": (batch, points, 5) point sequences
+    max_points: int = 256
 
     @classmethod
     def from_config(cls, data: Any) -> Preprocessing:
         """From a run's `data` section (the default line width resolved to its value)."""
+        sequence = data.input == "sequence"
         return cls(image_size=int(data.image_size), encoding=str(data.encoding),
                    line_width=float(data.line_width or default_line_width(data.image_size)),
-                   padding=float(data.padding), channels=ENCODINGS[data.encoding])
+                   padding=float(data.padding), channels=FEATURES if sequence else ENCODINGS[data.encoding],
+                   input=str(data.input), max_points=int(data.max_points))
 
     @classmethod
     def from_json(cls, info: dict[str, Any], source: str = "preprocessing.json") -> Preprocessing:
@@ -69,15 +74,36 @@ class Preprocessing:
             d = info["drawing"]
             return cls(image_size=int(d["image_size"]), encoding=str(d["encoding"]),
                        line_width=float(d["line_width"]), padding=float(d["padding"]),
-                       channels=int(d["channels"]), antialias=bool(d.get("antialias", True)))
+                       channels=int(d["channels"]), antialias=bool(d.get("antialias", True)),
+                       input=str(d.get("input", "image")), max_points=int(d.get("max_points", 256)))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{source}: missing or invalid drawing preprocessing field ({exc})") from None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def input_name(self) -> str:
+        """The ONNX model's input: "image", or "sequence" for stroke-sequence models."""
+        return "sequence" if self.input == "sequence" else "image"
+
+    @property
+    def input_shape(self) -> list[int | str]:
+        """The input's shape as preprocessing.json states it (named axes are dynamic)."""
+        if self.input == "sequence":
+            return ["batch", "points", self.channels]
+        return ["batch", self.channels, self.image_size, self.image_size]
+
+    def random_input(self, rng: np.random.Generator, n: int = 3) -> np.ndarray:
+        """`n` random inputs of the right kind (random pixels, or sequences of random scribbles)."""
+        if self.input == "sequence":
+            return self.to_input([[rng.integers(0, 256, size=(int(rng.integers(2, 40)), 2))] for _ in range(n)])
+        return rng.random((n, self.channels, self.image_size, self.image_size), dtype=np.float32)
+
     def to_input(self, drawings: Sequence[Drawing | Sequence[np.ndarray]]) -> np.ndarray:
-        """float32 (B, C, H, W) in [0, 1]."""
+        """float32 (B, C, H, W) in [0, 1], or (B, points, 5) sequences."""
+        if self.input == "sequence":
+            return to_sequence_input(list(drawings), self.max_points).numpy()
         return to_model_input(list(drawings), size=self.image_size, encoding=self.encoding,
                               line_width=self.line_width, antialias=self.antialias,
                               padding=self.padding).numpy()

@@ -94,15 +94,18 @@ def _export(run: Run, out_dir: str | Path, write: Callable[[Path], tuple[float, 
     return ExportResult(out_dir=out_dir, max_abs_diff=diff, checked_inputs=checked)
 
 
-def _to_onnx(module: nn.Module, shape: tuple[int, int, int], file: Path, output: str, opset: int) -> None:
-    dummy = torch.zeros(2, *shape)
+def _to_onnx(module: nn.Module, example: np.ndarray, file: Path, output: str, opset: int, input_name: str = "image",
+             dynamic: dict[int, str] | None = None) -> None:
+    """Export with the batch axis dynamic (and the other axes of `dynamic`, e.g. a sequence's length)."""
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of torch.export's, which needs
-        # onnxscript; it still exports these models exactly.
+        # onnxscript; it still exports these models exactly. Its LSTM note on batch sizes does not
+        # apply: the recurrent layers start from zero states, and parity is checked at two sizes.
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(module, (dummy,), str(file), input_names=["image"], output_names=[output],
-                          opset_version=opset, dynamo=False,
-                          dynamic_axes={"image": {0: "batch"}, output: {0: "batch"}})
+        warnings.filterwarnings("ignore", message="Exporting a model to ONNX with a batch_size other than 1")
+        torch.onnx.export(module, (torch.from_numpy(example),), str(file), input_names=[input_name],
+                          output_names=[output], opset_version=opset, dynamo=False,
+                          dynamic_axes={input_name: {0: "batch"} | (dynamic or {}), output: {0: "batch"}})
 
 
 def _head(run: Run, opset: int, classes: list[str]) -> dict[str, Any]:
@@ -117,21 +120,23 @@ def _doodle_files(run: Run, tmp: Path, opset: int, samples: int) -> tuple[float,
     prep = Preprocessing.from_config(run.config.data)
     model = load_trained(run, "cpu")
     drawings = validation_drawings(run.config, limit=samples)
-    shape = (prep.channels, prep.image_size, prep.image_size)
-    _to_onnx(model, shape, tmp / "model.onnx", "logits", opset)
-    batches = [prep.to_input(drawings)] if drawings else []
-    diff, checked = _parity(model, onnx_session(tmp / "model.onnx"), shape, batches)
+    rng = np.random.default_rng(0)
+    dynamic = {1: "points"} if prep.input == "sequence" else None
+    _to_onnx(model, prep.random_input(rng, 2), tmp / "model.onnx", "logits", opset, prep.input_name, dynamic)
+    batches = [prep.random_input(rng)] + ([prep.to_input(drawings), prep.to_input(drawings[:1])] if drawings else [])
+    diff, checked = _parity(model, onnx_session(tmp / "model.onnx"), batches, prep.input_name)
     write_classes(tmp / "classes.txt", classes)
     write_ndjson(drawings, tmp / "samples.ndjson")
     info = _head(run, opset, classes) | {
         "task": "doodle",
-        "input": {"name": "image", "shape": ["batch", *shape], "dtype": "float32"},
+        "input": {"name": prep.input_name, "shape": prep.input_shape, "dtype": "float32"},
         "output": {"name": "logits", "shape": ["batch", len(classes)],
                    "note": "unnormalised scores; softmax gives probabilities"},
         "drawing": prep.to_json() | {
             "coordinates": "Google's simplified frame: integers 0..255, the drawing aligned to the top-left "
                            "and scaled so its larger side spans 0..255 (simplify raw drawings first)",
-            "renderer": "nnlab.datasets.strokes.to_model_input"},
+            "renderer": "nnlab.datasets.strokes.to_sequence_input (nnlab.strokes.sequence)" if prep.input == "sequence"
+            else "nnlab.datasets.strokes.to_model_input"},
         "normalisation": {"scale": 1 / 255, "mean": 0.0, "std": 1.0,
                           "formula": "input = rendered_pixel / 255 (ink bright on 0)"},
         "parity": {"max_abs_diff": diff, "inputs": checked, "tolerance": TOLERANCE},
@@ -146,10 +151,11 @@ def _image_files(run: Run, tmp: Path, opset: int, samples: int) -> tuple[float, 
     prep = ImagePreprocessing.from_config(run.config.data)
     shape = (prep.channels, prep.image_size, prep.image_size)
     output = "embedding" if task == "embedding" else "logits"
-    _to_onnx(module, shape, tmp / "model.onnx", output, opset)
+    rng = np.random.default_rng(0)
+    _to_onnx(module, rng.random((2, *shape), dtype=np.float32), tmp / "model.onnx", output, opset)
     images = prep.to_input(validation_images(run, samples))
-    batches = [images, images[:1]] if len(images) else []
-    diff, checked = _parity(module, onnx_session(tmp / "model.onnx"), shape, batches)
+    batches = [rng.random((3, *shape), dtype=np.float32)] + ([images, images[:1]] if len(images) else [])
+    diff, checked = _parity(module, onnx_session(tmp / "model.onnx"), batches)
     write_classes(tmp / "classes.txt", classes)
     with torch.inference_mode():
         width = int(module(torch.zeros(1, *shape)).shape[1])
@@ -176,15 +182,14 @@ def _image_files(run: Run, tmp: Path, opset: int, samples: int) -> tuple[float, 
     return diff, checked
 
 
-def _parity(model, session, shape: tuple[int, int, int], inputs: list[np.ndarray]) -> tuple[float, int]:
-    """Largest |onnxruntime - torch| on `inputs` (validation batches) and on random inputs;
+def _parity(model, session, inputs: list[np.ndarray], input_name: str = "image") -> tuple[float, int]:
+    """Largest |onnxruntime - torch| on `inputs` (random and validation batches of several sizes);
     raises ModelError beyond the tolerance."""
-    rng = np.random.default_rng(0)
     worst, checked = 0.0, 0
-    for x in [rng.random((3, *shape), dtype=np.float32), *inputs]:
+    for x in inputs:
         with torch.inference_mode():
             ref = model(torch.from_numpy(x)).float().numpy()
-        got = session.run(None, {"image": np.ascontiguousarray(x, dtype=np.float32)})[0]
+        got = session.run(None, {input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
         if got.shape != ref.shape:
             raise ModelError(f"ONNX export: output shape {got.shape} differs from torch's {ref.shape}")
         diff = float(np.abs(got - ref).max()) if ref.size else 0.0
