@@ -35,6 +35,7 @@ from nnlab.strokes.augment import StrokeAugment
 from nnlab.strokes.drawing import StrokeSource
 from nnlab.strokes.render import ENCODINGS, as_batch, render
 from nnlab.strokes.sequence import FEATURES, sequence_input
+from nnlab.strokes.simplify import to_canvas
 from nnlab.strokes.synth import synth_drawings
 
 
@@ -80,6 +81,7 @@ class StrokeDataset(Dataset):
             batch_seed = zlib.crc32(positions.tobytes())  # same batch, same augmentation
         idx = self.indices[positions]
         batch = self.store.batch(idx)
+        batch = to_canvas(batch, "frame")  # raw drawings in Google's frame (time kept), as predict takes them
         if self.augment is not None:
             rng = np.random.default_rng(np.random.SeedSequence([self.seed, batch_seed]))
             batch = self.augment(batch, rng)
@@ -188,6 +190,7 @@ def build_stroke_data(cfg, rank: int = 0, world: int = 1, pin_memory: bool = Fal
     return DataBundle(classes=list(store.classes), in_chans=input_channels(d), image_size=d.image_size,
                       loaders=loaders, ids=ids, labels=labels,
                       info={"sizes": {k: len(v) for k, v in splits.items()}, "store": d.path or "synth",
+                            "drawings": store.kind,  # raw drawings are framed, not simplified (runs.trained)
                             "skipped": store.meta.get("skipped", {}),
                             # per class, for the fallback guess of unreadable drawings at prediction time
                             "train_counts": np.bincount(labels["train"], minlength=len(store.classes)).tolist()})

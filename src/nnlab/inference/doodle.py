@@ -32,12 +32,12 @@ from nnlab.errors import DataError, ModelError, NnlabError
 from nnlab.fileio import read_classes
 from nnlab.ingest.chunks import read_drawings
 from nnlab.runs.run import Run
-from nnlab.runs.trained import load_trained
+from nnlab.runs.trained import load_trained, raw_handling
 from nnlab.scratch.losses import softmax
 from nnlab.strokes.drawing import Drawing
 from nnlab.strokes.render import ENCODINGS, default_line_width
 from nnlab.strokes.sequence import FEATURES
-from nnlab.strokes.simplify import simplify_drawing, simplify_strokes
+from nnlab.strokes.simplify import frame_strokes, simplify_drawing, simplify_strokes
 
 EXPORT_FILES = ("model.onnx", "preprocessing.json", "classes.txt")
 
@@ -58,15 +58,17 @@ class Preprocessing:
     antialias: bool = True
     input: str = "image"  # or "sequence": (batch, points, 5) point sequences
     max_points: int = 256
+    raw: str = "simplify"  # raw drawings: "simplify" (trained on simplified data) or "frame" (on a raw store)
 
     @classmethod
-    def from_config(cls, data: Any) -> Preprocessing:
-        """From a run's `data` section (the default line width resolved to its value)."""
+    def from_config(cls, data: Any, raw: str = "simplify") -> Preprocessing:
+        """From a run's `data` section (the default line width resolved to its value) and how it takes raw
+        drawings (`nnlab.runs.trained.raw_handling`)."""
         sequence = data.input == "sequence"
         return cls(image_size=int(data.image_size), encoding=str(data.encoding),
                    line_width=float(data.line_width or default_line_width(data.image_size)),
                    padding=float(data.padding), channels=FEATURES if sequence else ENCODINGS[data.encoding],
-                   input=str(data.input), max_points=int(data.max_points))
+                   input=str(data.input), max_points=int(data.max_points), raw=raw)
 
     @classmethod
     def from_json(cls, info: dict[str, Any], source: str = "preprocessing.json") -> Preprocessing:
@@ -75,7 +77,8 @@ class Preprocessing:
             return cls(image_size=int(d["image_size"]), encoding=str(d["encoding"]),
                        line_width=float(d["line_width"]), padding=float(d["padding"]),
                        channels=int(d["channels"]), antialias=bool(d.get("antialias", True)),
-                       input=str(d.get("input", "image")), max_points=int(d.get("max_points", 256)))
+                       input=str(d.get("input", "image")), max_points=int(d.get("max_points", 256)),
+                       raw=str(d.get("raw", "simplify")))
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{source}: missing or invalid drawing preprocessing field ({exc})") from None
 
@@ -110,16 +113,19 @@ class Preprocessing:
 
 
 def prepare_strokes(strokes: Sequence[np.ndarray | Sequence[Sequence[float]]],
-                    max_ink: int | None = None) -> list[np.ndarray]:
-    """Strokes as (n, 2) arrays in Google's simplified frame.
+                    max_ink: int | None = None, raw: str = "simplify") -> list[np.ndarray]:
+    """Strokes in Google's 0..255 frame, as the model was trained (`raw`, see `Preprocessing`).
 
     A drawing already simplified (integer x, y in 0..255 and no time) is kept; anything else
-    (time present, fractions, coordinates outside 0..255) is raw input and goes through
-    Google's simplification (align, scale to 0..255, resample, RDP). max_ink bounds the cost
-    of that: a drawing with more ink (px, once scaled) is resampled more coarsely."""
+    (time present, fractions, coordinates outside 0..255) is raw input and goes through Google's
+    simplification (align, scale to 0..255, resample, RDP), or with raw = "frame" only its frame
+    (align and scale, time kept). max_ink bounds the cost of simplifying: a drawing with more ink
+    (px, once scaled) is resampled more coarsely."""
     arrays = checked_strokes(strokes)
     if is_simplified(arrays):
         return [a.astype(np.int32) for a in arrays]
+    if raw == "frame":
+        return frame_strokes(arrays)
     return simplify_strokes(arrays, max_points=max_ink)
 
 
@@ -188,7 +194,7 @@ class DoodleModel:
         """One raw and one simplified drawing through the whole path, so that the JIT
         compilation (or cache load) and first allocations do not land on a user's request."""
         raw = [np.array([[10.0, 10.0, 0.0], [60.5, 80.0, 16.0], [120.0, 30.0, 33.0]])]
-        self.guess([prepare_strokes(raw), prepare_strokes([np.array([[0, 0], [255, 255]])])], 1)
+        self.guess([prepare_strokes(raw, raw=self.prep.raw), prepare_strokes([np.array([[0, 0], [255, 255]])])], 1)
 
     def info(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": self.name, "classes": len(self.classes),
@@ -264,9 +270,10 @@ def _load_run(path: Path, threads: int | None) -> TorchDoodleModel:
     check_stroke_run(run)
     if threads:
         torch.set_num_threads(threads)
+    raw = raw_handling(run)
     return TorchDoodleModel(load_trained(run, "cpu"), path=path, name=run.config.model.name,
-                            classes=run.classes(), prep=Preprocessing.from_config(run.config.data),
-                            samples=SampleSource(lambda: validation_drawings(run.config)))
+                            classes=run.classes(), prep=Preprocessing.from_config(run.config.data, raw),
+                            samples=SampleSource(lambda: validation_drawings(run.config, raw=raw)))
 
 
 def _load_export(path: Path, threads: int | None) -> OnnxDoodleModel:
@@ -324,9 +331,9 @@ class SampleSource:
         threading.Thread(target=load, name="nnlab-samples", daemon=True).start()
 
 
-def validation_drawings(cfg, limit: int = 200, seed: int = 0) -> list[Drawing]:
+def validation_drawings(cfg, limit: int = 200, seed: int = 0, raw: str = "simplify") -> list[Drawing]:
     """Up to `limit` drawings of the run's validation split (the whole labelled set when the
-    split is empty), simplified, in a random order fixed by `seed`.
+    split is empty), in the 0..255 frame as the run takes them (`raw`), in a random order fixed by `seed`.
 
     synth runs regenerate their doodles from the config; strokes runs read their store."""
     if cfg.data.kind not in STROKE_KINDS:
@@ -340,7 +347,11 @@ def validation_drawings(cfg, limit: int = 200, seed: int = 0) -> list[Drawing]:
     pick = np.sort(rng.choice(idx, size=min(limit, len(idx)), replace=False)) if len(idx) else idx
     drawings = list(store.iter_drawings(pick))
     rng.shuffle(drawings)
-    return [dr if store.kind == "simplified" else simplify_drawing(dr) for dr in drawings]
+    if store.kind == "simplified":
+        return drawings
+    if raw == "frame":
+        return [Drawing(**(vars(dr) | {"strokes": frame_strokes(dr.strokes)})) for dr in drawings]
+    return [simplify_drawing(dr) for dr in drawings]
 
 
 def _read_samples(path: Path) -> list[Drawing]:

@@ -38,7 +38,6 @@ from nnlab.ingest.reasons import SkipStats
 from nnlab.ingest.sources import MAX_LINE_BYTES, detect_format
 from nnlab.store.format import StrokeStore
 from nnlab.strokes.drawing import PackedSource, StrokeBatch, StrokeSource
-from nnlab.strokes.simplify import simplify_batch
 
 _BLANK = b" \t\r\n"  # a line of only these is no row (as the readers see it)
 
@@ -104,22 +103,25 @@ def read_drawing_rows(path: str | os.PathLike) -> DrawingRows:
 
 def _store_rows(path: Path) -> DrawingRows:
     store = StrokeStore.open(path)
-    source = PackedSource(store, simplify_batch)
+    source = PackedSource(store)  # raw stores stay raw: each run frames or simplifies them as it was trained
     return DrawingRows([str(k) for k in np.asarray(store.key_ids).tolist()], source,
                        np.arange(len(store), dtype=np.int64), [], {}, unit="drawing")
 
 
 def _pack_chunks(chunks: list[ParsedChunk]) -> StrokeBatch:
-    """The chunks' drawings as one simplified StrokeBatch (raw ones simplified chunk by chunk)."""
-    parts = [c.simplified() for c in chunks]
-    stroke_len = np.concatenate([np.zeros(0, np.int64)] + [c.stroke_len for c in parts])
-    num_strokes = np.concatenate([np.zeros(0, np.int64)] + [c.num_strokes for c in parts])
+    """The chunks' drawings as one StrokeBatch: simplified ones as uint8, raw ones as float32 points with
+    time, as a raw store holds them (each run frames or simplifies raw drawings as it was trained)."""
+    raw = bool(chunks) and chunks[0].kind == "raw"  # one kind per file (mixing is a bad row)
+    stroke_len = np.concatenate([np.zeros(0, np.int64)] + [c.stroke_len for c in chunks])
+    num_strokes = np.concatenate([np.zeros(0, np.int64)] + [c.num_strokes for c in chunks])
     stroke_ptr = np.zeros(len(stroke_len) + 1, np.int64)
     np.cumsum(stroke_len, out=stroke_ptr[1:])
     drawing_ptr = np.zeros(len(num_strokes) + 1, np.int64)
     np.cumsum(num_strokes, out=drawing_ptr[1:])
-    return StrokeBatch(points=np.concatenate([np.zeros((0, 2), np.uint8)] + [c.points for c in parts]),
-                       stroke_ptr=stroke_ptr, drawing_ptr=drawing_ptr)
+    dtype = np.float32 if raw else np.uint8
+    points = np.concatenate([np.zeros((0, 2), dtype)] + [c.points.astype(dtype, copy=False) for c in chunks])
+    time = np.concatenate([c.time for c in chunks]).astype(np.float32) if raw else None
+    return StrokeBatch(points=points, stroke_ptr=stroke_ptr, drawing_ptr=drawing_ptr, time=time)
 
 
 def _open_lines(path: Path) -> Iterator[bytes]:

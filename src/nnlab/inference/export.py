@@ -51,7 +51,7 @@ from nnlab.inference.image_model import (
 )
 from nnlab.ingest.writers import write_ndjson
 from nnlab.runs.run import Run
-from nnlab.runs.trained import load_trained
+from nnlab.runs.trained import load_trained, raw_handling
 from nnlab.version import __version__
 
 OPSET = 17  # supported by every onnxruntime since 1.11 and by torch's TorchScript exporter
@@ -117,9 +117,9 @@ def _head(run: Run, opset: int, classes: list[str]) -> dict[str, Any]:
 
 def _doodle_files(run: Run, tmp: Path, opset: int, samples: int) -> tuple[float, int]:
     classes = run.classes()
-    prep = Preprocessing.from_config(run.config.data)
+    prep = Preprocessing.from_config(run.config.data, raw_handling(run))
     model = load_trained(run, "cpu")
-    drawings = validation_drawings(run.config, limit=samples)
+    drawings = validation_drawings(run.config, limit=samples, raw=prep.raw)
     rng = np.random.default_rng(0)
     dynamic = {1: "points"} if prep.input == "sequence" else None
     _to_onnx(model, prep.random_input(rng, 2), tmp / "model.onnx", "logits", opset, prep.input_name, dynamic)
@@ -133,8 +133,9 @@ def _doodle_files(run: Run, tmp: Path, opset: int, samples: int) -> tuple[float,
         "output": {"name": "logits", "shape": ["batch", len(classes)],
                    "note": "unnormalised scores; softmax gives probabilities"},
         "drawing": prep.to_json() | {
-            "coordinates": "Google's simplified frame: integers 0..255, the drawing aligned to the top-left "
-                           "and scaled so its larger side spans 0..255 (simplify raw drawings first)",
+            "coordinates": "Google's frame: the drawing aligned to the top-left and scaled so its larger side "
+                           "spans 0..255; raw drawings simplified first (raw = 'simplify') or only framed, time "
+                           "kept (raw = 'frame'), as the model was trained",
             "renderer": "nnlab.datasets.strokes.to_sequence_input (nnlab.strokes.sequence)" if prep.input == "sequence"
             else "nnlab.datasets.strokes.to_model_input"},
         "normalisation": {"scale": 1 / 255, "mean": 0.0, "std": 1.0,

@@ -14,7 +14,6 @@ from nnlab.inference.submission import predict_drawings
 from nnlab.runs.run import Run
 from nnlab.store.show import show_grid
 from nnlab.strokes.drawing import Drawing, PackedSource
-from nnlab.strokes.simplify import simplify_batch
 
 
 def show_run_samples(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, n: int = 36,
@@ -38,7 +37,7 @@ def show_run_samples(run_dir: str | os.PathLike, out: str | os.PathLike | None =
     idx = np.sort(idx)
     if len(idx) > n:  # the store is grouped by class: spread the picks over it
         idx = idx[np.linspace(0, len(idx) - 1, n).round().astype(np.int64)]
-    source = PackedSource(store, simplify_batch, idx)
+    source = PackedSource(store, subset=idx)  # predict_drawings frames or simplifies raw ones as trained
     guess = predict_drawings(run, source).argmax(1)
     classes = run.classes()
     drawings = []

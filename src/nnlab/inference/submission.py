@@ -20,6 +20,7 @@ import csv
 import json
 import os
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,9 @@ from nnlab.inference.drawing_rows import DrawingRows, read_drawing_rows
 from nnlab.inference.ensemble import ensemble_proba, parse_weights
 from nnlab.progress import progress
 from nnlab.runs.run import Run
-from nnlab.runs.trained import load_trained
-from nnlab.strokes.drawing import StrokeBatch, StrokeSource
+from nnlab.runs.trained import load_trained, raw_handling
+from nnlab.strokes.drawing import PackedSource, StrokeBatch, StrokeSource
+from nnlab.strokes.simplify import to_canvas
 from nnlab.strokes.vocabulary import word_to_label
 
 TTA_CHOICES = ("flip",)
@@ -57,6 +59,7 @@ def predict_drawings(run: Run, source: StrokeSource, tta: str | None = None,
     rendered with the run's own image size, encoding, line width and padding."""
     check_tta(tta)
     d = run.config.data
+    source = PackedSource(source, partial(to_canvas, raw=raw_handling(run)))  # raw drawings as in training
     device = pick_device("auto")
     model = load_trained(run, device)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -11,6 +13,7 @@ from nnlab.device import load_torch_file
 from nnlab.errors import NnlabError
 from nnlab.models import build_model
 from nnlab.runs.run import Run
+from nnlab.store.format import StrokeStore
 
 EMA_KEY = "ema"  # the EMA weights' entry in last.pt and best-*.pt
 
@@ -29,6 +32,17 @@ def load_trained(run: Run, device: str = "cpu") -> nn.Module:
         raise NnlabError(f"{best}: not an nnlab checkpoint (no model weights in it)")
     model.load_state_dict(trained_weights(state))
     return model.to(device).eval()
+
+
+def raw_handling(run: Run) -> str:
+    """How the run takes raw drawings, as it was trained (`nnlab.strokes.simplify.to_canvas`): "frame" for a
+    run trained on a raw store, else "simplify" (simplified stores, synthetic doodles, image runs)."""
+    drawings = None
+    if (run.path / "metrics.json").is_file():
+        drawings = json.loads((run.path / "metrics.json").read_text()).get("data", {}).get("drawings")
+    elif run.config.data.kind == "strokes" and run.config.data.path and Path(run.config.data.path).is_dir():
+        drawings = StrokeStore.open(run.config.data.path).kind  # a run still training: its store says
+    return "frame" if drawings == "raw" else "simplify"
 
 
 def trained_weights(state: dict[str, Any]) -> dict[str, Any]:

@@ -251,7 +251,7 @@ def create_app(path: str | os.PathLike | DoodleModel, threads: int | None = None
     model.warm_up()
     model.samples.prefetch()
     batcher = MicroBatcher(model)
-    prep = Preprocessor()
+    prep = Preprocessor(raw=model.prep.raw)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -66,7 +66,7 @@ class MicroBatcher:
         ready, drawings = [], []
         for strokes, loop, future in jobs:
             try:
-                drawings.append(prepare_strokes(strokes))
+                drawings.append(prepare_strokes(strokes, raw=self.model.prep.raw))  # framing is idempotent
                 ready.append((loop, future))
             except Exception as exc:  # noqa: BLE001 - handed to the request that sent the drawing
                 loop.call_soon_threadsafe(_settle, future, None, exc)

@@ -35,7 +35,9 @@ class Busy(NnlabError):
 class Preprocessor:
     """`await prep(strokes)` -> the drawing in Google's simplified frame (see the module doc)."""
 
-    def __init__(self, threads: int = 2, max_heavy_pending: int = 8, timeout_s: float = 10.0) -> None:
+    def __init__(self, threads: int = 2, max_heavy_pending: int = 8, timeout_s: float = 10.0,
+                 raw: str = "simplify") -> None:
+        self.raw = raw  # "frame": a model trained on raw drawings takes them framed (cheap), not simplified
         self._light = ThreadPoolExecutor(threads, thread_name_prefix="nnlab-simplify")
         self._heavy = ThreadPoolExecutor(1, thread_name_prefix="nnlab-simplify-long")
         self.max_heavy_pending = max_heavy_pending
@@ -44,8 +46,8 @@ class Preprocessor:
 
     async def __call__(self, strokes: Sequence[np.ndarray]) -> list[np.ndarray]:
         arrays = checked_strokes(strokes)
-        if is_simplified(arrays):
-            return [a.astype(np.int32) for a in arrays]
+        if is_simplified(arrays) or self.raw == "frame":
+            return prepare_strokes(arrays, raw=self.raw)  # linear in the points: no thread needed
         loop = asyncio.get_running_loop()
         if scaled_ink_length(arrays) <= LIGHT_INK:
             job = loop.run_in_executor(self._light, prepare_strokes, arrays)

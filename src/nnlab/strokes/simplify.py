@@ -267,3 +267,33 @@ def frame_batch(batch: StrokeBatch, margin: float = 0.0) -> StrokeBatch:
     points = (batch.points[:, :2] - lo[owner]) * factor[owner, None] + margin
     return StrokeBatch(points.astype(np.float32), batch.stroke_ptr.copy(), batch.drawing_ptr.copy(),
                        None if batch.time is None else batch.time.copy())
+
+
+RAW_HANDLING = ("simplify", "frame")  # how a run takes raw drawings: as it was trained (see to_canvas)
+
+
+def is_simplified_batch(batch: StrokeBatch) -> bool:
+    """Whether a batch holds simplified drawings: uint8 points, or no time and integer x, y in 0..255."""
+    p = batch.points
+    if p.dtype == np.uint8:
+        return True
+    return batch.time is None and (not len(p) or (p.min() >= 0 and p.max() <= 255 and bool((p == np.round(p)).all())))
+
+
+def to_canvas(batch: StrokeBatch, raw: str = "simplify") -> StrokeBatch:
+    """A batch in Google's 0..255 frame: simplified drawings (`is_simplified_batch`) as they are; raw ones
+    simplified (`raw = "simplify"`: a run trained on simplified data) or only framed, time kept
+    (`raw = "frame"`: a run trained on a raw store), so that predict, export and serve prepare raw
+    drawings exactly as training did."""
+    if is_simplified_batch(batch):
+        return batch
+    if raw == "frame":
+        return frame_batch(batch)
+    return simplify_batch(batch)
+
+
+def frame_strokes(strokes: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """One raw drawing's strokes ((n, 2) or (n, 3) arrays) in Google's frame, time kept (`frame_batch`)."""
+    batch = frame_batch(StrokeBatch.from_drawings([list(strokes)]))
+    xy = batch.points if batch.time is None else np.column_stack([batch.points, batch.time])
+    return [xy[batch.stroke_ptr[s]:batch.stroke_ptr[s + 1]].astype(np.float64) for s in range(len(strokes))]
