@@ -155,6 +155,8 @@ class ScheduleConfig(Section):
 
 
 class TrainConfig(Section):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)  # epochs = "15" is an error
+
     epochs: int = Field(10, ge=1, le=100000)
     steps_per_epoch: int | None = Field(None, ge=1, description="fixed batches per epoch (endless samplers)")
     grad_accum: int = Field(1, ge=1, le=1024)
@@ -167,6 +169,8 @@ class TrainConfig(Section):
     train_last: int | None = Field(None, ge=1, description="train only the last K parameterised layers")
     early_stop_patience: int | None = Field(None, ge=1, description="epochs without improvement before stopping")
     keep_best: int = Field(1, ge=0, le=100, description="best checkpoints kept besides last.pt")
+    tensorboard: bool = Field(False, description="write TensorBoard events under RUN/tensorboard/")
+    tensorboard_every: int = Field(50, ge=1, description="batches between the per-step TensorBoard scalars")
 
 
 class EvalConfig(Section):

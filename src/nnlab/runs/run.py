@@ -2,8 +2,8 @@
 
     runs/<name>-<timestamp>/
       config.toml  env.json  history.csv  metrics.json  classes.txt
-      checkpoints/last.pt, checkpoints/best-e<epoch>-<metric><value>.pt
-      plots/*.png  predictions/
+      checkpoints/last.pt, checkpoints/best-e<epoch from 1>-<metric>-<value>.pt
+      plots/*.png  predictions/  train.log  tensorboard/ (train.tensorboard)
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ class BestCheckpoints:
         self.stale = 0 if self.improved(value) else self.stale + 1
         if self.keep <= 0:
             return
-        entry = {"epoch": epoch, "value": value, "file": f"best-e{epoch:03d}-{self.metric}-{value:.4f}{suffix}"}
+        entry = {"epoch": epoch, "value": value, "file": f"best-e{epoch + 1:03d}-{self.metric}-{value:.4f}{suffix}"}  # epochs from 1, as history.csv
         sign = 1 if self.higher_is_better else -1
         ranked = sorted([*self.best, entry], key=lambda e: (-sign * e["value"], e["epoch"]))
         kept, dropped = ranked[:self.keep], ranked[self.keep:]
