@@ -23,29 +23,34 @@ def _echo(text: str) -> None:
 def run(config: Path = typer.Argument(..., help="Experiment TOML file."),
         set_: list[str] = typer.Option([], "--set", help=SET_HELP),
         out: Path | None = typer.Option(None, "--out", help="Run directory (default runs/<name>-<timestamp>).")) -> None:
-    """Train an experiment; prints the run directory when it starts and when it ends."""
+    """Train an experiment; prints the run directory when it starts and when it ends, and one line per epoch.
+
+    Example: nnlab run recipes/digits-lenet.toml --set train.epochs=3
+    """
+    from nnlab.api import fit  # heavy (torch): imported when the command runs
     from nnlab.device import is_main_process  # heavy (torch): imported when the command runs
     from nnlab.runs.report import format_report  # heavy (torch): imported when the command runs
-    from nnlab.training import fit  # heavy (torch): imported when the command runs
 
-    cfg = load_config(config, set_)
-    run_ = fit(cfg, out=out, announce=lambda r: _echo(f"run directory: {r.path}"))
+    run_ = fit(config, set_, out=out, announce=lambda path: _echo(f"run directory: {path}"))
     if is_main_process():
-        _echo(format_report(run_))
+        _echo(format_report(run_.dir))
         _echo(f"finished: {run_.path}")
 
 
 @app.command()
-def resume(run_dir: Path = typer.Argument(..., help="Run directory to continue.")) -> None:
-    """Continue a run exactly where its last checkpoint left it."""
-    from nnlab.runs.report import format_report  # heavy (torch): imported when the command runs
-    from nnlab.runs.run import Run  # heavy (torch): imported when the command runs
-    from nnlab.training import fit  # heavy (torch): imported when the command runs
+def resume(run_dir: Path = typer.Argument(..., help="Run directory to continue."),
+           epochs: int | None = typer.Option(None, "--epochs", min=1,
+                                             help="Extend the run to this many epochs in all (the schedule is "
+                                                  "re-planned and config.toml updated).")) -> None:
+    """Continue a run exactly where its last checkpoint left it, or extend a finished one.
 
-    run_ = Run.open(run_dir)
-    _echo(f"resuming {run_.path}")
-    fit(run_.config, resume_run=run_)
-    _echo(format_report(run_))
+    Example: nnlab resume runs/digits-lenet-20260101-120000 --epochs 30
+    """
+    from nnlab.api import resume as resume_run  # heavy (torch): imported when the command runs
+    from nnlab.runs.report import format_report  # heavy (torch): imported when the command runs
+
+    _echo(f"resuming {run_dir}")
+    _echo(format_report(resume_run(run_dir, epochs=epochs).dir))
 
 
 @app.command("eval")

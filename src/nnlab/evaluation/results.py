@@ -29,7 +29,7 @@ def write_results(run: Run, data: DataBundle, metrics: dict[str, Any], outputs: 
         write_probabilities(run.path / "predictions" / f"{split}.csv", data.ids[split], probs, data.classes,
                             labels=data.labels[split], k=run.config.eval.top_k)
     run.write_json("metrics.json", metrics)
-    write_run_plots(run, confusion=(cm, data.classes) if final is not None else None)
+    write_run_plots(run, confusion=(cm, data.classes) if final is not None else None, split=final or "test")
     return metrics
 
 

@@ -50,14 +50,16 @@ def predict_command(run_dirs: list[Path], input_path: Path, out: Path, top_k: in
     if tta:
         raise NnlabError("--tta is available for drawings only")
     ids, images = read_image_inputs(input_path)
-
-    def one(run: Run) -> np.ndarray:
-        d = run.config.data
-        transform = make_transform(train=False, image_size=d.image_size, channels=d.channels, augment=False,
-                                   mean=d.mean, std=d.std)
-        x = torch.stack([transform(im) for im in images])
-        return predict_proba(load_trained(run), (x[i:i + BATCH_SIZE] for i in range(0, len(x), BATCH_SIZE)))
-
-    probs = ensemble_proba(runs, one, weights)
+    probs = ensemble_proba(runs, lambda run: predict_images(run, images), weights)
     write_probabilities(out, np.asarray(ids), probs, runs[0].classes(), k=top_k)
     return len(ids), None
+
+
+def predict_images(run: Run, images: list[np.ndarray] | np.ndarray) -> np.ndarray:
+    """Softmax probabilities (N, classes) of a run's best checkpoint for uint8 images (H, W) or (H, W, C),
+    preprocessed exactly as its val/test splits were."""
+    d = run.config.data
+    transform = make_transform(train=False, image_size=d.image_size, channels=d.channels, augment=False,
+                               mean=d.mean, std=d.std)
+    x = torch.stack([transform(im) for im in images])
+    return predict_proba(load_trained(run), (x[i:i + BATCH_SIZE] for i in range(0, len(x), BATCH_SIZE)))
