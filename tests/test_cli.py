@@ -100,8 +100,10 @@ def test_models_lists_registry_and_timm():
 
 
 def test_resume_command_on_finished_run_is_a_no_op(runs):
+    before = (runs[1] / "history.csv").read_text()
     proc = nnlab("resume", runs[1])
-    assert "resuming" in proc.stdout
+    assert "is finished (2 epochs of 2); nothing to resume" in proc.stdout
+    assert (runs[1] / "history.csv").read_text() == before
 
 
 def test_debug_flag_shows_traceback(tmp_path):

@@ -32,6 +32,7 @@ from nnlab.inference.predict import predict_images, read_image_inputs
 from nnlab.inference.submission import predict_drawings
 from nnlab.ingest.image_files import read_image
 from nnlab.metrics import confusion_matrix
+from nnlab.progress import plural
 from nnlab.runs import plots
 from nnlab.runs import run as rundir
 from nnlab.strokes.drawing import Drawing, PackedSource, StrokeBatch
@@ -39,6 +40,7 @@ from nnlab.study.execute import StudyOutcome, run_study
 from nnlab.study.plan import plan_study
 from nnlab.study.report import format_tables
 from nnlab.training import fit as train
+from nnlab.training.lr_find import LRFindResult, lr_find_for
 
 ConfigLike = str | os.PathLike | Mapping[str, Any] | ExperimentConfig
 Overrides = Sequence[str] | Mapping[str, Any] | None
@@ -176,7 +178,7 @@ def load_run(path: str | os.PathLike) -> Run:
 def resume(run: Run | str | os.PathLike, epochs: int | None = None, echo: bool = True) -> Run:
     """Continue a run where its last checkpoint left it; `epochs` extends (or shortens) the plan to that many
     epochs in all, re-planning the schedule and recording the new count in its config.toml.
-    A finished run that is not extended raises NnlabError saying so."""
+    A finished run that is not extended is left as it is (with a line saying so)."""
     d = rundir.Run.open(run.path if isinstance(run, Run) else run)
     finished = (d.path / "metrics.json").is_file()
     done = len(d.history())
@@ -187,10 +189,20 @@ def resume(run: Run | str | os.PathLike, epochs: int | None = None, echo: bool =
         save_config(d.config, d.path / "config.toml")
         (d.path / "metrics.json").unlink(missing_ok=True)
     elif finished:
-        raise NnlabError(f"{d.path}: the run is finished ({done} of {d.config.train.epochs} epochs); "
-                         f"extend it with `nnlab resume {d.path} --epochs N`")
+        if echo:
+            print(f"{d.path} is finished ({plural(done, 'epoch')} of {d.config.train.epochs}); nothing to resume "
+                  f"(extend it with `nnlab resume {d.path} --epochs N`)", flush=True)
+        return Run(d.path)
     train(d.config, resume_run=d, echo=echo)
     return Run(d.path)
+
+
+def lr_find(config: ConfigLike, overrides: Overrides = None, out: str | os.PathLike | None = None,
+            **options: Any) -> LRFindResult:
+    """Leslie Smith's range test on the configured model and data: writes lr_find.png and lr_find.json
+    (default runs/<name>-lr-find/) and returns the curve with `.steepest`, `.valley` and `.suggestion`.
+    `options`: start_lr, end_lr, steps, beta (smoothing), diverge (stop at this multiple of the best loss)."""
+    return lr_find_for(make_config(config, overrides), out, **options)[0]
 
 
 @dataclass

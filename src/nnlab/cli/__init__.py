@@ -7,7 +7,7 @@ import sys
 import click
 import typer
 
-from nnlab.cli import core, data, ship, study  # noqa: F401  (registers the commands)
+from nnlab.cli import core, data, ship, study, tune  # noqa: F401  (registers the commands)
 from nnlab.cli.app import app, state
 from nnlab.errors import NnlabError
 

@@ -111,7 +111,23 @@ def confused_pairs_figure(cm: np.ndarray, classes: list[str], split: str = "test
     return fig
 
 
-# --------------------------------------------------------------------------- text
+def lr_find_figure(lrs: list[float], losses: list[float], steepest: float, valley: float, title: str = "") -> Figure:
+    """The range test: smoothed loss against a log learning rate, with the two suggestions marked."""
+    fig = Figure(figsize=(6.5, 4.2), layout="tight")
+    ax = fig.subplots()
+    ax.plot(lrs, losses, lw=1.6)
+    for lr, name, colour in ((steepest, "steepest", "C1"), (valley, "valley", "C2")):
+        ax.plot([lr], [np.interp(np.log(lr), np.log(lrs), losses)], "o", color=colour, label=f"{name}: {lr:.2g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss (smoothed)")
+    ax.set_title(f"LR range test{': ' + title if title else ''}", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return fig
+
+
+# --------------------------------------------------------------------------- embeddings
 
 
 
