@@ -166,8 +166,19 @@ def fit(config: ConfigLike, overrides: Overrides = None, out: str | os.PathLike 
     Prints one line per epoch (also in RUN/train.log) unless `echo` is False; `announce(path)` is called
     with the run directory before training starts."""
     cfg = make_config(config, overrides)
-    run = train(cfg, out=out, announce=(lambda r: announce(r.path)) if announce else None, echo=echo)
+    try:
+        run = train(cfg, out=out, announce=(lambda r: announce(r.path)) if announce else None, echo=echo)
+    except NnlabError as exc:
+        raise _naming(exc, config) from exc
     return Run(run.path)
+
+
+def _naming(exc: NnlabError, config: ConfigLike) -> NnlabError:
+    """The error with the config file in front, as the checks made while loading it give it."""
+    source = str(config) if isinstance(config, (str, os.PathLike)) else None
+    if source is None or str(exc).startswith(source):
+        return exc
+    return type(exc)(f"{source}: {exc}")
 
 
 def load_run(path: str | os.PathLike) -> Run:

@@ -262,6 +262,12 @@ def set_key(raw: dict[str, Any], key: str, value: Any, where: str = "config") ->
     node[leaf] = value
 
 
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """'; did you mean 'x'?' for the closest choice, or '' (the hint every unknown-name error gives)."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def validate(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(raw)
@@ -281,8 +287,7 @@ def _describe(exc: ValidationError, raw: dict[str, Any], source: str) -> str:
             model = next(a for a in (annotation, *getattr(annotation, "__args__", ())) if
                          isinstance(a, type) and issubclass(a, BaseModel))
         allowed = sorted(model.model_fields)
-        close = difflib.get_close_matches(loc[-1], allowed, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(loc[-1], allowed)
         return f"{source}: {key}: unknown key{hint} (allowed: {', '.join(allowed)})"
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "value_error" and not loc:  # a whole-file check: its message names the keys

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import timm
 from torch import nn
 
-from nnlab.config import ModelConfig, options_for
+from nnlab.config import ModelConfig, did_you_mean, options_for
 from nnlab.errors import ModelError
 from nnlab.models.timm_adapter import build_timm
 
@@ -39,7 +39,8 @@ def build_plain(cfg: ModelConfig, in_chans: int, num_classes: int, image_size: i
     if cfg.name.startswith("timm:"):
         return build_timm(cfg.name.removeprefix("timm:"), in_chans, num_classes, cfg.pretrained, cfg.dropout)
     if cfg.name not in _REGISTRY:
-        raise ModelError(f"model.name: unknown model {cfg.name!r} (registered: {', '.join(sorted(_REGISTRY))}; "
+        raise ModelError(f"model.name: unknown model {cfg.name!r}{did_you_mean(cfg.name, _REGISTRY)} "
+                         f"(registered: {', '.join(sorted(_REGISTRY))}; "
                          "or timm:<name>, see `nnlab models`)")
     builder = _REGISTRY[cfg.name]
     return builder(**options_for(builder, cfg, in_chans=in_chans, num_classes=num_classes, image_size=image_size))

@@ -22,7 +22,7 @@ from typing import Any
 
 from nnlab.config import ExperimentConfig, load_config, save_config
 from nnlab.fileio import atomic_write_text, read_classes, write_classes
-from nnlab.errors import NnlabError
+from nnlab.errors import DataError, NnlabError
 import torch
 import numpy
 from nnlab.version import __version__
@@ -188,13 +188,21 @@ class BestCheckpoints:
 
 
 def resolve_paths(cfg: ExperimentConfig) -> ExperimentConfig:
-    """A copy of the config whose file paths are absolute (so a run can be resumed from anywhere)."""
+    """A copy of the config whose file paths are absolute (so a run can be resumed from anywhere).
+
+    A relative path that does not exist is an error naming the directory it was resolved against
+    (except an IDX folder that `data.download` will fill)."""
     cfg = cfg.model_copy(deep=True)
     for section, key in PATH_FIELDS:
         part = getattr(cfg, section)
         value = getattr(part, key)
         if value:
-            setattr(part, key, str(Path(value).expanduser().resolve()))
+            path = Path(value).expanduser()
+            will_download = section == "data" and cfg.data.download
+            if not path.is_absolute() and not path.exists() and not will_download:
+                raise DataError(f"{section}.{key}: {value} not found (a relative path is resolved against the "
+                                f"current directory {Path.cwd()}; give an absolute path or run from elsewhere)")
+            setattr(part, key, str(path.resolve()))
     return cfg
 
 
