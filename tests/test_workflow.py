@@ -200,8 +200,8 @@ def test_unknown_model_did_you_mean():
 
 def test_lr_find_on_digits_suggests_a_rate_that_trains(tmp_path):
     base = {"name": "lrf", "seed": 0, "data": {"kind": "digits", "image_size": 16, "batch_size": 32},
-            "model": {"name": "lenet_alpha"}, "optim": {"name": "adam"}, "train": {"epochs": 2}}
-    proc = nnlab_cli("lr-find", _write(tmp_path / "lrf.toml", base), "--out", tmp_path / "lrf", "--steps", "80",
+            "model": {"name": "lenet_alpha"}, "optim": {"name": "sgd", "momentum": 0.9}, "train": {"epochs": 2}}
+    proc = nnlab_cli("lr-find", _write(tmp_path / "lrf.toml", base), "--out", tmp_path / "lrf", "--steps", "100",
                      "--start-lr", "1e-6", "--end-lr", "10")
     data = json.loads((tmp_path / "lrf" / "lr_find.json").read_text())
     assert (tmp_path / "lrf" / "lr_find.png").stat().st_size > 10_000
@@ -209,8 +209,8 @@ def test_lr_find_on_digits_suggests_a_rate_that_trains(tmp_path):
                                                            tmp_path / "lrf" / "lr_find.png"]
     lrs = data["lrs"]
     assert lrs[0] == pytest.approx(1e-6) and np.all(np.diff(lrs) > 0)
-    assert data["diverged"], "an exponential ramp to lr 10 must blow the loss up and stop early"
-    assert len(lrs) < 80 and max(data["losses"]) > 2 * min(data["losses"])
+    assert data["diverged"], "SGD with momentum ramped to lr 10 must blow the loss up and stop early"
+    assert len(lrs) < 100 and lrs[-1] < 10
     for key in ("steepest", "valley"):
         assert lrs[0] < data[key] < lrs[-1]
     assert f"--set optim.lr={data['suggestion']:.3g}" in proc.stdout

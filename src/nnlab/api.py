@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
+import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,6 +278,17 @@ def study(config: ConfigLike, grid: Mapping[str, Mapping[str, Any]] | Sequence[s
     if announce is not None:
         announce(plan)
     return StudyResult(run_study(plan))
+
+
+class _StudyPackage(types.ModuleType):
+    """`nnlab.study` names both the package of study modules and this API's `study`: importing the API
+    makes the package callable, so `nnlab.study(config, ...)` works while `nnlab.study.plan` still imports."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> StudyResult:
+        return study(*args, **kwargs)
+
+
+sys.modules["nnlab.study"].__class__ = _StudyPackage
 
 
 # --------------------------------------------------------------------------- inputs

@@ -3,6 +3,7 @@ verification ROC and a 2-D map of the embeddings (open-set runs)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,16 @@ from nnlab.metrics import top_confusions  # noqa: E402
 from nnlab.runs.run import Run  # noqa: E402
 
 FPR_TARGETS = (1e-2, 1e-3)  # the verification operating points reported and marked on the ROC
+
+class Plot(Figure):
+    """A figure built without pyplot (nothing left open, safe in worker threads) that Jupyter shows inline
+    when a cell returns it, whatever the backend."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=90)
+        return buffer.getvalue()
+
 
 MAX_MATRIX_CLASSES = 30  # beyond this a matrix is unreadable: a bar chart of the most confused pairs instead
 
@@ -48,7 +59,7 @@ def plot_history(history: list[dict[str, float]], metric: str, path: Path) -> Pa
 
 def history_figure(history: list[dict[str, float]], metric: str) -> Figure:
     """Loss and the main metric per epoch, train and val side by side; whole-number epoch ticks."""
-    fig = Figure(figsize=(10, 3.8), layout="tight")
+    fig = Plot(figsize=(10, 3.8), layout="tight")
     axes = fig.subplots(1, 2)
     epochs = [r["epoch"] for r in history]
     for ax, name in zip(axes, ("loss", metric), strict=True):
@@ -78,7 +89,7 @@ def confusion_figure(cm: np.ndarray, classes: list[str], split: str = "test") ->
     rate = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     n = len(classes)
     size = min(16, 3 + 0.32 * n)
-    fig = Figure(figsize=(size + 1.2, size), layout="tight")
+    fig = Plot(figsize=(size + 1.2, size), layout="tight")
     ax = fig.subplots()
     im = ax.imshow(rate, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), classes, rotation=90, fontsize=max(5, 10 - n // 10))
@@ -99,7 +110,7 @@ def confusion_figure(cm: np.ndarray, classes: list[str], split: str = "test") ->
 def confused_pairs_figure(cm: np.ndarray, classes: list[str], split: str = "test", n: int = 25) -> Figure:
     """The `n` most confused (true -> predicted) pairs of `split` as horizontal bars, largest on top."""
     pairs = top_confusions(cm, classes, n=n)
-    fig = Figure(figsize=(8, 1.5 + 0.3 * max(1, len(pairs))), layout="tight")
+    fig = Plot(figsize=(8, 1.5 + 0.3 * max(1, len(pairs))), layout="tight")
     ax = fig.subplots()
     labels = [f"{t} -> {p}" for t, p, *_ in pairs][::-1]
     counts = [c for _, _, c, *_ in pairs][::-1]
@@ -113,7 +124,7 @@ def confused_pairs_figure(cm: np.ndarray, classes: list[str], split: str = "test
 
 def lr_find_figure(lrs: list[float], losses: list[float], steepest: float, valley: float, title: str = "") -> Figure:
     """The range test: smoothed loss against a log learning rate, with the two suggestions marked."""
-    fig = Figure(figsize=(6.5, 4.2), layout="tight")
+    fig = Plot(figsize=(6.5, 4.2), layout="tight")
     ax = fig.subplots()
     ax.plot(lrs, losses, lw=1.6)
     for lr, name, colour in ((steepest, "steepest", "C1"), (valley, "valley", "C2")):
