@@ -8,14 +8,14 @@ import click
 import typer
 
 from nnlab.cli import core, data, ship, study, tune  # noqa: F401  (registers the commands)
-from nnlab.cli.app import app, state
+from nnlab.cli.app import app, plain_metavars, state
 from nnlab.errors import NnlabError
 
 
 def main() -> None:
     """Entry point: a user error prints one line on stderr and exits 2."""
     try:
-        app(standalone_mode=False)
+        plain_metavars(typer.main.get_command(app))(standalone_mode=False)
     except NnlabError as exc:
         if state["debug"] or "--debug" in sys.argv:
             raise

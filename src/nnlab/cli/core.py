@@ -11,6 +11,7 @@ import typer
 
 from nnlab.cli.app import app
 from nnlab.config import load_config
+from nnlab.errors import ModelError
 
 SET_HELP = "Override a config value: section.key=value (repeatable)."
 
@@ -58,7 +59,10 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory."),
           data: Path | None = typer.Option(None, "--data", help="Evaluate on another data path (same kind)."),
           split: str = typer.Option("test", "--split", help="train, val or test."),
           set_: list[str] = typer.Option([], "--set", help="Override data settings, e.g. data.kind=npz.")) -> None:
-    """Evaluate a run's best checkpoint on a split, printing its metrics."""
+    """Evaluate a run's best checkpoint on a split, printing its metrics.
+
+    Example: nnlab eval runs/digits-lenet-<stamp> --split val
+    """
     from nnlab.evaluation.evaluate import evaluate_run  # heavy (torch): imported when the command runs
 
     metrics = evaluate_run(run_dir, split=split, data_path=data, overrides=set_)
@@ -69,11 +73,15 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory."),
 @app.command()
 def predict(inputs: list[Path] = typer.Argument(..., help="RUN [RUN ...] INPUT: run directories, then the input."),
             out: Path = typer.Option(..., "--out", help="Output CSV."),
-            top_k: int = typer.Option(3, "--top-k", min=1),
+            top_k: int = typer.Option(3, "--top-k", min=1, help="Classes listed per input, most probable first "
+                                                                "(a Kaggle submission: labels per row)."),
             tta: str | None = typer.Option(None, "--tta", help="Test-time augmentation: flip."),
             weights: str | None = typer.Option(None, "--weights", help="Ensemble weights w1,w2,... (one per run).")) -> None:
     """Predict an input with one run or an ensemble of runs (images -> probability CSV;
-    drawings -> Kaggle submission)."""
+    drawings -> Kaggle submission).
+
+    Example: nnlab predict runs/digits-lenet-<stamp> my_digits/ --out predictions.csv
+    """
     from nnlab.inference.predict import predict_command  # heavy (torch): imported when the command runs
 
     if len(inputs) < 2:
@@ -86,7 +94,10 @@ def predict(inputs: list[Path] = typer.Argument(..., help="RUN [RUN ...] INPUT: 
 
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="Run directory.")) -> None:
-    """Print a finished run's summary."""
+    """Print a finished run's summary.
+
+    Example: nnlab report runs/digits-lenet-<stamp>
+    """
     from nnlab.runs.report import format_report  # heavy (torch): imported when the command runs
     from nnlab.runs.run import Run  # heavy (torch): imported when the command runs
 
@@ -97,7 +108,10 @@ def report(run_dir: Path = typer.Argument(..., help="Run directory.")) -> None:
 def compare(run_dirs: list[Path] = typer.Argument(..., help="Run directories."),
             out: Path | None = typer.Option(None, "--out", help="Also write the Markdown table here."),
             metric: str | None = typer.Option(None, "--metric", help="Sort by this metric.")) -> None:
-    """A Markdown table of runs (main metrics, parameters, time, images/s), best first."""
+    """A Markdown table of runs (val and test metrics, parameters, time, images/s), best first.
+
+    Example: nnlab compare runs/* --out compare.md
+    """
     from nnlab.runs.report import compare_table  # heavy (torch): imported when the command runs
     from nnlab.runs.run import Run  # heavy (torch): imported when the command runs
 
@@ -110,7 +124,10 @@ def compare(run_dirs: list[Path] = typer.Argument(..., help="Run directories."),
 @app.command()
 def summary(config: Path = typer.Argument(..., help="Experiment TOML file."),
             set_: list[str] = typer.Option([], "--set", help=SET_HELP)) -> None:
-    """Per-layer table of the configured model (name, output shape, parameters), like Keras' summary()."""
+    """Per-layer table of the configured model (name, output shape, parameters), like Keras' summary().
+
+    Example: nnlab summary recipes/digits-lenet.toml
+    """
     from nnlab.models import (  # heavy (torch): imported when the command runs
         build_model,
         count_parameters,
@@ -142,10 +159,17 @@ def _class_count(cfg) -> int:
 
 
 @app.command()
-def models(pattern: str = typer.Argument("*", help="Glob filter, e.g. 'lenet*' or 'timm:mobilenet*'."),
+def models(pattern: str = typer.Argument("", help="Part of the name (resnet, lenet) or a glob (lenet_*, timm:mobilenet*)."),
            timm_models: bool = typer.Option(True, "--timm/--no-timm", help="Include timm's models.")) -> None:
-    """List registered models and timm models."""
-    from nnlab.models import list_models  # heavy (torch): imported when the command runs
+    """List registered models with a one-line description, and timm's models.
 
-    for name in list_models(pattern, include_timm=timm_models):
-        _echo(name)
+    Example: nnlab models lenet --no-timm
+    """
+    from nnlab.models import describe_models  # heavy (torch): imported when the command runs
+
+    rows = describe_models(pattern, include_timm=timm_models)
+    if not rows:
+        raise ModelError(f"no model matches {pattern!r}; `nnlab models` lists them all")
+    width = max(len(name) for name, _ in rows)
+    for name, description in rows:
+        _echo(f"{name:<{width}}  {description}".rstrip())

@@ -34,6 +34,18 @@ def list_models(pattern: str = "*", include_timm: bool = True) -> list[str]:
     return names
 
 
+def describe_models(pattern: str = "", include_timm: bool = True) -> list[tuple[str, str]]:
+    """(name, one-line description) of the models matching `pattern`: a substring (`resnet`) or a glob
+    (`lenet_*`); registered builders are described by their docstring's first line."""
+    glob = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
+    rows = [(n, (_REGISTRY[n].__doc__ or "").strip().splitlines()[0] if _REGISTRY[n].__doc__ else "")
+            for n in list_models(glob, include_timm=False)]
+    if include_timm:
+        rows += [(n, "timm") for n in list_models(glob if glob.startswith("timm:") else f"timm:{glob}")
+                 if n.startswith("timm:")]
+    return rows
+
+
 def build_plain(cfg: ModelConfig, in_chans: int, num_classes: int, image_size: int) -> nn.Module:
     """The timm or registered model `cfg.name` with its own classifier (timm: `num_classes=0` pools features)."""
     if cfg.name.startswith("timm:"):
