@@ -76,7 +76,9 @@ def predict(inputs: list[Path] = typer.Argument(..., help="RUN [RUN ...] INPUT: 
             top_k: int = typer.Option(3, "--top-k", min=1, help="Classes listed per input, most probable first "
                                                                 "(a Kaggle submission: labels per row)."),
             tta: str | None = typer.Option(None, "--tta", help="Test-time augmentation: flip."),
-            weights: str | None = typer.Option(None, "--weights", help="Ensemble weights w1,w2,... (one per run).")) -> None:
+            weights: str | None = typer.Option(None, "--weights", help="Ensemble weights w1,w2,... (one per run)."),
+            on_bad: str = typer.Option("skip", "--on-bad", help="An image file that cannot be read: skip (its row "
+                                                                "says unreadable, with a warning) or error.")) -> None:
     """Predict an input with one run or an ensemble of runs (images -> probability CSV;
     drawings -> Kaggle submission).
 
@@ -86,7 +88,9 @@ def predict(inputs: list[Path] = typer.Argument(..., help="RUN [RUN ...] INPUT: 
 
     if len(inputs) < 2:
         raise typer.BadParameter("give at least one run directory and an input")
-    n, message = predict_command(inputs[:-1], inputs[-1], out, top_k=top_k, tta=tta, weights=weights)
+    if on_bad not in ("skip", "error"):
+        raise typer.BadParameter(f"--on-bad {on_bad!r}: choose skip or error")
+    n, message = predict_command(inputs[:-1], inputs[-1], out, top_k=top_k, tta=tta, weights=weights, on_bad=on_bad)
     if message:
         typer.echo(message, err=True)
     _echo(f"wrote {n} rows to {out}")

@@ -1,4 +1,4 @@
-"""`nnlab lr-find`: the learning-rate range test before a run."""
+"""`nnlab lr-find` (the learning-rate range test before a run) and `nnlab runs` (the run directories there are)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from nnlab.cli.app import app
+from nnlab.errors import NnlabError
+from nnlab.progress import plural
 
 
 @app.command("lr-find")
@@ -35,3 +37,22 @@ def lr_find(config: Path = typer.Argument(..., help="Experiment TOML file."),
     typer.echo(f"steepest descent at lr {result.steepest:.3g}; valley at lr {result.valley:.3g}")
     typer.echo(f"suggested: --set optim.lr={result.suggestion:.3g}")
     typer.echo(f"plot: {png}")
+
+
+@app.command("runs")
+def runs(root: Path = typer.Argument(Path("runs"), help="Folder to search for run directories (default runs/)."),
+         remove_failed_: bool = typer.Option(False, "--remove-failed", help="Delete the failed run directories "
+                                                                            "(no checkpoint, nothing to resume).")) -> None:
+    """A table of run directories: status (finished, interrupted, failed), epochs, main metric, age.
+
+    Example: nnlab runs runs/ --remove-failed
+    """
+    from nnlab.runs.listing import format_runs, list_runs, remove_failed  # heavy (torch): imported when run
+
+    if not root.is_dir():
+        raise NnlabError(f"{root}: no such folder")
+    rows = list_runs(root)
+    typer.echo(format_runs(rows, root))
+    if remove_failed_:
+        gone = remove_failed(rows)
+        typer.echo(f"removed {plural(len(gone), 'failed run')}" + "".join(f"\n  {p}" for p in gone))

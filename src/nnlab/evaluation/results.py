@@ -35,7 +35,8 @@ def write_results(run: Run, data: DataBundle, metrics: dict[str, Any], outputs: 
 
 def write_probabilities(path: Path, ids: np.ndarray, probs: np.ndarray, classes: list[str],
                         labels: np.ndarray | None = None, k: int = 3) -> Path:
-    """CSV: id, [true label], the top-k class names, then one probability column per class."""
+    """CSV: id, [true label], the top-k class names, then one probability column per class; a row of NaN
+    probabilities (an unreadable input) is written as 'unreadable' with empty probabilities."""
     path.parent.mkdir(parents=True, exist_ok=True)
     k = min(k, len(classes))
     top = metrics.top_k(probs, k)
@@ -45,5 +46,8 @@ def write_probabilities(path: Path, ids: np.ndarray, probs: np.ndarray, classes:
         writer.writerow(header + [f"p_{c}" for c in classes])
         for i in range(len(ids)):
             row = [ids[i]] + ([classes[labels[i]]] if labels is not None else [])
+            if np.isnan(probs[i]).any():  # an input that could not be read keeps its row
+                writer.writerow(row + ["unreadable"] * k + [""] * len(classes))
+                continue
             writer.writerow(row + [classes[j] for j in top[i]] + [f"{p:.6g}" for p in probs[i]])
     return path

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import random
 import threading
 from collections.abc import Iterable
@@ -293,9 +294,23 @@ def create_app(path: str | os.PathLike | DoodleModel, threads: int | None = None
 
 def serve(path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None,
           access_log: bool = True, announce=None) -> None:
-    """Load the model, then run uvicorn until interrupted; `announce(url)` is called once it is loaded."""
+    """Load the model, then run uvicorn until interrupted; `announce(url)` is called once it is loaded.
+    A port already in use is a one-line error before the model is loaded."""
+    check_port_free(host, port)
     app = create_app(path, threads=threads)
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host
         announce(f"http://{shown}:{port}/")
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info" if access_log else "warning")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """NnlabError naming --port when (host, port) cannot be bound (another server holds it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise NnlabError(f"cannot listen on {host}:{port} ({exc.strerror}); another server uses it? "
+                             f"Pick a free port with --port {port + 1}") from None
