@@ -51,9 +51,16 @@ def test_report_and_compare(runs, tmp_path):
     assert "lenet_alpha" in text and "test" in text and "accuracy" in text
     table = nnlab("compare", *runs, "--out", tmp_path / "cmp.md").stdout
     lines = [line for line in table.splitlines() if line.startswith("| ")]
-    assert lines[0].startswith("| run | model | engine | split | accuracy")
-    accs = [float(line.split("|")[5]) for line in lines[1:]]
+    assert lines[0].startswith("| run | model | engine | val accuracy |") and "| test accuracy |" in lines[0]
+    header = [c.strip() for c in lines[0].split("|")]
+    col, val_col = header.index("test accuracy"), header.index("val accuracy")
+    accs = [float(line.split("|")[col]) for line in lines[1:]]
     assert accs == sorted(accs, reverse=True) and len(accs) == 2
+    metrics = {p.name: json.loads((p / "metrics.json").read_text()) for p in runs}
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.split("|")]
+        m = metrics[cells[1]]
+        assert cells[col] == f"{m['test']['accuracy']:.4f}" and cells[val_col] == f"{m['val']['accuracy']:.4f}"
     assert (tmp_path / "cmp.md").read_text().strip() == table.strip()
 
 
