@@ -101,7 +101,7 @@ def test_summary_prints_layers_and_lenet_count(tmp_path):
 
 
 def test_models_lists_registry_and_timm():
-    names = nnlab("models", "lenet*", "--no-timm").stdout.split()
+    names = [line.split()[0] for line in nnlab("models", "lenet*", "--no-timm").stdout.splitlines()]
     assert names == ["lenet", "lenet_alpha", "lenet_beta", "lenet_delta", "lenet_gamma", "lenet_omicron"]
     assert "timm:mobilenetv3_small_050" in nnlab("models", "timm:mobilenetv3_small*").stdout.split()
 

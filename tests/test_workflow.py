@@ -226,3 +226,136 @@ def _write(path: Path, raw: dict) -> Path:
 
     path.write_text(tomli_w.dumps(raw))
     return path
+
+
+# --------------------------------------------------------------------------- paper cuts of the CLI
+
+
+COMMANDS = (["run"], ["resume"], ["eval"], ["predict"], ["report"], ["compare"], ["summary"], ["models"],
+            ["study"], ["lr-find"], ["runs"], ["export"], ["serve"], ["data", "prepare"], ["data", "info"],
+            ["data", "export"], ["data", "synth"], ["data", "show"])
+
+
+def test_version_and_help_texts_name_no_python_types_and_give_an_example():
+    assert nnlab_cli("--version").stdout.strip() == f"nnlab {nnlab.__version__}"
+    for args in COMMANDS:
+        text = nnlab_cli(*args, "--help").stdout
+        assert "Example: nnlab " in text, args
+        for python in ("<bool>", "<list[", "<path>", "<int>", "<str>", "{"):
+            assert python not in text, (args, python, text)
+    predict = nnlab_cli("predict", "--help").stdout
+    assert "--top-k N" in predict and "Classes listed per input" in predict
+    assert "default: grid.png, or RUN/plots/samples.png" in nnlab_cli("data", "show", "--help").stdout
+
+
+def test_models_match_substrings_describe_themselves_and_say_when_nothing_matches():
+    lines = nnlab_cli("models", "lenet", "--no-timm").stdout.splitlines()
+    names = [line.split()[0] for line in lines]
+    assert names == ["lenet", "lenet_alpha", "lenet_beta", "lenet_delta", "lenet_gamma", "lenet_omicron"]
+    described = dict(line.split(None, 1) for line in lines)
+    assert "ReLU" in described["lenet_alpha"] and "max pooling" in described["lenet_beta"]
+    assert "no convolutions" in described["lenet_delta"] and "no pooling" in described["lenet_omicron"]
+    timm = nnlab_cli("models", "resnet18").stdout.split()
+    assert "timm:resnet18" in timm and "timm:seresnet18" in timm
+    proc = nnlab_cli("models", "resnetzz", ok=False)
+    assert proc.returncode == 2 and "no model matches 'resnetzz'" in proc.stderr
+
+
+def test_serve_on_a_busy_port_is_one_line_naming_port(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = nnlab_cli("serve", tmp_path, "--port", port, ok=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and f"--port {port + 1}" in proc.stderr and f"127.0.0.1:{port}" in proc.stderr
+
+
+def test_predict_marks_an_unreadable_image_and_on_bad_error_stops(cli_run, tmp_path):
+    from PIL import Image
+
+    run, _ = cli_run
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    digits = load_digits()
+    for i in (0, 1):
+        Image.fromarray((digits.images[i] * (255 / 16)).astype(np.uint8)).save(folder / f"d{i}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    proc = nnlab_cli("predict", run, folder, "--out", tmp_path / "p.csv")
+    assert "broken.png" in proc.stderr and "unreadable" in proc.stderr and "wrote 3 rows" in proc.stdout
+    with (tmp_path / "p.csv").open() as fh:
+        rows = {r["id"]: r for r in csv.DictReader(fh)}
+    assert rows["broken.png"]["top1"] == "unreadable" and rows["broken.png"]["p_0"] == ""
+    assert rows["d0.png"]["top1"] in [str(k) for k in range(10)]
+    assert sum(float(rows["d1.png"][f"p_{k}"]) for k in range(10)) == pytest.approx(1, abs=1e-4)
+    bad = nnlab_cli("predict", run, folder, "--out", tmp_path / "q.csv", "--on-bad", "error", ok=False)
+    assert bad.returncode == 2 and "broken.png" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_runs_lists_status_metric_and_age_and_removes_failed(cli_run, tmp_path):
+    from nnlab.training import fit as train
+
+    finished, _ = cli_run
+    root = tmp_path / "runs"
+    shutil.copytree(finished, root / "done")
+    cfg = nnlab.make_config({"name": "cut", "data": {"kind": "digits", "image_size": 8, "batch_size": 256},
+                             "model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 3}})
+    train(cfg, out=root / "cut", stop_after_epoch=1, echo=False)
+    (root / "broken").mkdir()
+    shutil.copy(finished / "config.toml", root / "broken" / "config.toml")  # died before any checkpoint
+    text = nnlab_cli("runs", root).stdout
+    status = {line.split()[0]: line.split()[1:] for line in text.splitlines()[1:]}
+    acc = json.loads((finished / "metrics.json").read_text())["test"]["accuracy"]
+    assert status["done"][:4] == ["finished", "2", "accuracy", f"{acc:.4f}"]
+    assert status["cut"][:2] == ["interrupted", "1"] and status["broken"][:2] == ["failed", "0"]
+    removed = nnlab_cli("runs", root, "--remove-failed").stdout
+    assert "removed 1 failed run" in removed and not (root / "broken").exists()
+    assert (root / "done").exists() and (root / "cut").exists()
+
+
+def test_study_verdicts_use_holm_and_flag_a_variant_at_chance(tmp_path):
+    from nnlab.config import StudyConfig
+    from nnlab.study.plan import Cell, CellOutcome, Study
+    from nnlab.study.report import collect, format_report
+    from nnlab.study.stats import holm, welch
+
+    values = {"a": [0.90, 0.91, 0.93], "b": [0.86, 0.88, 0.89], "c": [0.10, 0.09, 0.12], "d": [0.905, 0.915, 0.92]}
+    cfg = validate({"name": "s"})
+    outcomes = []
+    for name, vals in values.items():
+        for seed, v in enumerate(vals):
+            where = tmp_path / name / f"seed{seed}"
+            where.mkdir(parents=True)
+            (where / "metrics.json").write_text(json.dumps({"test": {"accuracy": v}, "val": {"accuracy": v},
+                                                            "params": 10, "train_seconds": 1.0,
+                                                            "images_per_second": 5.0}))
+            (where / "classes.txt").write_text("\n".join(map(str, range(10))) + "\n")
+            outcomes.append(CellOutcome(Cell(name, seed, where, cfg), "done"))
+    study = Study("s", tmp_path, StudyConfig(seeds=[0, 1, 2]), {n: {} for n in values}, [o.cell for o in outcomes])
+    data = collect(study, outcomes)
+    ab = next(p for p in data["pairwise"] if (p["a"], p["b"]) == ("a", "b"))
+    pairs = [(x, y) for i, x in enumerate(values) for y in list(values)[i + 1:]]
+    raw = [welch(values[x], values[y]).p for x, y in pairs]
+    assert ab["p"] == pytest.approx(raw[0]) and ab["p_holm"] == pytest.approx(holm(raw)[0])
+    # significant by Welch's p alone, not once the six comparisons are accounted for: the verdict says not
+    assert ab["p"] < 0.05 < ab["p_holm"] and ab["significant"] is False
+    assert f"not significant at 0.05 (Holm-adjusted p = {ab['p_holm']:.3g})" in ab["verdict"]
+    assert [n for n, v in data["variants"].items() if v["at_chance"]] == ["c"]
+    text = format_report(data | {"plots": []})
+    assert "At chance level" in text and "**c**" in text and "(at chance: 10 classes)" in text
+
+
+def test_the_page_credits_quickdraw_under_show_me_one():
+    page = (Path(nnlab.__file__).parent / "serve" / "static" / "index.html").read_text()
+    after = page[page.index("Show me one"):]
+    assert "Quick, Draw!" in after[:600] and "CC BY 4.0" in after[:600]
+
+
+def test_gitignore_covers_the_folders_the_readme_creates():
+    root = Path(__file__).resolve().parents[1]
+    for made in ("runs/x", "studies/x", "data/quickdraw", "export/model.onnx"):
+        assert subprocess.run(["git", "check-ignore", "-q", made], cwd=root).returncode == 0, made
+    for kept in ("src/nnlab/runs/plots.py", "src/nnlab/runs/__init__.py"):
+        assert subprocess.run(["git", "check-ignore", "-q", kept], cwd=root).returncode == 1, kept

@@ -31,7 +31,10 @@ def prepare_cmd(
         workers: int | None = typer.Option(None, "--workers", min=1, help="Parallel processes (default: CPUs)."),
         classes: Path | None = typer.Option(None, "--classes", help="classes.txt fixing the class list and "
                                                                     "order; other words are bad rows.")) -> None:
-    """Pack drawings into a memory-mapped stroke store."""
+    """Pack drawings into a memory-mapped stroke store.
+
+    Example: nnlab data prepare train_simplified/ --out data/quickdraw
+    """
     store = prepare(sources, out, simplify=simplify, recognized_only=recognized_only,
                     max_per_class=max_per_class, on_bad=on_bad, workers=workers, classes=classes)
     m = store.meta
@@ -46,7 +49,10 @@ def prepare_cmd(
 
 @data_app.command("info")
 def info_cmd(store_path: Path = typer.Argument(..., help="Store directory.")) -> None:
-    """Counts per class, skipped rows by reason, sources."""
+    """Counts per class, skipped rows by reason, sources.
+
+    Example: nnlab data info data/quickdraw
+    """
     store = StrokeStore.open(store_path)
     m = store.meta
     typer.echo(f"{store_path}: {m['kind']} stroke store (format {m['format']} v{m['version']}, "
@@ -75,7 +81,10 @@ def export_cmd(store_path: Path = typer.Argument(..., help="Store directory."),
                format_: str = typer.Option("ndjson", "--format", help="ndjson (Google), csv (Kaggle) or bin "
                                                                        "(Google binary)."),
                out: Path = typer.Option(..., "--out", help="Output file (.gz to compress).")) -> None:
-    """Write a store's drawings back out in Google's or Kaggle's format."""
+    """Write a store's drawings back out in Google's or Kaggle's format.
+
+    Example: nnlab data export data/quickdraw --format ndjson --out drawings.ndjson
+    """
     n = export(StrokeStore.open(store_path), out, format_)
     typer.echo(f"wrote {n:,} drawings to {out}")
 
@@ -85,7 +94,10 @@ def synth_cmd(classes: int = typer.Option(12, "--classes", min=1, help="Number o
               per_class: int = typer.Option(200, "--per-class", min=1, help="Drawings per class."),
               seed: int = typer.Option(0, "--seed", min=0),
               out: Path = typer.Option(..., "--out", help="Store directory to write.")) -> None:
-    """Procedural doodles (circle, square, triangle, star, house, ...) as a stroke store."""
+    """Procedural doodles (circle, square, triangle, star, house, ...) as a stroke store.
+
+    Example: nnlab data synth --out data/synth
+    """
     drawings = synth_drawings(classes, per_class, seed)
     store = StrokeStore.from_drawings(drawings, meta={"source_kind": "synthetic",
                                                       "synth": {"classes": classes, "per_class": per_class,
@@ -102,7 +114,10 @@ def show_cmd(store_path: Path = typer.Argument(..., help="Store directory, or a 
              class_: str | None = typer.Option(None, "--class", help="Only this class (word or Kaggle label)."),
              out: Path | None = typer.Option(None, "--out", help="PNG to write [default: grid.png, or "
                                              "RUN/plots/samples.png for a run].")) -> None:
-    """A labelled grid of drawings as a PNG."""
+    """A labelled grid of drawings as a PNG.
+
+    Example: nnlab data show runs/doodles-demo-<stamp>
+    """
     if (store_path / "config.toml").is_file():
         from nnlab.inference.samples import show_run_samples  # heavy (torch): only for a run directory
 

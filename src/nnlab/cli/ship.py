@@ -15,7 +15,10 @@ def export(run_dir: Path = typer.Argument(..., help="Run directory of a model tr
            format_: str = typer.Option("onnx", "--format", help="Export format: onnx."),
            out: Path = typer.Option(..., "--out", help="Directory to write (model.onnx, classes.txt, "
                                                        "preprocessing.json, samples.ndjson).")) -> None:
-    """Export a run's best checkpoint as ONNX (dynamic batch), checked against torch."""
+    """Export a run's best checkpoint as ONNX (dynamic batch), checked against torch.
+
+    Example: nnlab export runs/doodles-demo-<stamp> --format onnx --out export/
+    """
     from nnlab.inference.export import export_onnx  # heavy (torch): imported when the command runs
 
     if format_ != "onnx":
@@ -36,7 +39,10 @@ def serve(path: Path = typer.Argument(..., help="A run directory (torch) or an `
                                              help="Threads of one model call (default 1 for onnxruntime, "
                                                   "torch's default for a run)."),
           access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request.")) -> None:
-    """Serve the doodle demo: a page that guesses while you draw, and its JSON API."""
+    """Serve the doodle demo: a page that guesses while you draw, and its JSON API.
+
+    Example: nnlab serve export/ --port 8001
+    """
     from nnlab.serve.app import serve as run_server  # heavy (torch): imported when the command runs
 
     run_server(path, host=host, port=port, threads=threads, access_log=access_log,

@@ -24,7 +24,11 @@ def study(config: Path = typer.Argument(..., help="Experiment TOML file (its stu
           workers: int | None = typer.Option(None, "--workers", min=1,
                                              help="Cells trained in parallel (default: min(cells, cores)).")) -> None:
     """Train every cell (variant x seed) as its own run, skipping finished ones, then compare the variants:
-    mean ± std, parameters, time, Welch's t-test and a plain verdict (report.md, report.json, plots/)."""
+    mean ± std, parameters, time, Welch's t-test with Holm's adjustment and a plain verdict (report.md,
+    report.json, plots/).
+
+    Example: nnlab study recipes/lenet-ablation-digits.toml --seeds 2 --set train.epochs=3
+    """
     from nnlab.api import study as run_study  # heavy (torch): imported when the command runs
     from nnlab.study.report import format_tables  # heavy (torch): imported when the command runs
 

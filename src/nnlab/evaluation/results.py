@@ -39,14 +39,15 @@ def write_probabilities(path: Path, ids: np.ndarray, probs: np.ndarray, classes:
     probabilities (an unreadable input) is written as 'unreadable' with empty probabilities."""
     path.parent.mkdir(parents=True, exist_ok=True)
     k = min(k, len(classes))
-    top = metrics.top_k(probs, k)
+    unreadable = np.isnan(probs).any(1)
+    top = metrics.top_k(np.where(unreadable[:, None], 0, probs), k)  # those rows are written apart
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         header = ["id"] + (["label"] if labels is not None else []) + [f"top{i + 1}" for i in range(k)]
         writer.writerow(header + [f"p_{c}" for c in classes])
         for i in range(len(ids)):
             row = [ids[i]] + ([classes[labels[i]]] if labels is not None else [])
-            if np.isnan(probs[i]).any():  # an input that could not be read keeps its row
+            if unreadable[i]:  # an input that could not be read keeps its row
                 writer.writerow(row + ["unreadable"] * k + [""] * len(classes))
                 continue
             writer.writerow(row + [classes[j] for j in top[i]] + [f"{p:.6g}" for p in probs[i]])
