@@ -359,3 +359,39 @@ def test_gitignore_covers_the_folders_the_readme_creates():
         assert subprocess.run(["git", "check-ignore", "-q", made], cwd=root).returncode == 0, made
     for kept in ("src/nnlab/runs/plots.py", "src/nnlab/runs/__init__.py"):
         assert subprocess.run(["git", "check-ignore", "-q", kept], cwd=root).returncode == 1, kept
+
+
+def test_top_losses_picks_the_highest_cross_entropy(cli_run, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import nnlab.evaluation.results as results
+
+    run, _ = cli_run
+    assert (run / "plots" / "top_losses.png").stat().st_size > 10_000
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=30).astype(np.float32)
+    labels = rng.integers(0, 4, 30)
+    images = rng.integers(0, 255, (40, 5, 5), dtype=np.uint8)
+    indices = np.arange(10, 40)
+    source = SimpleNamespace(image=lambda i: images[i])
+    dataset = type("Split", (), {"source": source, "indices": indices, "__len__": lambda self: 30})()
+    data = SimpleNamespace(loaders={"val": SimpleNamespace(dataset=dataset)}, labels={"val": labels},
+                           classes=list("abcd"))
+    seen = {}
+    monkeypatch.setattr(results, "top_losses_figure", lambda ims, titles, wrong, split: _figure(seen, ims, titles, wrong))
+    target = SimpleNamespace(plots=tmp_path)
+    results.write_top_losses(target, data, "val", probs, k=5)
+    loss = -np.log(probs[np.arange(30), labels])  # the reference: cross-entropy per example
+    expected = np.argsort(-loss)[:5]
+    for im, i in zip(seen["ims"], expected, strict=True):
+        np.testing.assert_array_equal(im, images[indices[i]])
+    assert seen["wrong"] == [bool(probs[i].argmax() != labels[i]) for i in expected]
+    assert seen["titles"][0].startswith(f"{'abcd'[probs[expected[0]].argmax()]} / {'abcd'[labels[expected[0]]]}")
+    assert (tmp_path / "top_losses.png").is_file()
+
+
+def _figure(seen, images, titles, wrong):
+    from nnlab.runs.plots import top_losses_figure
+
+    seen.update(ims=images, titles=titles, wrong=wrong)
+    return top_losses_figure(images, titles, wrong, "val")

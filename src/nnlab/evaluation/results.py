@@ -11,7 +11,7 @@ import numpy as np
 from nnlab import metrics
 from nnlab.datasets.bundle import DataBundle
 from nnlab.metrics import confusion_matrix, per_class_accuracy, top_confusions
-from nnlab.runs.plots import write_run_plots
+from nnlab.runs.plots import save, top_losses_figure, write_run_plots
 from nnlab.runs.run import Run
 
 
@@ -30,7 +30,28 @@ def write_results(run: Run, data: DataBundle, metrics: dict[str, Any], outputs: 
                             labels=data.labels[split], k=run.config.eval.top_k)
     run.write_json("metrics.json", metrics)
     write_run_plots(run, confusion=(cm, data.classes) if final is not None else None, split=final or "test")
+    if final is not None:
+        write_top_losses(run, data, final, outputs[final])
     return metrics
+
+
+def write_top_losses(run: Run, data: DataBundle, split: str, probs: np.ndarray, k: int = 12) -> Path | None:
+    """plots/top_losses.png: the split's k examples with the highest cross-entropy, for image data sets
+    (whose dataset reads a raw image by index); drawing runs have `nnlab data show RUN --wrong`."""
+    dataset = getattr(data.loaders.get(split), "dataset", None)
+    source = getattr(dataset, "source", None)
+    if source is None or not hasattr(source, "image") or len(dataset) != len(probs):
+        return None
+    y = data.labels[split]
+    p_true = probs[np.arange(len(y)), y]
+    loss = -np.log(np.clip(p_true, 1e-12, 1))
+    order = np.argsort(-loss, kind="stable")[:k]
+    guess = probs.argmax(1)
+    names = data.classes
+    images = [source.image(int(dataset.indices[i])) for i in order]
+    titles = [f"{names[guess[i]]} / {names[y[i]]}\n{loss[i]:.2f} / {p_true[i]:.2f}" for i in order]
+    return save(top_losses_figure(images, titles, [bool(guess[i] != y[i]) for i in order], split),
+                run.plots / "top_losses.png")
 
 
 def write_probabilities(path: Path, ids: np.ndarray, probs: np.ndarray, classes: list[str],

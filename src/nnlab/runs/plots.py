@@ -122,6 +122,23 @@ def confused_pairs_figure(cm: np.ndarray, classes: list[str], split: str = "test
     return fig
 
 
+def top_losses_figure(images: list[np.ndarray], titles: list[str], wrong: list[bool], split: str) -> Figure:
+    """fastai's plot_top_losses: the examples with the highest loss, titled predicted / true / loss /
+    probability of the true class; wrong guesses in red."""
+    n = len(images)
+    cols = min(n, 6)
+    rows = max(1, -(-n // cols))
+    fig = Plot(figsize=(2.1 * cols, 2.3 * rows + 0.5), layout="tight")
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, image, title, bad in zip(axes, images, titles, wrong, strict=False):
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
+        ax.set_title(title, fontsize=7, color="C3" if bad else "black")
+    fig.suptitle(f"{split}: the {n} highest losses (predicted / true / loss / p(true))", fontsize=9)
+    return fig
+
+
 def lr_find_figure(lrs: list[float], losses: list[float], steepest: float, valley: float, title: str = "") -> Figure:
     """The range test: smoothed loss against a log learning rate, with the two suggestions marked."""
     fig = Plot(figsize=(6.5, 4.2), layout="tight")
