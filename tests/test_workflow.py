@@ -395,3 +395,22 @@ def _figure(seen, images, titles, wrong):
 
     seen.update(ims=images, titles=titles, wrong=wrong)
     return top_losses_figure(images, titles, wrong, "val")
+
+
+def test_data_show_works_for_image_runs_and_wrong_shows_only_mistakes(cli_run, tmp_path, monkeypatch):
+    import nnlab.inference.samples as samples
+
+    run, _ = cli_run
+    proc = nnlab_cli("data", "show", run, "--n", "12")
+    assert (run / "plots" / "samples.png").stat().st_size > 10_000 and "samples.png" in proc.stdout
+    seen = []
+    real = samples.top_losses_figure
+    monkeypatch.setattr(samples, "top_losses_figure", lambda *a: seen.append(a) or real(*a))
+    samples.show_run_samples(run, tmp_path / "all.png", n=200)
+    samples.show_run_samples(run, tmp_path / "wrong.png", n=200, wrong_only=True)
+    (_, titles, wrong, split), (_, wtitles, wwrong, _) = seen
+    assert split == "val" and len(titles) == 180  # the digits' val split, all of it
+    acc = nnlab.load_run(run).metrics["val"]["accuracy"]  # of the best checkpoint, as the grid uses
+    assert 1 - sum(wrong) / len(wrong) == pytest.approx(acc, abs=1e-9)  # the guesses are the model's
+    assert all(wwrong) and len(wtitles) == sum(wrong) and all("(is " in t for t in wtitles)
+    assert sorted(wtitles) == sorted(t for t, w in zip(titles, wrong, strict=True) if w)

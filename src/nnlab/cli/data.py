@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from nnlab.cli.app import data_app
+from nnlab.errors import NnlabError
 from nnlab.store.export import export
 from nnlab.store.format import StrokeStore
 from nnlab.store.prepare import prepare
@@ -113,16 +114,20 @@ def show_cmd(store_path: Path = typer.Argument(..., help="Store directory, or a 
              n: int = typer.Option(36, "--n", min=1, help="Drawings to show."),
              class_: str | None = typer.Option(None, "--class", help="Only this class (word or Kaggle label)."),
              out: Path | None = typer.Option(None, "--out", help="PNG to write [default: grid.png, or "
-                                             "RUN/plots/samples.png for a run].")) -> None:
-    """A labelled grid of drawings as a PNG.
+                                             "RUN/plots/samples.png for a run]."),
+             wrong: bool = typer.Option(False, "--wrong", help="A run: only the examples the model got wrong.")) -> None:
+    """A labelled grid of drawings as a PNG; for a run directory (drawings or images), its validation
+    examples with the model's guesses, wrong ones in red.
 
     Example: nnlab data show runs/doodles-demo-<stamp>
     """
     if (store_path / "config.toml").is_file():
         from nnlab.inference.samples import show_run_samples  # heavy (torch): only for a run directory
 
-        typer.echo(f"wrote {show_run_samples(store_path, out, n=n, word=class_)}")
+        typer.echo(f"wrote {show_run_samples(store_path, out, n=n, word=class_, wrong_only=wrong)}")
         return
+    if wrong:
+        raise NnlabError(f"{store_path}: --wrong needs a run directory (a store has no model to be wrong)")
     out = out or Path("grid.png")
     path = show_grid(StrokeStore.open(store_path), n=n, word=class_, out=out)
     typer.echo(f"wrote {path}")
