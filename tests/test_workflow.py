@@ -414,3 +414,14 @@ def test_data_show_works_for_image_runs_and_wrong_shows_only_mistakes(cli_run, t
     assert 1 - sum(wrong) / len(wrong) == pytest.approx(acc, abs=1e-9)  # the guesses are the model's
     assert all(wwrong) and len(wtitles) == sum(wrong) and all("(is " in t for t in wtitles)
     assert sorted(wtitles) == sorted(t for t, w in zip(titles, wrong, strict=True) if w)
+
+
+def test_report_says_1_epoch_not_1_epochs(tmp_path):
+    from nnlab.runs.report import format_report
+    from nnlab.runs.run import Run
+
+    cfg = validate({"name": "one", "data": {"kind": "digits", "image_size": 8, "batch_size": 256},
+                    "model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 1}})
+    run = nnlab.fit(cfg, out=tmp_path / "run", echo=False)
+    text = format_report(Run.open(run.path))
+    assert "trained    1 epoch in" in text and "1 epochs" not in text

@@ -8,6 +8,7 @@ import typer
 
 from nnlab.cli.app import app
 from nnlab.errors import NnlabError
+from nnlab.progress import plural
 
 GRID_HELP = ("A variant: NAME=key=value[,key=value...] (repeatable); replaces the config's study.grid. "
              "Example: --grid relu=model.name=lenet_alpha")
@@ -39,8 +40,8 @@ def study(config: Path = typer.Argument(..., help="Experiment TOML file (its stu
                        announce=announce).outcome
     plan = result.study
     ran = sum(c.status in ("trained", "resumed") for c in result.cells)
-    typer.echo(f"{ran} cells trained now, {sum(c.status == 'done' for c in result.cells)} already finished, "
-               f"{len(result.failed)} failed; {result.workers} worker(s), {result.wall_seconds:.0f} s")
+    typer.echo(f"{plural(ran, 'cell')} trained now, {sum(c.status == 'done' for c in result.cells)} already finished, "
+               f"{len(result.failed)} failed; {plural(result.workers, 'worker')}, {result.wall_seconds:.0f} s")
     typer.echo(format_tables(result.report))
     for c in result.failed:
         typer.echo(f"failed {c.cell.label}: {c.error}", err=True)

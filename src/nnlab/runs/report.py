@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from nnlab.config import higher_is_better
+from nnlab.progress import plural
 from nnlab.runs.run import Run
 
 def run_summary(run: Run) -> dict[str, Any]:
@@ -24,7 +25,7 @@ def run_summary(run: Run) -> dict[str, Any]:
 def format_report(run: Run) -> str:
     m = run.read_json("metrics.json")
     lines = [f"run        {run.path}", f"model      {m.get('model')} ({m.get('params'):,} parameters, {m.get('engine')})",
-             f"trained    {m.get('epochs')} epochs in {m.get('train_seconds', 0):.1f} s"
+             f"trained    {plural(m.get('epochs') or 0, 'epoch')} in {m.get('train_seconds', 0):.1f} s"
              f" ({m.get('images_per_second') or 0:,.0f} images/s)", f"checkpoint {m.get('checkpoint')}"]
     for split in ("val", "test"):
         if split in m:
