@@ -163,7 +163,8 @@ def _class_count(cfg) -> int:
 
 
 @app.command()
-def models(pattern: str = typer.Argument("", help="Part of the name (resnet, lenet) or a glob (lenet_*, timm:mobilenet*)."),
+def models(pattern: str = typer.Argument("", help="Part of the name (resnet, lenet) or a glob "
+                                                "(lenet_*, timm:mobilenet*)."),
            timm_models: bool = typer.Option(True, "--timm/--no-timm", help="Include timm's models.")) -> None:
     """List registered models with a one-line description, and timm's models.
 

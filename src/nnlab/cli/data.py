@@ -115,7 +115,8 @@ def show_cmd(store_path: Path = typer.Argument(..., help="Store directory, or a 
              class_: str | None = typer.Option(None, "--class", help="Only this class (word or Kaggle label)."),
              out: Path | None = typer.Option(None, "--out", help="PNG to write [default: grid.png, or "
                                              "RUN/plots/samples.png for a run]."),
-             wrong: bool = typer.Option(False, "--wrong", help="A run: only the examples the model got wrong.")) -> None:
+             wrong: bool = typer.Option(False, "--wrong",
+                                        help="A run: only the examples the model got wrong.")) -> None:
     """A labelled grid of drawings as a PNG; for a run directory (drawings or images), its validation
     examples with the model's guesses, wrong ones in red.
 

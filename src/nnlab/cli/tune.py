@@ -41,8 +41,9 @@ def lr_find(config: Path = typer.Argument(..., help="Experiment TOML file."),
 
 @app.command("runs")
 def runs(root: Path = typer.Argument(Path("runs"), help="Folder to search for run directories (default runs/)."),
-         remove_failed_: bool = typer.Option(False, "--remove-failed", help="Delete the failed run directories "
-                                                                            "(no checkpoint, nothing to resume).")) -> None:
+         remove_failed_: bool = typer.Option(False, "--remove-failed",
+                                             help="Delete the failed run directories (no checkpoint, nothing "
+                                                  "to resume).")) -> None:
     """A table of run directories: status (finished, interrupted, failed), epochs, main metric, age.
 
     Example: nnlab runs runs/ --remove-failed

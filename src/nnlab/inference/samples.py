@@ -79,7 +79,8 @@ def _show_images(run: Run, out: Path, n: int, split: str, word: str | None, wron
     source = load_image_source(run.config)
     splits = image_splits(run.config, source, run.path)
     if split not in splits or not len(splits[split]):
-        raise NnlabError(f"split {split!r} is empty or unknown (have: {', '.join(k for k, v in splits.items() if len(v))})")
+        have = ", ".join(k for k, v in splits.items() if len(v))
+        raise NnlabError(f"split {split!r} is empty or unknown (have: {have})")
     classes = run.classes()
     idx = np.sort(splits[split])
     if word is not None:

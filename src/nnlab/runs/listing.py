@@ -62,7 +62,8 @@ def format_runs(rows: list[RunStatus], root: Path) -> str:
     for r in rows:
         name = str(r.path.relative_to(root)) if r.path != root else r.path.name
         score = f"{r.metric} {r.value:.4f}" if r.value is not None else "-"
-        lines.append(f"{name:<{width}}  {r.status:<11}  {r.epochs:>6}  {score:<22}  {format_seconds(r.age_seconds)} ago")
+        age = format_seconds(r.age_seconds)
+        lines.append(f"{name:<{width}}  {r.status:<11}  {r.epochs:>6}  {score:<22}  {age} ago")
     return "\n".join(lines)
 
 

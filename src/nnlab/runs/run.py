@@ -165,7 +165,8 @@ class BestCheckpoints:
         self.stale = 0 if self.improved(value) else self.stale + 1
         if self.keep <= 0:
             return
-        entry = {"epoch": epoch, "value": value, "file": f"best-e{epoch + 1:03d}-{self.metric}-{value:.4f}{suffix}"}  # epochs from 1, as history.csv
+        name = f"best-e{epoch + 1:03d}-{self.metric}-{value:.4f}{suffix}"  # epochs from 1, as in history.csv
+        entry = {"epoch": epoch, "value": value, "file": name}
         sign = 1 if self.higher_is_better else -1
         ranked = sorted([*self.best, entry], key=lambda e: (-sign * e["value"], e["epoch"]))
         kept, dropped = ranked[:self.keep], ranked[self.keep:]
