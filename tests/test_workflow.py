@@ -373,9 +373,7 @@ def test_top_losses_picks_the_highest_cross_entropy(cli_run, tmp_path, monkeypat
     labels = rng.integers(0, 4, 30)
     images = rng.integers(0, 255, (40, 5, 5), dtype=np.uint8)
     indices = np.arange(10, 40)
-    source = SimpleNamespace(image=lambda i: images[i])
-    dataset = type("Split", (), {"source": source, "indices": indices, "__len__": lambda self: 30})()
-    data = SimpleNamespace(loaders={"val": SimpleNamespace(dataset=dataset)}, labels={"val": labels},
+    data = SimpleNamespace(image=lambda i: images[i], ids={"val": indices}, labels={"val": labels},
                            classes=list("abcd"))
     seen = {}
     monkeypatch.setattr(results, "top_losses_figure", lambda ims, titles, wrong, split: _figure(seen, ims, titles, wrong))

@@ -206,6 +206,6 @@ def build_image_data(cfg: ExperimentConfig, run_dir: Path | None, rank: int, wor
         ids[split] = index
         labels[split] = source.labels[index]
     return DataBundle(classes=list(source.classes)[:known], in_chans=d.channels, image_size=d.image_size,
-                      loaders=loaders, ids=ids, labels=labels,
+                      loaders=loaders, ids=ids, labels=labels, image=source.image,
                       info={"sizes": {k: len(v) for k, v in splits.items()},
                             "skipped": getattr(source, "skipped", None) or {}} | extra_info)

@@ -37,10 +37,8 @@ def write_results(run: Run, data: DataBundle, metrics: dict[str, Any], outputs: 
 
 def write_top_losses(run: Run, data: DataBundle, split: str, probs: np.ndarray, k: int = 12) -> Path | None:
     """plots/top_losses.png: the split's k examples with the highest cross-entropy, for image data sets
-    (whose dataset reads a raw image by index); drawing runs have `nnlab data show RUN --wrong`."""
-    dataset = getattr(data.loaders.get(split), "dataset", None)
-    source = getattr(dataset, "source", None)
-    if source is None or not hasattr(source, "image") or len(dataset) != len(probs):
+    (whose bundle reads a raw image by id); drawing runs have `nnlab data show RUN --wrong`."""
+    if data.image is None or len(data.ids[split]) != len(probs):
         return None
     y = data.labels[split]
     p_true = probs[np.arange(len(y)), y]
@@ -48,7 +46,7 @@ def write_top_losses(run: Run, data: DataBundle, split: str, probs: np.ndarray, 
     order = np.argsort(-loss, kind="stable")[:k]
     guess = probs.argmax(1)
     names = data.classes
-    images = [source.image(int(dataset.indices[i])) for i in order]
+    images = [data.image(int(data.ids[split][i])) for i in order]
     titles = [f"{names[guess[i]]} / {names[y[i]]}\n{loss[i]:.2f} / {p_true[i]:.2f}" for i in order]
     return save(top_losses_figure(images, titles, [bool(guess[i] != y[i]) for i in order], split),
                 run.plots / "top_losses.png")

@@ -65,7 +65,7 @@ def image_arrays(cfg: ExperimentConfig, run_dir: Path | None) -> tuple[DataBundl
         inputs[split] = (np.stack([x.numpy() for x in batch]).reshape(len(index), -1) if batch
                          else np.zeros((0, d.channels * d.image_size ** 2), np.float32))
     bundle = DataBundle(classes=list(source.classes), in_chans=d.channels, image_size=d.image_size, loaders={},
-                        ids=dict(splits), labels={k: source.labels[v] for k, v in splits.items()},
+                        ids=dict(splits), labels={k: source.labels[v] for k, v in splits.items()}, image=source.image,
                         info={"sizes": {k: len(v) for k, v in splits.items()}, "skipped": source.skipped})
     return bundle, inputs
 
