@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -51,9 +52,16 @@ def test_report_and_compare(runs, tmp_path):
     assert "lenet_alpha" in text and "test" in text and "accuracy" in text
     table = nnlab("compare", *runs, "--out", tmp_path / "cmp.md").stdout
     lines = [line for line in table.splitlines() if line.startswith("| ")]
-    assert lines[0].startswith("| run | model | engine | split | accuracy")
-    accs = [float(line.split("|")[5]) for line in lines[1:]]
+    assert lines[0].startswith("| run | model | engine | val accuracy |") and "| test accuracy |" in lines[0]
+    header = [c.strip() for c in lines[0].split("|")]
+    col, val_col = header.index("test accuracy"), header.index("val accuracy")
+    accs = [float(line.split("|")[col]) for line in lines[1:]]
     assert accs == sorted(accs, reverse=True) and len(accs) == 2
+    metrics = {p.name: json.loads((p / "metrics.json").read_text()) for p in runs}
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.split("|")]
+        m = metrics[cells[1]]
+        assert cells[col] == f"{m['test']['accuracy']:.4f}" and cells[val_col] == f"{m['val']['accuracy']:.4f}"
     assert (tmp_path / "cmp.md").read_text().strip() == table.strip()
 
 
@@ -94,14 +102,16 @@ def test_summary_prints_layers_and_lenet_count(tmp_path):
 
 
 def test_models_lists_registry_and_timm():
-    names = nnlab("models", "lenet*", "--no-timm").stdout.split()
+    names = [line.split()[0] for line in nnlab("models", "lenet*", "--no-timm").stdout.splitlines()]
     assert names == ["lenet", "lenet_alpha", "lenet_beta", "lenet_delta", "lenet_gamma", "lenet_omicron"]
     assert "timm:mobilenetv3_small_050" in nnlab("models", "timm:mobilenetv3_small*").stdout.split()
 
 
 def test_resume_command_on_finished_run_is_a_no_op(runs):
+    before = (runs[1] / "history.csv").read_text()
     proc = nnlab("resume", runs[1])
-    assert "resuming" in proc.stdout
+    assert "is finished (2 epochs of 2); nothing to resume" in proc.stdout
+    assert (runs[1] / "history.csv").read_text() == before
 
 
 def test_debug_flag_shows_traceback(tmp_path):

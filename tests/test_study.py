@@ -152,7 +152,7 @@ def test_study_cli_runs_in_parallel_writes_the_report_and_resumes(tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert f"study directory: {out.resolve()}" in result.output
-    assert "4 cells trained now" in result.output and "2 worker(s)" in result.output
+    assert "4 cells trained now" in result.output and "2 workers" in result.output
     assert "| alpha | delta |" in result.output
     report = json.loads((out / "report.json").read_text())
     assert set(report["variants"]) == {"alpha", "delta"}

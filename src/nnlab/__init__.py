@@ -1,6 +1,20 @@
-"""nnlab: train, compare and ship image recognizers from one config file."""
+"""nnlab: train, compare and ship image recognizers from one config file.
+
+The Python API (`nnlab.fit`, `load_run`, `resume`, `study`, `lr_find`; see docs/python-api.md) is imported on first
+use: torch takes seconds to load, and `nnlab data ...` runs without it."""
 
 from nnlab.errors import ConfigError, DataError, ModelError, NnlabError, TrainingError
 from nnlab.version import __version__
 
-__all__ = ["ConfigError", "DataError", "ModelError", "NnlabError", "TrainingError", "__version__"]
+API = ("Predictions", "Run", "StudyResult", "fit", "load_run", "lr_find", "make_config", "resume", "study")
+
+__all__ = ["ConfigError", "DataError", "ModelError", "NnlabError", "TrainingError", "__version__", *API]
+
+
+def __getattr__(name: str):
+    """`nnlab.fit` and the rest of the API, loaded lazily (PEP 562)."""
+    if name in API:
+        import nnlab.api  # heavy (torch): loaded on first use of the API
+
+        return getattr(nnlab.api, name)
+    raise AttributeError(f"module 'nnlab' has no attribute {name!r}")

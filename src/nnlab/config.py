@@ -170,6 +170,8 @@ class ScheduleConfig(Section):
 
 
 class TrainConfig(Section):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)  # epochs = "15" is an error
+
     epochs: int = Field(10, ge=1, le=100000)
     steps_per_epoch: int | None = Field(None, ge=1, le=10**8, description="fixed batches per epoch (endless samplers)")
     grad_accum: int = Field(1, ge=1, le=1024)
@@ -192,6 +194,8 @@ class TrainConfig(Section):
                                     "with an exponential moving average of the weights (e.g. 0.999)")
     keep_last: int = Field(0, ge=0, le=1000, description="the last N epochs' weights kept too (epoch-e<k>.pt), "
                            "for `nnlab average --last N`")
+    tensorboard: bool = Field(False, description="write TensorBoard events under RUN/tensorboard/")
+    tensorboard_every: int = Field(50, ge=1, description="batches between the per-step TensorBoard scalars")
 
 
 class EvalConfig(Section):
@@ -328,6 +332,12 @@ def set_key(raw: dict[str, Any], key: str, value: Any, where: str = "config") ->
     node[leaf] = value
 
 
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """'; did you mean 'x'?' for the closest choice, or '' (the hint every unknown-name error gives)."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def validate(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(raw)
@@ -347,8 +357,7 @@ def _describe(exc: ValidationError, raw: dict[str, Any], source: str) -> str:
             model = next(a for a in (annotation, *getattr(annotation, "__args__", ())) if
                          isinstance(a, type) and issubclass(a, BaseModel))
         allowed = sorted(model.model_fields)
-        close = difflib.get_close_matches(loc[-1], allowed, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(loc[-1], allowed)
         return f"{source}: {key}: unknown key{hint} (allowed: {', '.join(allowed)})"
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "value_error" and not loc:  # a whole-file check: its message names the keys

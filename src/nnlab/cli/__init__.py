@@ -7,15 +7,15 @@ import sys
 import click
 import typer
 
-from nnlab.cli import core, data, faces, ship, study  # noqa: F401  (registers the commands)
-from nnlab.cli.app import app, state
+from nnlab.cli import core, data, faces, ship, study, tune  # noqa: F401  (registers the commands)
+from nnlab.cli.app import app, plain_metavars, state
 from nnlab.errors import NnlabError
 
 
 def main() -> None:
     """Entry point: a user error prints one line on stderr and exits 2."""
     try:
-        code = app(standalone_mode=False)
+        code = plain_metavars(typer.main.get_command(app))(standalone_mode=False)
         if code == 130:  # click turns Ctrl-C into Exit(130), which non-standalone mode returns
             raise KeyboardInterrupt
     except NnlabError as exc:

@@ -11,6 +11,7 @@ import typer
 
 from nnlab.cli.app import app, state
 from nnlab.config import load_config
+from nnlab.errors import ModelError
 
 SET_HELP = "Override a config value: section.key=value (repeatable)."
 
@@ -19,39 +20,44 @@ def _echo(text: str) -> None:
     typer.echo(text)
 
 
-def _announce_run(run) -> None:
-    state["run_dir"] = str(run.path)  # for main()'s "interrupted; resume with ..." line
-    _echo(f"run directory: {run.path}")
+def _announce_run(path) -> None:
+    state["run_dir"] = str(path)  # for main()'s "interrupted; resume with ..." line
+    _echo(f"run directory: {path}")
 
 
 @app.command()
 def run(config: Path = typer.Argument(..., help="Experiment TOML file."),
         set_: list[str] = typer.Option([], "--set", help=SET_HELP),
         out: Path | None = typer.Option(None, "--out", help="Run directory (default runs/<name>-<timestamp>).")) -> None:
-    """Train an experiment; prints the run directory when it starts and when it ends."""
+    """Train an experiment; prints the run directory when it starts and when it ends, and one line per epoch.
+
+    Example: nnlab run recipes/digits-lenet.toml --set train.epochs=3
+    """
+    from nnlab.api import fit  # heavy (torch): imported when the command runs
     from nnlab.device import is_main_process  # heavy (torch): imported when the command runs
     from nnlab.runs.report import format_report  # heavy (torch): imported when the command runs
-    from nnlab.training import fit  # heavy (torch): imported when the command runs
 
-    cfg = load_config(config, set_)
-    run_ = fit(cfg, out=out, announce=_announce_run)
+    run_ = fit(config, set_, out=out, announce=_announce_run)
     if is_main_process():
-        _echo(format_report(run_))
+        _echo(format_report(run_.dir))
         _echo(f"finished: {run_.path}")
 
 
 @app.command()
-def resume(run_dir: Path = typer.Argument(..., help="Run directory to continue.")) -> None:
-    """Continue a run exactly where its last checkpoint left it."""
-    from nnlab.runs.report import format_report  # heavy (torch): imported when the command runs
-    from nnlab.runs.run import Run  # heavy (torch): imported when the command runs
-    from nnlab.training import fit  # heavy (torch): imported when the command runs
+def resume(run_dir: Path = typer.Argument(..., help="Run directory to continue."),
+           epochs: int | None = typer.Option(None, "--epochs", min=1,
+                                             help="Extend the run to this many epochs in all (the schedule is "
+                                                  "re-planned and config.toml updated).")) -> None:
+    """Continue a run exactly where its last checkpoint left it, or extend a finished one.
 
-    run_ = Run.open(run_dir)
-    state["run_dir"] = str(run_.path)
-    _echo(f"resuming {run_.path}")
-    fit(run_.config, resume_run=run_)
-    _echo(format_report(run_))
+    Example: nnlab resume runs/digits-lenet-20260101-120000 --epochs 30
+    """
+    from nnlab.api import resume as resume_run  # heavy (torch): imported when the command runs
+    from nnlab.runs.report import format_report  # heavy (torch): imported when the command runs
+
+    state["run_dir"] = str(run_dir)  # for main()'s "interrupted; resume with ..." line
+    _echo(f"resuming {run_dir}")
+    _echo(format_report(resume_run(run_dir, epochs=epochs).dir))
 
 
 @app.command("eval")
@@ -59,7 +65,10 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory."),
           data: Path | None = typer.Option(None, "--data", help="Evaluate on another data path (same kind)."),
           split: str = typer.Option("test", "--split", help="train, val or test."),
           set_: list[str] = typer.Option([], "--set", help="Override data settings, e.g. data.kind=npz.")) -> None:
-    """Evaluate a run's best checkpoint on a split, printing its metrics."""
+    """Evaluate a run's best checkpoint on a split, printing its metrics.
+
+    Example: nnlab eval runs/digits-lenet-<stamp> --split val
+    """
     from nnlab.evaluation.evaluate import evaluate_run  # heavy (torch): imported when the command runs
 
     metrics = evaluate_run(run_dir, split=split, data_path=data, overrides=set_)
@@ -70,22 +79,30 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory."),
 @app.command()
 def predict(inputs: list[Path] = typer.Argument(..., help="RUN [RUN ...] INPUT: run directories, then the input."),
             out: Path = typer.Option(..., "--out", help="Output CSV."),
-            top_k: int = typer.Option(3, "--top-k", min=1),
+            top_k: int = typer.Option(3, "--top-k", min=1, help="Classes listed per input, most probable first "
+                                                                "(a Kaggle submission: labels per row)."),
             tta: str | None = typer.Option(None, "--tta", help="Test-time augmentation: flip."),
             weights: str | None = typer.Option(None, "--weights", help="Ensemble weights w1,w2,... (one per run)."),
             balance: bool = typer.Option(False, "--balance", help="Drawings: cap each class's first choices at its "
                                          "share of the rows (only for a test set known to be balanced, as "
                                          "Kaggle's is)."),
             strict: bool = typer.Option(False, "--strict", help="Drawings: exit 2 on a bad row or a truncated or "
-                                                                 "corrupt file instead of warning.")) -> None:
+                                                                 "corrupt file instead of warning."),
+            on_bad: str = typer.Option("skip", "--on-bad", help="An image file that cannot be read: skip (its row "
+                                                                "says unreadable, with a warning) or error.")) -> None:
     """Predict an input with one run or an ensemble of runs (images -> probability CSV;
-    drawings -> Kaggle submission)."""
+    drawings -> Kaggle submission).
+
+    Example: nnlab predict runs/digits-lenet-<stamp> my_digits/ --out predictions.csv
+    """
     from nnlab.inference.predict import predict_command  # heavy (torch): imported when the command runs
 
     if len(inputs) < 2:
         raise typer.BadParameter("give at least one run directory and an input")
+    if on_bad not in ("skip", "error"):
+        raise typer.BadParameter(f"--on-bad {on_bad!r}: choose skip or error")
     n, message = predict_command(inputs[:-1], inputs[-1], out, top_k=top_k, tta=tta, weights=weights,
-                                 balance=balance, strict=strict)
+                                 balance=balance, strict=strict, on_bad=on_bad)
     if message:
         typer.echo(message, err=True)
     _echo(f"wrote {n} rows to {out}")
@@ -110,7 +127,10 @@ def average(run_dir: Path = typer.Argument(..., help="Run directory whose checkp
 
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="Run directory.")) -> None:
-    """Print a finished run's summary."""
+    """Print a finished run's summary.
+
+    Example: nnlab report runs/digits-lenet-<stamp>
+    """
     from nnlab.runs.report import format_report  # heavy (torch): imported when the command runs
     from nnlab.runs.run import Run  # heavy (torch): imported when the command runs
 
@@ -121,7 +141,10 @@ def report(run_dir: Path = typer.Argument(..., help="Run directory.")) -> None:
 def compare(run_dirs: list[Path] = typer.Argument(..., help="Run directories."),
             out: Path | None = typer.Option(None, "--out", help="Also write the Markdown table here."),
             metric: str | None = typer.Option(None, "--metric", help="Sort by this metric.")) -> None:
-    """A Markdown table of runs (main metrics, parameters, time, images/s), best first."""
+    """A Markdown table of runs (val and test metrics, parameters, time, images/s), best first.
+
+    Example: nnlab compare runs/* --out compare.md
+    """
     from nnlab.runs.report import compare_table  # heavy (torch): imported when the command runs
     from nnlab.runs.run import Run  # heavy (torch): imported when the command runs
 
@@ -134,7 +157,10 @@ def compare(run_dirs: list[Path] = typer.Argument(..., help="Run directories."),
 @app.command()
 def summary(config: Path = typer.Argument(..., help="Experiment TOML file."),
             set_: list[str] = typer.Option([], "--set", help=SET_HELP)) -> None:
-    """Per-layer table of the configured model (name, output shape, parameters), like Keras' summary()."""
+    """Per-layer table of the configured model (name, output shape, parameters), like Keras' summary().
+
+    Example: nnlab summary recipes/digits-lenet.toml
+    """
     from nnlab.datasets.strokes import example_input_shape, input_channels  # heavy (torch)
     from nnlab.models import (  # heavy (torch): imported when the command runs
         build_model,
@@ -168,10 +194,18 @@ def _class_count(cfg) -> int:
 
 
 @app.command()
-def models(pattern: str = typer.Argument("*", help="Glob filter, e.g. 'lenet*' or 'timm:mobilenet*'."),
+def models(pattern: str = typer.Argument("", help="Part of the name (resnet, lenet) or a glob "
+                                                "(lenet_*, timm:mobilenet*)."),
            timm_models: bool = typer.Option(True, "--timm/--no-timm", help="Include timm's models.")) -> None:
-    """List registered models and timm models."""
-    from nnlab.models import list_models  # heavy (torch): imported when the command runs
+    """List registered models with a one-line description, and timm's models.
 
-    for name in list_models(pattern, include_timm=timm_models):
-        _echo(name)
+    Example: nnlab models lenet --no-timm
+    """
+    from nnlab.models import describe_models  # heavy (torch): imported when the command runs
+
+    rows = describe_models(pattern, include_timm=timm_models)
+    if not rows:
+        raise ModelError(f"no model matches {pattern!r}; `nnlab models` lists them all")
+    width = max(len(name) for name, _ in rows)
+    for name, description in rows:
+        _echo(f"{name:<{width}}  {description}".rstrip())

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from nnlab.cli.app import data_app
+from nnlab.errors import NnlabError
 from nnlab.store.export import export
 from nnlab.store.format import StrokeStore
 from nnlab.store.prepare import prepare
@@ -34,7 +35,10 @@ def prepare_cmd(
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace the stroke store at --out."),
         allow_empty: bool = typer.Option(False, "--allow-empty", help="Write a store even when no drawing "
                                                                       "is left.")) -> None:
-    """Pack drawings into a memory-mapped stroke store."""
+    """Pack drawings into a memory-mapped stroke store.
+
+    Example: nnlab data prepare train_simplified/ --out data/quickdraw
+    """
     store = prepare(sources, out, simplify=simplify, recognized_only=recognized_only,
                     max_per_class=max_per_class, on_bad=on_bad, workers=workers, classes=classes,
                     overwrite=overwrite, allow_empty=allow_empty)
@@ -50,7 +54,10 @@ def prepare_cmd(
 
 @data_app.command("info")
 def info_cmd(store_path: Path = typer.Argument(..., help="Store directory.")) -> None:
-    """Counts per class, skipped rows by reason, sources."""
+    """Counts per class, skipped rows by reason, sources.
+
+    Example: nnlab data info data/quickdraw
+    """
     store = StrokeStore.open(store_path)
     m = store.meta
     typer.echo(f"{store_path}: {m['kind']} stroke store (format {m['format']} v{m['version']}, "
@@ -79,7 +86,10 @@ def export_cmd(store_path: Path = typer.Argument(..., help="Store directory."),
                format_: str = typer.Option("ndjson", "--format", help="ndjson (Google), csv (Kaggle) or bin "
                                                                        "(Google binary)."),
                out: Path = typer.Option(..., "--out", help="Output file (.gz to compress).")) -> None:
-    """Write a store's drawings back out in Google's or Kaggle's format."""
+    """Write a store's drawings back out in Google's or Kaggle's format.
+
+    Example: nnlab data export data/quickdraw --format ndjson --out drawings.ndjson
+    """
     n = export(StrokeStore.open(store_path), out, format_)
     typer.echo(f"wrote {n:,} drawings to {out}")
 
@@ -90,7 +100,10 @@ def synth_cmd(classes: int = typer.Option(12, "--classes", min=1, help="Number o
               seed: int = typer.Option(0, "--seed", min=0),
               out: Path = typer.Option(..., "--out", help="Store directory to write."),
               overwrite: bool = typer.Option(False, "--overwrite", help="Replace the stroke store at --out.")) -> None:
-    """Procedural doodles (circle, square, triangle, star, house, ...) as a stroke store."""
+    """Procedural doodles (circle, square, triangle, star, house, ...) as a stroke store.
+
+    Example: nnlab data synth --out data/synth
+    """
     drawings = synth_drawings(classes, per_class, seed)
     store = StrokeStore.from_drawings(drawings, meta={"source_kind": "synthetic",
                                                       "synth": {"classes": classes, "per_class": per_class,
@@ -106,13 +119,21 @@ def show_cmd(store_path: Path = typer.Argument(..., help="Store directory, or a 
              n: int = typer.Option(36, "--n", min=1, help="Drawings to show."),
              class_: str | None = typer.Option(None, "--class", help="Only this class (word or Kaggle label)."),
              out: Path | None = typer.Option(None, "--out", help="PNG to write [default: grid.png, or "
-                                             "RUN/plots/samples.png for a run].")) -> None:
-    """A labelled grid of drawings as a PNG."""
+                                             "RUN/plots/samples.png for a run]."),
+             wrong: bool = typer.Option(False, "--wrong",
+                                        help="A run: only the examples the model got wrong.")) -> None:
+    """A labelled grid of drawings as a PNG; for a run directory (drawings or images), its validation
+    examples with the model's guesses, wrong ones in red.
+
+    Example: nnlab data show runs/doodles-demo-<stamp>
+    """
     if (store_path / "config.toml").is_file():
         from nnlab.inference.samples import show_run_samples  # heavy (torch): only for a run directory
 
-        typer.echo(f"wrote {show_run_samples(store_path, out, n=n, word=class_)}")
+        typer.echo(f"wrote {show_run_samples(store_path, out, n=n, word=class_, wrong_only=wrong)}")
         return
+    if wrong:
+        raise NnlabError(f"{store_path}: --wrong needs a run directory (a store has no model to be wrong)")
     out = out or Path("grid.png")
     path = show_grid(StrokeStore.open(store_path), n=n, word=class_, out=out)
     typer.echo(f"wrote {path}")

@@ -16,7 +16,10 @@ def export(run_dir: Path = typer.Argument(..., help="Run directory of a torch mo
            format_: str = typer.Option("onnx", "--format", help="Export format: onnx."),
            out: Path = typer.Option(..., "--out", help="Directory to write (model.onnx, classes.txt, "
                                                        "preprocessing.json; samples.ndjson for drawings).")) -> None:
-    """Export a run's best checkpoint as ONNX (dynamic batch), checked against torch."""
+    """Export a run's best checkpoint as ONNX (dynamic batch), checked against torch.
+
+    Example: nnlab export runs/doodles-demo-<stamp> --format onnx --out export/
+    """
     from nnlab.inference.export import export_onnx  # heavy (torch): imported when the command runs
 
     if format_ != "onnx":
@@ -44,7 +47,10 @@ def serve(path: Path = typer.Argument(..., help="A run directory (torch) or an `
           docs: bool = typer.Option(False, "--docs", help="Serve the API docs at /api/docs (loads Swagger UI "
                                                          "from a CDN).")) -> None:
     """Serve a demo: the doodle page that guesses while you draw, or for an image model a page where
-    you drop an image and see the top-k classes (or, with --gallery, who it is)."""
+    you drop an image and see the top-k classes (or, with --gallery, who it is).
+
+    Example: nnlab serve export/ --port 8001
+    """
     from nnlab.serve.app import serve as run_server  # heavy (torch): imported when the command runs
 
     run_server(path, host=host, port=port, threads=threads, access_log=access_log, gallery=gallery,

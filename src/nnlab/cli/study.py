@@ -8,6 +8,7 @@ import typer
 
 from nnlab.cli.app import app
 from nnlab.errors import NnlabError
+from nnlab.progress import plural
 
 GRID_HELP = ("A variant: NAME=key=value[,key=value...] (repeatable); replaces the config's study.grid. "
              "Example: --grid relu=model.name=lenet_alpha")
@@ -24,17 +25,23 @@ def study(config: Path = typer.Argument(..., help="Experiment TOML file (its stu
           workers: int | None = typer.Option(None, "--workers", min=1,
                                              help="Cells trained in parallel (default: min(cells, cores)).")) -> None:
     """Train every cell (variant x seed) as its own run, skipping finished ones, then compare the variants:
-    mean ± std, parameters, time, Welch's t-test and a plain verdict (report.md, report.json, plots/)."""
-    from nnlab.study.execute import run_study  # heavy (torch): imported when the command runs
-    from nnlab.study.plan import plan_study  # heavy (torch): imported when the command runs
+    mean ± std, parameters, time, Welch's t-test with Holm's adjustment and a plain verdict (report.md,
+    report.json, plots/).
+
+    Example: nnlab study recipes/lenet-ablation-digits.toml --seeds 2 --set train.epochs=3
+    """
+    from nnlab.api import study as run_study  # heavy (torch): imported when the command runs
     from nnlab.study.report import format_tables  # heavy (torch): imported when the command runs
 
-    plan = plan_study(config, set_, grid, seeds, out, workers)
-    typer.echo(f"study directory: {plan.out} ({len(plan.variants)} variants x {len(plan.settings.seeds)} seeds)")
-    result = run_study(plan)
+    def announce(plan) -> None:
+        typer.echo(f"study directory: {plan.out} ({len(plan.variants)} variants x {len(plan.settings.seeds)} seeds)")
+
+    result = run_study(config, grid=grid, seeds=seeds, overrides=set_, out=out, workers=workers,
+                       announce=announce).outcome
+    plan = result.study
     ran = sum(c.status in ("trained", "resumed") for c in result.cells)
-    typer.echo(f"{ran} cells trained now, {sum(c.status == 'done' for c in result.cells)} already finished, "
-               f"{len(result.failed)} failed; {result.workers} worker(s), {result.wall_seconds:.0f} s")
+    typer.echo(f"{plural(ran, 'cell')} trained now, {sum(c.status == 'done' for c in result.cells)} already finished, "
+               f"{len(result.failed)} failed; {plural(result.workers, 'worker')}, {result.wall_seconds:.0f} s")
     typer.echo(format_tables(result.report))
     for c in result.failed:
         typer.echo(f"failed {c.cell.label}: {c.error}", err=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ class DataBundle:
     ids: dict[str, np.ndarray] = field(default_factory=dict)
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    image: Callable[[int], np.ndarray] | None = None  # image data: the raw image of an id (plots of examples)
 
     def has(self, split: str) -> bool:
         return split in self.loaders and len(self.labels.get(split, ())) > 0

@@ -12,7 +12,7 @@ import torch.utils.data
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from nnlab.config import ExperimentConfig, options_for
+from nnlab.config import ExperimentConfig, did_you_mean, options_for
 from nnlab.datasets.bundle import STROKE_KINDS, DataBundle, loader_options
 from nnlab.datasets.identity import open_set_source
 from nnlab.datasets.samplers import EpochSampler
@@ -180,7 +180,8 @@ class ImageDataset(torch.utils.data.Dataset):
 def load_image_source(cfg: ExperimentConfig):
     kind = cfg.data.kind
     if kind not in LOADERS:
-        raise DataError(f"data.kind: unknown kind {kind!r} (known: {', '.join(sorted([*LOADERS, *STROKE_KINDS]))})")
+        known = sorted([*LOADERS, *STROKE_KINDS])
+        raise DataError(f"data.kind: unknown kind {kind!r}{did_you_mean(kind, known)} (known: {', '.join(known)})")
     return load_source(kind, **options_for(LOADERS[kind], cfg.data))
 
 
@@ -205,6 +206,6 @@ def build_image_data(cfg: ExperimentConfig, run_dir: Path | None, rank: int, wor
         ids[split] = index
         labels[split] = source.labels[index]
     return DataBundle(classes=list(source.classes)[:known], in_chans=d.channels, image_size=d.image_size,
-                      loaders=loaders, ids=ids, labels=labels,
+                      loaders=loaders, ids=ids, labels=labels, image=source.image,
                       info={"sizes": {k: len(v) for k, v in splits.items()},
                             "skipped": getattr(source, "skipped", None) or {}} | extra_info)

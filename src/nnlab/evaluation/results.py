@@ -12,7 +12,7 @@ from nnlab import metrics
 from nnlab.datasets.bundle import DataBundle
 from nnlab.fileio import kill_point
 from nnlab.metrics import confusion_matrix, per_class_accuracy, top_confusions
-from nnlab.runs.plots import write_run_plots
+from nnlab.runs.plots import save, top_losses_figure, write_run_plots
 from nnlab.runs.run import Run
 
 
@@ -32,21 +32,45 @@ def write_results(run: Run, data: DataBundle, metrics: dict[str, Any], outputs: 
     kill_point("predictions-written")
     run.write_json("metrics.json", metrics)
     kill_point("metrics-written")
-    write_run_plots(run, confusion=(cm, data.classes) if final is not None else None)
+    write_run_plots(run, confusion=(cm, data.classes) if final is not None else None, split=final or "test")
+    if final is not None:
+        write_top_losses(run, data, final, outputs[final])
     return metrics
+
+
+def write_top_losses(run: Run, data: DataBundle, split: str, probs: np.ndarray, k: int = 12) -> Path | None:
+    """plots/top_losses.png: the split's k examples with the highest cross-entropy, for image data sets
+    (whose bundle reads a raw image by id); drawing runs have `nnlab data show RUN --wrong`."""
+    if data.image is None or len(data.ids[split]) != len(probs):
+        return None
+    y = data.labels[split]
+    p_true = probs[np.arange(len(y)), y]
+    loss = -np.log(np.clip(p_true, 1e-12, 1))
+    order = np.argsort(-loss, kind="stable")[:k]
+    guess = probs.argmax(1)
+    names = data.classes
+    images = [data.image(int(data.ids[split][i])) for i in order]
+    titles = [f"{names[guess[i]]} / {names[y[i]]}\n{loss[i]:.2f} / {p_true[i]:.2f}" for i in order]
+    return save(top_losses_figure(images, titles, [bool(guess[i] != y[i]) for i in order], split),
+                run.plots / "top_losses.png")
 
 
 def write_probabilities(path: Path, ids: np.ndarray, probs: np.ndarray, classes: list[str],
                         labels: np.ndarray | None = None, k: int = 3) -> Path:
-    """CSV: id, [true label], the top-k class names, then one probability column per class."""
+    """CSV: id, [true label], the top-k class names, then one probability column per class; a row of NaN
+    probabilities (an unreadable input) is written as 'unreadable' with empty probabilities."""
     path.parent.mkdir(parents=True, exist_ok=True)
     k = min(k, len(classes))
-    top = metrics.top_k(probs, k)
+    unreadable = np.isnan(probs).any(1)
+    top = metrics.top_k(np.where(unreadable[:, None], 0, probs), k)  # those rows are written apart
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         header = ["id"] + (["label"] if labels is not None else []) + [f"top{i + 1}" for i in range(k)]
         writer.writerow(header + [f"p_{c}" for c in classes])
         for i in range(len(ids)):
             row = [ids[i]] + ([classes[labels[i]]] if labels is not None else [])
+            if unreadable[i]:  # an input that could not be read keeps its row
+                writer.writerow(row + ["unreadable"] * k + [""] * len(classes))
+                continue
             writer.writerow(row + [classes[j] for j in top[i]] + [f"{p:.6g}" for p in probs[i]])
     return path

@@ -166,7 +166,7 @@ def load_idx_source(path: PathLike | None = None, download: bool = False,
         classes: explicit class names, overriding the above.
     """
     if path is None:
-        raise ConfigError("data kind 'idx' needs a `path` (the folder with the IDX files)")
+        raise ConfigError("data.path: data kind 'idx' needs a path (the folder with the IDX files)")
     folder = Path(path).expanduser()
     if download:
         download_idx(folder, dataset or "mnist")

@@ -85,7 +85,7 @@ def _natural_key(text: str) -> list:
 
 def _existing(path: PathLike | None, what: str, kind: str, *, folder: bool) -> Path:
     if path is None:
-        raise ConfigError(f"data kind '{kind}' needs a `path` ({what})")
+        raise ConfigError(f"data.path: data kind '{kind}' needs a path ({what})")
     path = Path(path).expanduser()
     if folder and not path.is_dir():
         raise DataError(f"{what} not found: {path} (expected a folder)")

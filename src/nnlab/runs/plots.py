@@ -3,35 +3,64 @@ verification ROC and a 2-D map of the embeddings (open-set runs)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg")
+from nnlab.progress import in_notebook
+
+if not in_notebook():  # files only; in Jupyter the inline backend stays, so returned figures display
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
-from nnlab.runs.run import Run
+from nnlab.metrics import top_confusions  # noqa: E402
+from nnlab.runs.run import Run  # noqa: E402
 
 FPR_TARGETS = (1e-2, 1e-3)  # the verification operating points reported and marked on the ROC
 
-MAX_CONFUSION_CLASSES = 50
+class Plot(Figure):
+    """A figure built without pyplot (nothing left open, safe in worker threads) that Jupyter shows inline
+    when a cell returns it, whatever the backend."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=90)
+        return buffer.getvalue()
 
 
-def write_run_plots(run: Run, confusion: tuple[np.ndarray, list[str]] | None = None) -> list[Path]:
-    """plots/history.png always; plots/confusion.png when a confusion matrix is given."""
-    written = [plot_history(run.history(), run.config.eval.main_metric, run.plots / "history.png")]
+MAX_MATRIX_CLASSES = 30  # beyond this a matrix is unreadable: a bar chart of the most confused pairs instead
+
+
+def write_run_plots(run: Run, confusion: tuple[np.ndarray, list[str]] | None = None,
+                    split: str = "test") -> list[Path]:
+    """plots/history.png always; plots/confusion.png (of `split`) when a confusion matrix is given."""
+    written = [save(history_figure(run.history(), run.config.eval.main_metric), run.plots / "history.png")]
     if confusion is not None:
-        written.append(plot_confusion(*confusion, run.plots / "confusion.png"))
+        written.append(save(confusion_figure(*confusion, split=split), run.plots / "confusion.png"))
     return written
 
 
+def save(fig: Figure, path: Path) -> Path:
+    """Write a figure as PNG (figures here are built without pyplot, so nothing is left open)."""
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def plot_history(history: list[dict[str, float]], metric: str, path: Path) -> Path:
-    """Loss and the main metric per epoch, train and val side by side."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    return save(history_figure(history, metric), path)
+
+
+def history_figure(history: list[dict[str, float]], metric: str) -> Figure:
+    """Loss and the main metric per epoch, train and val side by side; whole-number epoch ticks."""
+    fig = Plot(figsize=(10, 3.8), layout="tight")
+    axes = fig.subplots(1, 2)
     epochs = [r["epoch"] for r in history]
     for ax, name in zip(axes, ("loss", metric), strict=True):
         for split, style in (("train", "-o"), ("val", "-s")):
@@ -40,31 +69,31 @@ def plot_history(history: list[dict[str, float]], metric: str, path: Path) -> Pa
             if not np.all(np.isnan(values)):
                 ax.plot(epochs, values, style, ms=3, label=split)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(name)
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    return fig
 
 
-def plot_confusion(cm: np.ndarray, classes: list[str], path: Path) -> Path:
-    """Row-normalised confusion matrix; beyond 50 classes only the most confused classes are shown."""
+def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, split: str = "test") -> Path:
+    return save(confusion_figure(cm, classes, split), path)
+
+
+def confusion_figure(cm: np.ndarray, classes: list[str], split: str = "test") -> Figure:
+    """Row-normalised confusion matrix of `split`; beyond 30 classes the most confused pairs as bars."""
     cm = np.asarray(cm, dtype=float)
-    shown = np.arange(len(classes))
-    if len(classes) > MAX_CONFUSION_CLASSES:
-        off = cm - np.diag(np.diag(cm))
-        shown = np.sort(np.argsort(-(off.sum(0) + off.sum(1)), kind="stable")[:MAX_CONFUSION_CLASSES])
-    sub = cm[np.ix_(shown, shown)]
-    rate = sub / np.maximum(cm[shown].sum(1, keepdims=True), 1)
-    n = len(shown)
+    if len(classes) > MAX_MATRIX_CLASSES:
+        return confused_pairs_figure(cm, classes, split)
+    rate = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    n = len(classes)
     size = min(16, 3 + 0.32 * n)
-    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    fig = Plot(figsize=(size + 1.2, size), layout="tight")
+    ax = fig.subplots()
     im = ax.imshow(rate, cmap="Blues", vmin=0, vmax=1)
-    names = [classes[i] for i in shown]
-    ax.set_xticks(range(n), names, rotation=90, fontsize=max(5, 10 - n // 10))
-    ax.set_yticks(range(n), names, fontsize=max(5, 10 - n // 10))
+    ax.set_xticks(range(n), classes, rotation=90, fontsize=max(5, 10 - n // 10))
+    ax.set_yticks(range(n), classes, fontsize=max(5, 10 - n // 10))
     if n <= 15:
         for i in range(n):
             for j in range(n):
@@ -73,18 +102,60 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: Path) -> Path:
                             color="white" if rate[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    title = "confusion (row-normalised)"
-    if len(classes) > n:
-        title += f": the {n} most confused of {len(classes)} classes"
-    ax.set_title(title)
+    ax.set_title(f"{split} confusion (row-normalised)")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
-# --------------------------------------------------------------------------- text
+def confused_pairs_figure(cm: np.ndarray, classes: list[str], split: str = "test", n: int = 25) -> Figure:
+    """The `n` most confused (true -> predicted) pairs of `split` as horizontal bars, largest on top."""
+    pairs = top_confusions(cm, classes, n=n)
+    fig = Plot(figsize=(8, 1.5 + 0.3 * max(1, len(pairs))), layout="tight")
+    ax = fig.subplots()
+    labels = [f"{t} -> {p}" for t, p, *_ in pairs][::-1]
+    counts = [c for _, _, c, *_ in pairs][::-1]
+    ax.barh(range(len(pairs)), counts, color="C3")
+    ax.set_yticks(range(len(pairs)), labels, fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("examples")
+    ax.set_title(f"{split}: the {len(pairs)} most confused pairs (true -> predicted) of {len(classes)} classes")
+    return fig
+
+
+def top_losses_figure(images: list[np.ndarray], titles: list[str], wrong: list[bool], split: str) -> Figure:
+    """fastai's plot_top_losses: the examples with the highest loss, titled predicted / true / loss /
+    probability of the true class; wrong guesses in red."""
+    n = len(images)
+    cols = min(n, 6)
+    rows = max(1, -(-n // cols))
+    fig = Plot(figsize=(2.1 * cols, 2.3 * rows + 0.5), layout="tight")
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, image, title, bad in zip(axes, images, titles, wrong, strict=False):
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
+        ax.set_title(title, fontsize=7, color="C3" if bad else "black")
+    fig.suptitle(f"{split}: the {n} highest losses (predicted / true / loss / p(true))", fontsize=9)
+    return fig
+
+
+def lr_find_figure(lrs: list[float], losses: list[float], steepest: float, valley: float, title: str = "") -> Figure:
+    """The range test: smoothed loss against a log learning rate, with the two suggestions marked."""
+    fig = Plot(figsize=(6.5, 4.2), layout="tight")
+    ax = fig.subplots()
+    ax.plot(lrs, losses, lw=1.6)
+    for lr, name, colour in ((steepest, "steepest", "C1"), (valley, "valley", "C2")):
+        ax.plot([lr], [np.interp(np.log(lr), np.log(lrs), losses)], "o", color=colour, label=f"{name}: {lr:.2g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss (smoothed)")
+    ax.set_title(f"LR range test{': ' + title if title else ''}", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return fig
+
+
+# --------------------------------------------------------------------------- embeddings
 
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from nnlab.config import higher_is_better
+from nnlab.progress import plural
 from nnlab.runs.run import Run
 
 
@@ -25,7 +26,7 @@ def run_summary(run: Run) -> dict[str, Any]:
 def format_report(run: Run) -> str:
     m = run.read_json("metrics.json")
     lines = [f"run        {run.path}", f"model      {m.get('model')} ({m.get('params'):,} parameters, {m.get('engine')})",
-             f"trained    {m.get('epochs')} epochs in {m.get('train_seconds', 0):.1f} s"
+             f"trained    {plural(m.get('epochs') or 0, 'epoch')} in {m.get('train_seconds', 0):.1f} s"
              f" ({m.get('images_per_second') or 0:,.0f} images/s)", f"checkpoint {m.get('checkpoint')}"]
     for split in ("val", "test"):
         if split in m:
@@ -39,27 +40,43 @@ def format_report(run: Run) -> str:
     return "\n".join(lines)
 
 
+COMPARED = ("accuracy", "top3_accuracy", "map3", "macro_f1", "log_loss",  # classification
+            "rank1", "rank5", "eer", "roc_auc", "tpr_at_fpr_0.001")             # open set (embedding runs)
+
+
 def compare_table(runs: Sequence[Run], metric: str | None = None) -> str:
-    """A Markdown table of runs sorted by the main metric (best first)."""
-    rows = [run_summary(r) for r in runs]
-    metric = metric or runs[0].read_json("metrics.json").get("main_metric", "accuracy")
+    """A Markdown table of runs sorted by the main metric (test where there is one, else val; best first),
+    val and test in separate columns, open-set metrics for embedding runs, numbers formatted alike."""
+    metrics = [r.read_json("metrics.json") for r in runs]
+    metric = metric or metrics[0].get("main_metric", "accuracy")
     higher = higher_is_better(metric)
-    rows.sort(key=lambda r: r.get(metric, -np.inf if higher else np.inf), reverse=higher)
-    metric_cols = [c for c in ("accuracy", "top3_accuracy", "map3", "macro_f1", "log_loss") if any(c in r for r in rows)]
-    if metric not in metric_cols:
-        metric_cols.insert(0, metric)
-    cols = ["run", "model", "engine", "split", *metric_cols, "params", "train_seconds", "images_per_second"]
+    rows = []
+    for run, m in zip(runs, metrics, strict=True):
+        row = {"run": run.path.name, "model": m.get("model"), "engine": m.get("engine"), "params": m.get("params"),
+               "epochs": m.get("epochs"), "train_seconds": m.get("train_seconds"),
+               "images_per_second": m.get("images_per_second")}
+        for split in ("val", "test"):
+            row |= {f"{split} {k}": v for k, v in m.get(split, {}).items() if isinstance(v, (int, float))}
+        row["_key"] = row.get(f"test {metric}", row.get(f"val {metric}"))
+        rows.append(row)
+    rows.sort(key=lambda r: r["_key"] if r["_key"] is not None else (-np.inf if higher else np.inf), reverse=higher)
+    names = [metric, *(c for c in COMPARED if c != metric)]
+    metric_cols = [f"{split} {c}" for split in ("val", "test") for c in names if any(f"{split} {c}" in r for r in rows)]
+    cols = ["run", "model", "engine", *metric_cols, "params", "epochs", "train_seconds", "images_per_second"]
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        out.append("| " + " | ".join(_cell(r.get(c)) for c in cols) + " |")
+        out.append("| " + " | ".join(_cell(c, r.get(c)) for c in cols) + " |")
     return "\n".join(out) + "\n"
 
 
-def _cell(value: Any) -> str:
+def _cell(column: str, value: Any) -> str:
+    """Metrics with 4 decimals, counts with thousands separators, seconds with one decimal."""
     if value is None:
         return "-"
+    if column in ("params", "epochs", "images_per_second"):
+        return f"{value:,.0f}"
+    if column == "train_seconds":
+        return f"{value:,.1f}"
     if isinstance(value, float):
-        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4f}"
-    if isinstance(value, int):
-        return f"{value:,}"
+        return f"{value:.4f}"
     return str(value)

@@ -2,8 +2,8 @@
 
     runs/<name>-<timestamp>/
       config.toml  env.json  history.csv  metrics.json  classes.txt
-      checkpoints/last.pt, checkpoints/best-e<epoch>-<metric><value>.pt
-      plots/*.png  predictions/
+      checkpoints/last.pt, checkpoints/best-e<epoch from 1>-<metric>-<value>.pt
+      plots/*.png  predictions/  train.log  tensorboard/ (train.tensorboard)
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import timm
 import torch
 
 from nnlab.config import ExperimentConfig, load_config, save_config
-from nnlab.errors import NnlabError
+from nnlab.errors import DataError, NnlabError
 from nnlab.fileio import atomic_write_text, disk_full_guard, kill_point, read_classes, write_classes
 from nnlab.version import __version__
 
@@ -206,7 +206,8 @@ class BestCheckpoints:
         self.stale = 0 if self.improved(value) else self.stale + 1
         if self.keep <= 0:
             return
-        entry = {"epoch": epoch, "value": value, "file": f"best-e{epoch:03d}-{self.metric}-{value:.4f}{suffix}"}
+        name = f"best-e{epoch + 1:03d}-{self.metric}-{value:.4f}{suffix}"  # epochs from 1, as in history.csv
+        entry = {"epoch": epoch, "value": value, "file": name}
         sign = 1 if self.higher_is_better else -1
         ranked = sorted([*self.best, entry], key=lambda e: (-sign * e["value"], e["epoch"]))
         kept, dropped = ranked[:self.keep], ranked[self.keep:]
@@ -230,13 +231,21 @@ class BestCheckpoints:
 
 
 def resolve_paths(cfg: ExperimentConfig) -> ExperimentConfig:
-    """A copy of the config whose file paths are absolute (so a run can be resumed from anywhere)."""
+    """A copy of the config whose file paths are absolute (so a run can be resumed from anywhere).
+
+    A relative path that does not exist is an error naming the directory it was resolved against
+    (except an IDX folder that `data.download` will fill)."""
     cfg = cfg.model_copy(deep=True)
     for section, key in PATH_FIELDS:
         part = getattr(cfg, section)
         value = getattr(part, key)
         if value:
-            setattr(part, key, str(Path(value).expanduser().resolve()))
+            path = Path(value).expanduser()
+            will_download = section == "data" and cfg.data.download
+            if not path.is_absolute() and not path.exists() and not will_download:
+                raise DataError(f"{section}.{key}: {value} not found (a relative path is resolved against the "
+                                f"current directory {Path.cwd()}; give an absolute path or run from elsewhere)")
+            setattr(part, key, str(path.resolve()))
     return cfg
 
 

@@ -28,6 +28,7 @@ import asyncio
 import json
 import os
 import random
+import socket
 import threading
 from collections.abc import Iterable
 from contextlib import asynccontextmanager
@@ -341,10 +342,24 @@ def serve(path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, th
           access_log: bool = True, announce=None, gallery: str | os.PathLike | None = None,
           allowed_hosts: Iterable[str] | None = None, docs: bool = False) -> None:
     """Load the model, then run uvicorn until interrupted; `announce(url)` is called once it is loaded.
-    uvicorn runs with `UVICORN_LIMITS` (idle connections closed, request heads and connections capped)."""
+    A port already in use is a one-line error before the model is loaded. uvicorn runs with
+    `UVICORN_LIMITS` (idle connections closed, request heads and connections capped)."""
+    check_port_free(host, port)
     app = create_app(path, threads=threads, gallery=gallery, docs=docs, allowed_hosts=allowed_hosts)
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host
         announce(f"http://{shown}:{port}/")
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info" if access_log else "warning",
                 **UVICORN_LIMITS)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """NnlabError naming --port when (host, port) cannot be bound (another server holds it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise NnlabError(f"cannot listen on {host}:{port} ({exc.strerror}); another server uses it? "
+                             f"Pick a free port with --port {port + 1}") from None

@@ -23,11 +23,12 @@ GOOGLE_CREDIT = ("Drawings: Quick, Draw! dataset by Google, CC BY 4.0 "
 
 def show_grid(drawings_or_store, n: int = 36, word: str | None = None,
               out: str | os.PathLike = "grid.png", *, credit: bool | None = None,
-              title: str | None = None) -> Path:
+              title: str | None = None, wrong: Sequence[bool] | None = None) -> Path:
     """Save a grid of `n` drawings (spread over the store, or of class `word`) with their words.
 
     A StrokeStore whose meta says its drawings come from Quick, Draw! gets Google's credit in
-    the figure (override with `credit`). Returns the PNG path."""
+    the figure (override with `credit`). `wrong[k]` titles drawing k in red (a wrong guess).
+    Returns the PNG path."""
     if n < 1:
         raise DataError(f"show: n must be >= 1, got {n}")
     if isinstance(drawings_or_store, StrokeStore):
@@ -49,14 +50,15 @@ def show_grid(drawings_or_store, n: int = 36, word: str | None = None,
                              squeeze=False)
     for ax in axes.ravel():
         ax.set_axis_off()
-    for ax, d in zip(axes.ravel(), drawings):
+    for k, (ax, d) in enumerate(zip(axes.ravel(), drawings)):
         for s in d.strokes:
             s = np.asarray(s, dtype=float)
             ax.plot(s[:, 0], s[:, 1], color="black", linewidth=1.0, solid_capstyle="round")
         ax.set_aspect("equal")
         ax.invert_yaxis()  # screen coordinates: y grows downwards
         label = d.word if d.word is not None else "(unlabelled)"
-        ax.set_title(label if d.recognized else f"{label} (unrec.)", fontsize=6)
+        ax.set_title(label if d.recognized else f"{label} (unrec.)", fontsize=6,
+                     color="C3" if wrong is not None and wrong[k] else "black")
     if title:
         fig.suptitle(title, fontsize=10)
     if credit:

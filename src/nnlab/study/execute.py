@@ -65,9 +65,9 @@ def _train_cell(config: dict[str, Any], path: str, resume: bool) -> dict[str, An
     try:
         if resume:
             run = Run.open(where)
-            fit(run.config, resume_run=run)
+            fit(run.config, resume_run=run, echo=False)  # cells log to their train.log; the study shows one bar
         else:
-            fit(validate(config, str(where)), out=where)
+            fit(validate(config, str(where)), out=where, echo=False)
         (where / ERROR_FILE).unlink(missing_ok=True)
         return {"ok": True, "seconds": time.perf_counter() - start}
     except Exception as exc:  # noqa: BLE001  (reported per cell, with the traceback in error.txt)

@@ -77,18 +77,21 @@ def flatten(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def plan_study(config: str | Path | ExperimentConfig, overrides: Sequence[str] = (), grid: Sequence[str] = (),
-               seeds: int | None = None, out: str | Path | None = None, workers: int | None = None) -> Study:
+               seeds: int | None = None, out: str | Path | None = None, workers: int | None = None,
+               source: str | None = None) -> Study:
     """Expand a study into its cells without running anything.
 
     `config` is a TOML file (its `[study]` section gives the grid and seeds) or a config;
     `overrides` (`--set`) apply to every cell; `grid` (`--grid NAME=OVERRIDES`) replaces the
     file's grid; `seeds` = K means seeds 0..K-1. A variant's overrides win over `--set`.
-    The default directory `studies/<name>/` is deterministic, so running again resumes.
+    The default directory `studies/<name>/` is deterministic, so running again resumes. `source` names
+    the config in messages (default: its path, or "config").
     """
     if isinstance(config, ExperimentConfig):
-        base, source = load_config(None, overrides, base=config.model_dump(mode="json", exclude_none=True)), "config"
+        base = load_config(None, overrides, base=config.model_dump(mode="json", exclude_none=True))
+        source = source or "config"
     else:
-        base, source = load_config(config, overrides), str(config)
+        base, source = load_config(config, overrides), source or str(config)
     settings = (base.study or StudyConfig()).model_copy(deep=True)
     if grid:
         variants = dict(parse_grid_option(g) for g in grid)

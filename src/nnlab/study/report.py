@@ -15,11 +15,11 @@ from matplotlib.ticker import MaxNLocator
 
 from nnlab.config import higher_is_better
 from nnlab.errors import NnlabError
-from nnlab.fileio import atomic_write_text
+from nnlab.fileio import atomic_write_text, read_classes
 from nnlab.runs.plots import plt
 from nnlab.runs.run import Run
 from nnlab.study.plan import ERROR_FILE, REPORT_JSON, REPORT_MD, CellOutcome, Study
-from nnlab.study.stats import format_amount, holm, in_points, verdict, welch
+from nnlab.study.stats import CHANCE_FACTOR, at_chance, format_amount, holm, in_points, verdict, welch
 
 # --------------------------------------------------------------------------- report
 
@@ -66,6 +66,8 @@ def collect(study: Study, outcomes: Sequence[CellOutcome]) -> dict[str, Any]:
         v["val_values"].append(m.get("val", {}).get(metric))
         for key in ("params", "train_seconds", "images_per_second"):
             v[key].append(m.get(key))
+        if (o.cell.path / "classes.txt").is_file():
+            v["classes"] = len(read_classes(o.cell.path / "classes.txt"))
         history = Run(o.cell.path, o.cell.config).history()
         key = f"val_{metric}" if any(f"val_{metric}" in r for r in history) else "val_accuracy"
         curve_keys.add(key)
@@ -81,6 +83,8 @@ def collect(study: Study, outcomes: Sequence[CellOutcome]) -> dict[str, Any]:
                "params": params[0] if len(params) == 1 else (params or None),
                "train_seconds": _mean(v["train_seconds"]), "images_per_second": _mean(v["images_per_second"])}
         row["val_mean"] = _mean(v["val_values"])
+        row["classes"] = v.get("classes")
+        row["at_chance"] = at_chance(row[f"{metric}_mean"], metric, v.get("classes"))
         table[name] = row
     names = list(variants)
     pairs = []
@@ -90,8 +94,8 @@ def collect(study: Study, outcomes: Sequence[CellOutcome]) -> dict[str, Any]:
                       "ci_low": w.ci_low, "ci_high": w.ci_high, "note": w.note})
     for pair, adjusted in zip(pairs, holm([p["p"] for p in pairs]), strict=True):
         pair["p_holm"] = float(adjusted)
-        pair |= verdict(pair["a"], pair["b"], pair["diff"], pair["p"], s.threshold, metric, s.significance,
-                        pair["note"])
+        pair |= verdict(pair["a"], pair["b"], pair["diff"], pair["p_holm"], s.threshold, metric, s.significance,
+                        pair["note"], p_name="Holm-adjusted p")
     return {"name": study.name, "config": study.source, "metric": metric,
             "best_by_val": best_by_val(table, higher_is_better(metric)),
             "split": "/".join(sorted(splits_used)) or None, "higher_is_better": higher_is_better(metric),
@@ -159,7 +163,8 @@ def format_tables(data: dict[str, Any]) -> str:
         overrides = ", ".join(f"{k}={json.dumps(x)}" for k, x in v["overrides"].items()) or "-"
         per_seed = ", ".join(_fmt(x, metric) for x in v[f"{metric}_values"]) or "-"
         params = f"{v['params']:,}" if isinstance(v["params"], int) else str(v["params"] or "-")
-        lines.append(f"| {name} | {overrides} | {v['n']} | {_fmt(mean, metric)} ± {_fmt(std, metric, True)} | "
+        flag = f" (at chance: {v['classes']} classes)" if v.get("at_chance") else ""
+        lines.append(f"| {name} | {overrides} | {v['n']} | {_fmt(mean, metric)} ± {_fmt(std, metric, True)}{flag} | "
                      f"{per_seed} | {params} | {_num(v['train_seconds'])} | {_num(v['images_per_second'])} |")
     diff_unit = " (pp)" if in_points(metric) else ""
     lines += ["", f"| A | B | A − B{diff_unit} | 95% CI{diff_unit} | t | df | p (Welch) | p (Holm) | verdict |",
@@ -183,9 +188,9 @@ def format_report(data: dict[str, Any]) -> str:
              f"Metric: {data['split'] or 'test'} {metric} of each run's best checkpoint (picked on val), "
              "mean ± sample standard deviation over seeds.", "", format_tables(data),
              f"Verdict: *better* / *worse* when |A − B| exceeds {format_amount(threshold, metric)}, *within* otherwise; "
-             f"*significant* when Welch's t-test (unequal variances, seeds as independent runs) gives p < {alpha:g}. "
-             f"p (Holm) adjusts for the {npairs} comparisons made here: a difference significant by p but not by "
-             f"p (Holm) may well be chance. With {len(data['seeds'])} seeds a test only detects large, consistent "
+             f"*significant* when Welch's t-test (unequal variances, seeds as independent runs), adjusted by Holm "
+             f"for the {npairs} comparisons made here, gives p (Holm) < {alpha:g}; "
+             f"p (Welch) is the unadjusted value. With {len(data['seeds'])} seeds a test only detects large, consistent "
              "differences: *not significant* means 'not shown', not 'equal'. Cells of the same seed share the data "
              "split and order across variants; the seed also sets the initialisation.", ""]
     best = data.get("best_by_val")
@@ -194,6 +199,11 @@ def format_report(data: dict[str, Any]) -> str:
         test_mean = row[f"{metric}_mean"]
         lines += [f"Chosen by validation {metric}: **{best}** (val {_fmt(row['val_mean'], metric)}, "
                   f"{data['split'] or 'test'} {_fmt(test_mean, metric)}); its runs are `{best}/seed<k>/`.", ""]
+    chance = [name for name, v in data["variants"].items() if v.get("at_chance")]
+    if chance:
+        lines += [f"At chance level (mean {metric} under {CHANCE_FACTOR:g} / classes): "
+                  + ", ".join(f"**{n}**" for n in chance) + ". Such a variant learned (almost) nothing: check its "
+                  "learning rate and epochs before reading its comparisons.", ""]
     notes = sorted({p["note"] for p in data["pairwise"] if p["note"]})
     if notes:
         lines += ["Untested pairs: " + "; ".join(notes) + ".", ""]

@@ -70,8 +70,9 @@ def format_amount(value: float, metric: str) -> str:
 
 
 def verdict(a: str, b: str, diff: float, p: float, threshold: float, metric: str = "accuracy",
-            alpha: float = 0.05, note: str | None = None) -> dict[str, Any]:
-    """Plain words for `a - b = diff`: better / worse / within the threshold, and whether p < alpha."""
+            alpha: float = 0.05, note: str | None = None, p_name: str = "p") -> dict[str, Any]:
+    """Plain words for `a - b = diff`: better / worse / within the threshold, and whether p < alpha
+    (`p_name` says which p it is: a study passes Holm's adjusted one)."""
     gain = diff if higher_is_better(metric) else -diff
     if not math.isfinite(diff):
         direction = "unknown"
@@ -84,8 +85,18 @@ def verdict(a: str, b: str, diff: float, p: float, threshold: float, metric: str
         words = f"{a} {direction} than {b} by {format_amount(abs(diff), metric)}"
     if math.isfinite(p):
         significant: bool | None = bool(p < alpha)
-        words += f"; {'significant' if significant else 'not significant'} at {alpha:g} (p = {p:.3g})"
+        words += f"; {'significant' if significant else 'not significant'} at {alpha:g} ({p_name} = {p:.3g})"
     else:
         significant = None
         words += f"; untested ({note or 'no p-value'})"
     return {"direction": direction, "significant": significant, "verdict": words}
+
+
+CHANCE_FACTOR = 1.5  # a mean accuracy below 1.5 x 1/classes is flagged: the variant learned (almost) nothing
+
+
+def at_chance(mean: float, metric: str, classes: int | None) -> bool:
+    """Whether an accuracy-like mean is at chance level (uniform guessing over `classes`)."""
+    if not classes or not math.isfinite(mean) or "accuracy" not in metric and metric not in ("macro_f1", "map3"):
+        return False
+    return mean < CHANCE_FACTOR / classes

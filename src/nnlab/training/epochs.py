@@ -4,12 +4,14 @@ directory and `nnlab report`, `compare` and `study` read them alike."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 
 from nnlab.config import ExperimentConfig, higher_is_better
-from nnlab.runs.run import BestCheckpoints
+from nnlab.progress import format_seconds
+from nnlab.runs.run import BestCheckpoints, Run
 
 
 def best_tracker(cfg: ExperimentConfig) -> BestCheckpoints:
@@ -44,3 +46,39 @@ def run_metrics(cfg: ExperimentConfig, engine: str, checkpoint: str, params: int
             "checkpoint": checkpoint, "params": params, "epochs": len(history), "stopped_early": stopped_early,
             "train_seconds": train_seconds, "images_per_second": speed, "data": data_info} | (
         {"data_wait_fraction": float(np.mean(waits))} if waits else {})
+
+
+class EpochLog:
+    """One summary line per epoch (epoch, train loss, the main val metric, lr, img/s, time, ETA), printed
+    whether or not stdout is a terminal (a notebook, `nohup`, CI logs all see it) and appended to
+    RUN/train.log. Both engines call it with their history row."""
+
+    def __init__(self, run: Run, echo: bool = True) -> None:
+        self.run, self.echo = run, echo
+        self.file = run.path / "train.log"
+        self.start = time.perf_counter()
+        self.done = 0
+
+    def line(self, row: dict[str, Any], wall: float, epochs_left: int) -> str:
+        """The text for one history row; `wall` is the mean wall time of this session's epochs."""
+        total = self.run.config.train.epochs
+        metric = self.run.config.eval.main_metric
+        parts = [f"epoch {int(row['epoch'])}/{total}", f"train_loss {row['train_loss']:.4f}"]
+        if f"val_{metric}" in row:
+            parts.append(f"val_{metric} {row[f'val_{metric}']:.4f}")
+        parts += [f"lr {row['lr']:.3g}", f"{row['images_per_second']:,.0f} img/s"]
+        if "data_wait_fraction" in row:
+            parts.append(f"data wait {row['data_wait_fraction']:.0%}")
+        parts += [f"{row['epoch_seconds']:.1f} s", f"ETA {format_seconds(wall * epochs_left)}"]
+        return "  ".join(parts)
+
+    def __call__(self, row: dict[str, Any]) -> str:
+        self.done += 1
+        wall = (time.perf_counter() - self.start) / self.done
+        text = self.line(row, wall, self.run.config.train.epochs - int(row["epoch"]))
+        with self.file.open("a") as fh:
+            fh.write(text + "\n")
+        if self.echo:
+            print(text, flush=True)
+        return text
+

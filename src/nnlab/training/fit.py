@@ -3,6 +3,7 @@ run directory, so reports, studies and comparisons treat them alike."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,12 +14,28 @@ from nnlab.training.numpy_engine import fit_numpy
 
 
 def fit(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | None = None,
-        stop_after_epoch: int | None = None, announce: Callable[[Run], None] | None = None) -> Run:
+        stop_after_epoch: int | None = None, announce: Callable[[Run], None] | None = None,
+        echo: bool = True) -> Run:
     """Train an experiment into a run directory (or carry on `resume_run`) and return the run.
 
     `announce` is called with the new run before training starts (the CLI prints its path);
-    `stop_after_epoch` ends the session after that epoch as an interruption would (torch engine; for tests).
+    `stop_after_epoch` ends the session after that epoch as an interruption would (torch engine; for tests);
+    `echo` prints one line per epoch (always written to RUN/train.log).
+    A new run that fails before its first epoch ends (unknown model, unreadable data...) leaves no directory.
     """
-    if cfg.engine == "numpy":
-        return fit_numpy(cfg, out=out, resume_run=resume_run, announce=announce)
-    return fit_torch(cfg, out=out, resume_run=resume_run, stop_after_epoch=stop_after_epoch, announce=announce)
+    created: list[Run] = []
+
+    def on_create(run: Run) -> None:
+        created.append(run)
+        if announce is not None:
+            announce(run)
+
+    try:
+        if cfg.engine == "numpy":
+            return fit_numpy(cfg, out=out, resume_run=resume_run, announce=on_create, echo=echo)
+        return fit_torch(cfg, out=out, resume_run=resume_run, stop_after_epoch=stop_after_epoch,
+                         announce=on_create, echo=echo)
+    except BaseException:
+        if created and not created[0].history():
+            shutil.rmtree(created[0].path, ignore_errors=True)
+        raise

@@ -50,13 +50,15 @@ from nnlab.runs.run import Run
 from nnlab.runs.trained import EMA_KEY, trained_weights
 from nnlab.training.checkpoint import load_checkpoint, save_checkpoint
 from nnlab.training.ema import make_ema, update_ema
-from nnlab.training.epochs import best_tracker, epoch_row, run_metrics, stop_early
+from nnlab.training.epochs import EpochLog, best_tracker, epoch_row, run_metrics, stop_early
 from nnlab.training.optim import STEP_SCHEDULES, build_optimizer, build_scheduler, freeze_layers
+from nnlab.training.tensorboard import TensorBoardLog
 from nnlab.training.throughput import LOG_EVERY, data_wait_hint, throughput
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, cfg: ExperimentConfig, device: str,
-                    epoch: int, steps: int, show: bool, ema=None) -> dict[str, float]:
+                    epoch: int, steps: int, show: bool, ema=None,
+                    tb: TensorBoardLog | None = None) -> dict[str, float]:
     """One pass over `steps` batches (the EMA, if any, updated after each optimiser step); returns mean
     loss, accuracy and throughput (`throughput.py`).
 
@@ -108,6 +110,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, cfg:
         correct += (logits.detach().argmax(1) == y).sum()
         seen += len(y)
         bar.update()
+        if tb is not None:
+            tb.step(epoch * steps + step, loss.detach(), optimizer.param_groups[0]["lr"])
         if step % LOG_EVERY == 0 and not bar.disable:
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}",
                             data_wait=f"{waited / (time.perf_counter() - start):.0%}")
@@ -134,11 +138,13 @@ def forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion) 
 
 
 def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | None = None,
-              stop_after_epoch: int | None = None, announce: Callable[[Run], None] | None = None) -> Run:
+              stop_after_epoch: int | None = None, announce: Callable[[Run], None] | None = None,
+              echo: bool = True) -> Run:
     """Train a torch experiment into a run directory (or carry on `resume_run`) and return the run.
 
     `announce` is called with the new run before training starts (the CLI prints its path);
-    `stop_after_epoch` ends the session after that epoch as an interruption would (for tests).
+    `stop_after_epoch` ends the session after that epoch as an interruption would (for tests);
+    `echo` prints the per-epoch lines (RUN/train.log gets them either way).
     """
     device = pick_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
     if cfg.train.compile:
@@ -150,6 +156,8 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     if announce is not None and ddp.main and resume_run is None:
         announce(run)
     cfg = run.config
+    if ddp.main and echo and device == "cpu" and cfg.train.amp in ("bf16", "fp16"):
+        print(f"note: train.amp = {cfg.train.amp!r} applies on CUDA only; this CPU run is fp32", flush=True)
     seed_everything(cfg.seed)
     data = build_data(cfg, run.path, ddp.rank, ddp.world, pin_memory=device.startswith("cuda"))
     model = build_model(cfg.model, data.in_chans, len(data.classes), data.image_size)
@@ -177,7 +185,7 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
         unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state["scheduler"] is not None:
-            scheduler.load_state_dict(state["scheduler"])
+            replan_schedule(scheduler, state["scheduler"])
         if scaler is not None and state["scaler"] is not None:
             scaler.load_state_dict(state["scaler"])
         if ema is not None and state.get(EMA_KEY) is not None:
@@ -194,12 +202,14 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     has_val = data.has("val")
     train_seconds = sum(r.get("epoch_seconds", 0.0) for r in run.history()) if ddp.main else 0.0
     stopped_early, hinted = False, False
+    log = EpochLog(run, echo=echo) if ddp.main else None
+    tb = TensorBoardLog(run, enabled=cfg.train.tensorboard and ddp.main)
     for epoch in range(start_epoch, cfg.train.epochs):
         for holder in (data.loaders["train"].sampler, getattr(data.loaders["train"], "batch_sampler", None)):
             if hasattr(holder, "set_epoch"):
                 holder.set_epoch(epoch)
         stats = train_one_epoch(model, data.loaders["train"], optimizer, scheduler, scaler, criterion, cfg,
-                                device, epoch, steps, show=ddp.main, ema=ema)
+                                device, epoch, steps, show=ddp.main, ema=ema, tb=tb)
         train_seconds += stats["seconds"]
         hint = None if hinted or not ddp.main else data_wait_hint(cfg, epoch, stats["data_wait_fraction"])
         if hint:
@@ -217,17 +227,29 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
         if ddp.main:  # history first: a kill between the two leaves a row that resume drops and trains again
             run.append_history(row)
             save_checkpoint(run, epoch, model, optimizer, scheduler, scaler, best, value, ema)
+            log(row)
+            tb.epoch(row)
         else:
             best.update(run, epoch, value, save=None)  # the same early-stopping count, no files
         if stop_early(cfg, best):
             stopped_early = True
             break
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.train.epochs:
+            tb.close()
             return run
     if dist.is_initialized():
         dist.barrier()  # rank 0 has written the last checkpoint
-    finish(run, model, data, device, train_seconds, stopped_early, write=ddp.main)
+    tb.finish(finish(run, model, data, device, train_seconds, stopped_early, write=ddp.main))
     return run
+
+
+def replan_schedule(scheduler, state: dict[str, Any]) -> None:
+    """Load a schedule's state, keeping the plan built from the current config: a resume with more epochs
+    (`nnlab resume RUN --epochs N`) stretches OneCycle to the new length (cosine's plan is its lambda,
+    which a state dict never holds)."""
+    plan = {k: v for k, v in vars(scheduler).items() if k in ("total_steps", "_schedule_phases")}
+    scheduler.load_state_dict(state)
+    vars(scheduler).update(plan)
 
 
 def _create_run(cfg: ExperimentConfig, out, ddp: Dist) -> Run:

@@ -31,7 +31,7 @@ from nnlab.scratch.model import build_mlp
 from nnlab.scratch.optim import OPTIMIZERS, Optimizer
 from nnlab.scratch.serialize import load_weights, save_model
 from nnlab.scratch.trainer import fit_epoch, predict_proba
-from nnlab.training.epochs import best_tracker, epoch_row, run_metrics, stop_early
+from nnlab.training.epochs import EpochLog, best_tracker, epoch_row, run_metrics, stop_early
 
 SCHEDULES = ("constant", "step", "cosine")
 
@@ -65,7 +65,7 @@ def image_arrays(cfg: ExperimentConfig, run_dir: Path | None) -> tuple[DataBundl
         inputs[split] = (np.stack([x.numpy() for x in batch]).reshape(len(index), -1) if batch
                          else np.zeros((0, d.channels * d.image_size ** 2), np.float32))
     bundle = DataBundle(classes=list(source.classes), in_chans=d.channels, image_size=d.image_size, loaders={},
-                        ids=dict(splits), labels={k: source.labels[v] for k, v in splits.items()},
+                        ids=dict(splits), labels={k: source.labels[v] for k, v in splits.items()}, image=source.image,
                         info={"sizes": {k: len(v) for k, v in splits.items()}, "skipped": source.skipped})
     return bundle, inputs
 
@@ -103,18 +103,19 @@ def set_rng_states(model: Sequential, shuffle: np.random.Generator, states: dict
 
 
 def fit_numpy(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | None = None,
-              announce: Callable[[Run], None] | None = None) -> Run:
-    """Train an MLP with the NumPy engine into a run directory (or carry on `resume_run`)."""
+              announce: Callable[[Run], None] | None = None, echo: bool = True) -> Run:
+    """Train an MLP with the NumPy engine into a run directory (or carry on `resume_run`); `echo` prints
+    the per-epoch lines (RUN/train.log gets them either way)."""
     check_config(cfg)
     run = resume_run or Run.create(cfg, out)
     if announce is not None and resume_run is None:
         announce(run)
     with threadpool_limits(limits=run.config.train.threads):  # NumPy's BLAS threads; None leaves them as they are
-        _train(run, resume=resume_run is not None)
+        _train(run, resume=resume_run is not None, echo=echo)
     return run
 
 
-def _train(run: Run, resume: bool) -> None:
+def _train(run: Run, resume: bool, echo: bool) -> None:
     cfg = run.config
     data, inputs = image_arrays(cfg, run.path)
     model = build_mlp(inputs["train"].shape[1], cfg.model.hidden, len(data.classes), cfg.model.activation,
@@ -136,6 +137,7 @@ def _train(run: Run, resume: bool) -> None:
 
     has_val = len(data.labels["val"]) > 0
     stopped_early = False
+    log = EpochLog(run, echo=echo)
     for epoch in range(start_epoch, cfg.train.epochs):
         optimizer.lr = learning_rate(cfg, epoch)
         start = time.perf_counter()
@@ -149,6 +151,7 @@ def _train(run: Run, resume: bool) -> None:
         save_model(last, model, optimizer=optimizer,
                    meta={"epoch": epoch, "rng": rng_states(model, shuffle), "best": best.state()})
         run.append_history(row)
+        log(row)
         if stop_early(cfg, best):
             stopped_early = True
             break

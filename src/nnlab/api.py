@@ -1,0 +1,328 @@
+"""The Python API, for notebooks and scripts; the CLI calls the same functions (one path, not two).
+
+    import nnlab
+    run = nnlab.fit("recipes/digits-lenet.toml", overrides={"train.epochs": 3})
+    run.metrics["test"]["accuracy"]; run.history_frame(); run.plot_history()
+    run.predict(images).labels
+    result = nnlab.study("recipes/digits-lenet.toml", grid={"adam": {}, "sgd": {"optim.name": "sgd"}}, seeds=2)
+    result.variants, result.pairwise
+
+A config is a TOML path, a dict (the TOML's structure) or an `ExperimentConfig`; overrides are
+`"section.key=value"` strings (as `--set`) or a dict of dotted keys to values.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import types
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from nnlab.config import ExperimentConfig, load_config, save_config, set_key, validate
+from nnlab.datasets.bundle import STROKE_KINDS
+from nnlab.errors import NnlabError
+from nnlab.evaluation.evaluate import evaluate_run
+from nnlab.inference.drawing_rows import read_drawing_rows
+from nnlab.inference.predict import predict_images, read_image_inputs
+from nnlab.inference.submission import predict_drawings
+from nnlab.ingest.image_files import read_image
+from nnlab.metrics import confusion_matrix
+from nnlab.progress import plural
+from nnlab.runs import plots
+from nnlab.runs import run as rundir
+from nnlab.strokes.drawing import Drawing, PackedSource, StrokeBatch
+from nnlab.study.execute import StudyOutcome, run_study
+from nnlab.study.plan import plan_study
+from nnlab.study.report import format_tables
+from nnlab.training import fit as train
+from nnlab.training.lr_find import LRFindResult, lr_find_for
+
+ConfigLike = str | os.PathLike | Mapping[str, Any] | ExperimentConfig
+Overrides = Sequence[str] | Mapping[str, Any] | None
+
+
+def make_config(config: ConfigLike, overrides: Overrides = None) -> ExperimentConfig:
+    """A validated experiment from a TOML path, a dict or a config, with overrides applied."""
+    if isinstance(overrides, Mapping):
+        typed, strings = dict(overrides), []
+    else:
+        typed, strings = {}, list(overrides or [])
+    if isinstance(config, ExperimentConfig):
+        cfg = load_config(None, strings, base=config.model_dump(mode="json", exclude_none=True))
+    elif isinstance(config, Mapping):
+        cfg = load_config(None, strings, base=dict(config))
+    else:
+        cfg = load_config(config, strings)
+    if typed:
+        raw = cfg.model_dump(mode="json", exclude_none=True)
+        for key, value in typed.items():
+            set_key(raw, key, value, f"override {key!r}")
+        cfg = validate(raw, str(config) if isinstance(config, (str, os.PathLike)) else "config")
+    return cfg
+
+
+@dataclass
+class Predictions:
+    """Probabilities of inputs, with the class names: `.labels` (top-1), `.top(k)`, `.probs` (N, classes)."""
+
+    ids: list[str]
+    probs: np.ndarray
+    classes: list[str]
+
+    @property
+    def labels(self) -> list[str]:
+        return [self.classes[i] for i in self.probs.argmax(1)]
+
+    def top(self, k: int = 3) -> list[list[tuple[str, float]]]:
+        """Per input, the k most probable classes with their probabilities."""
+        order = np.argsort(-self.probs, axis=1, kind="stable")[:, :k]
+        return [[(self.classes[j], float(p[j])) for j in row] for row, p in zip(order, self.probs, strict=True)]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{i}: {label}" for i, label in list(zip(self.ids, self.labels, strict=True))[:5])
+        return f"Predictions({len(self)} inputs; {shown}{', ...' if len(self) > 5 else ''})"
+
+
+class Run:
+    """A run directory as an object: its config, metrics, history, predictions and plots."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.dir = rundir.Run.open(path)
+
+    @property
+    def path(self) -> Path:
+        return self.dir.path
+
+    @property
+    def config(self) -> ExperimentConfig:
+        return self.dir.config
+
+    @property
+    def classes(self) -> list[str]:
+        return self.dir.classes()
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """metrics.json ({} while the run has not finished)."""
+        return self.dir.read_json("metrics.json") if (self.path / "metrics.json").is_file() else {}
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """One dict per finished epoch (history.csv)."""
+        return self.dir.history()
+
+    def history_frame(self):
+        """The history as a pandas DataFrame indexed by epoch (needs pandas)."""
+        import pandas as pd  # heavy, optional: only this method needs pandas
+
+        frame = pd.DataFrame(self.history)
+        return frame.astype({"epoch": int}).set_index("epoch") if len(frame) else frame
+
+    def predict(self, inputs: Any) -> Predictions:
+        """Predict images (a path to an image, a folder or an .npz; an array (H, W[, C]) or (N, H, W[, C]);
+        a list of arrays or paths) or, for a drawing run, `Drawing`s, stroke lists or a drawings file;
+        preprocessed exactly as `nnlab predict` does."""
+        if self.config.data.kind in STROKE_KINDS:
+            ids, source = _drawing_inputs(inputs)
+            return Predictions(ids, predict_drawings(self.dir, source), self.classes)
+        ids, images = _image_inputs(inputs)
+        return Predictions(ids, predict_images(self.dir, images), self.classes)
+
+    def evaluate(self, split: str = "test") -> dict[str, Any]:
+        """Metrics of the best checkpoint on a split of the run's own data (as `nnlab eval`)."""
+        return evaluate_run(self.path, split=split)
+
+    def plot_history(self) -> Figure:
+        """Loss and the main metric per epoch (a matplotlib figure; Jupyter shows it inline)."""
+        return plots.history_figure(self.history, self.config.eval.main_metric)
+
+    def plot_confusion(self, split: str | None = None) -> Figure:
+        """The confusion of a split's saved predictions (default: the split metrics.json's confusion used)."""
+        split = split or self.metrics.get("confusion_split", "test")
+        ids, labels, probs = _saved_predictions(self.path / "predictions" / f"{split}.csv", self.classes)
+        cm = confusion_matrix(labels, probs.argmax(1), len(self.classes))
+        return plots.confusion_figure(cm, self.classes, split)
+
+    def __repr__(self) -> str:
+        m = self.metrics
+        final = "test" if "test" in m else "val"
+        metric = self.config.eval.main_metric
+        score = f", {final} {metric} {m[final][metric]:.4f}" if metric in m.get(final, {}) else ""
+        return f"Run({str(self.path)!r}, {len(self.history)} epochs{score})"
+
+
+def fit(config: ConfigLike, overrides: Overrides = None, out: str | os.PathLike | None = None,
+        announce: Callable[[Run], None] | None = None, echo: bool = True) -> Run:
+    """Train an experiment into a new run directory (default runs/<name>-<timestamp>) and return it.
+
+    Prints one line per epoch (also in RUN/train.log) unless `echo` is False; `announce(path)` is called
+    with the run directory before training starts."""
+    cfg = make_config(config, overrides)
+    try:
+        run = train(cfg, out=out, announce=(lambda r: announce(r.path)) if announce else None, echo=echo)
+    except NnlabError as exc:
+        raise _naming(exc, config) from exc
+    return Run(run.path)
+
+
+def _naming(exc: NnlabError, config: ConfigLike) -> NnlabError:
+    """The error with the config file in front, as the checks made while loading it give it."""
+    source = str(config) if isinstance(config, (str, os.PathLike)) else None
+    if source is None or str(exc).startswith(source):
+        return exc
+    return type(exc)(f"{source}: {exc}")
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """Open a run directory (finished or not)."""
+    return Run(path)
+
+
+def resume(run: Run | str | os.PathLike, epochs: int | None = None, echo: bool = True) -> Run:
+    """Continue a run where its last checkpoint left it; `epochs` extends (or shortens) the plan to that many
+    epochs in all, re-planning the schedule and recording the new count in its config.toml.
+    A finished run that is not extended is left as it is (with a line saying so)."""
+    d = rundir.Run.open(run.path if isinstance(run, Run) else run)
+    finished = (d.path / "metrics.json").is_file()
+    done = len(d.history())
+    if epochs is not None and epochs != d.config.train.epochs:
+        if epochs < done:
+            raise NnlabError(f"{d.path}: --epochs {epochs}: the run already has {done} epochs")
+        d.config.train.epochs = epochs
+        save_config(d.config, d.path / "config.toml")
+        (d.path / "metrics.json").unlink(missing_ok=True)
+    elif finished:
+        if echo:
+            print(f"{d.path} is finished ({plural(done, 'epoch')} of {d.config.train.epochs}); nothing to resume "
+                  f"(extend it with `nnlab resume {d.path} --epochs N`)", flush=True)
+        return Run(d.path)
+    train(d.config, resume_run=d, echo=echo)
+    return Run(d.path)
+
+
+def lr_find(config: ConfigLike, overrides: Overrides = None, out: str | os.PathLike | None = None,
+            **options: Any) -> LRFindResult:
+    """Leslie Smith's range test on the configured model and data: writes lr_find.png and lr_find.json
+    (default runs/<name>-lr-find/) and returns the curve with `.steepest`, `.valley` and `.suggestion`.
+    `options`: start_lr, end_lr, steps, beta (smoothing), diverge (stop at this multiple of the best loss)."""
+    return lr_find_for(make_config(config, overrides), out, **options)[0]
+
+
+@dataclass
+class StudyResult:
+    """A finished study: the variant table and the pairwise tests as data, and its directory."""
+
+    outcome: StudyOutcome
+
+    @property
+    def path(self) -> Path:
+        return self.outcome.study.out
+
+    @property
+    def report(self) -> dict[str, Any]:
+        """report.json's content."""
+        return self.outcome.report
+
+    @property
+    def variants(self) -> list[dict[str, Any]]:
+        """One row per variant: mean, std, per-seed values, params, time."""
+        return [{"variant": name} | row for name, row in self.report["variants"].items()]
+
+    @property
+    def pairwise(self) -> list[dict[str, Any]]:
+        """One row per pair of variants: difference, CI, Welch's p, Holm's p, the verdict."""
+        return list(self.report["pairwise"])
+
+    @property
+    def failed(self) -> list[str]:
+        return [f"{c.cell.label}: {c.error}" for c in self.outcome.failed]
+
+    def runs(self, variant: str) -> list[Run]:
+        return [Run(c.cell.path) for c in self.outcome.cells if c.cell.variant == variant and c.status != "failed"]
+
+    def _repr_markdown_(self) -> str:
+        return format_tables(self.report)
+
+    def __repr__(self) -> str:
+        return f"StudyResult({str(self.path)!r})\n{format_tables(self.report)}"
+
+
+def study(config: ConfigLike, grid: Mapping[str, Mapping[str, Any]] | Sequence[str] | None = None,
+          seeds: int | Sequence[int] | None = None, overrides: Overrides = None,
+          out: str | os.PathLike | None = None, workers: int | None = None,
+          announce: Callable[[Any], None] | None = None) -> StudyResult:
+    """Train a grid of variants x seeds (resumable: finished cells are kept) and compare them.
+
+    `grid`: {variant: {dotted key: value}} or `--grid` strings ("NAME=key=value,..."); default the config's
+    study.grid. `seeds`: K (seeds 0..K-1) or a list. `announce(study)` is called once planned."""
+    strings = [] if grid is None or isinstance(grid, Mapping) else list(grid)
+    base = make_config(config, overrides)
+    raw = base.model_dump(mode="json", exclude_none=True)
+    if isinstance(grid, Mapping):
+        raw.setdefault("study", {})["grid"] = {name: dict(v) for name, v in grid.items()}
+    if seeds is not None and not isinstance(seeds, int):
+        raw.setdefault("study", {})["seeds"] = list(seeds)
+    source = str(config) if isinstance(config, (str, os.PathLike)) else "config"
+    plan = plan_study(validate(raw, source), (), strings, seeds if isinstance(seeds, int) else None, out, workers,
+                      source=source)
+    if announce is not None:
+        announce(plan)
+    return StudyResult(run_study(plan))
+
+
+class _StudyPackage(types.ModuleType):
+    """`nnlab.study` names both the package of study modules and this API's `study`: importing the API
+    makes the package callable, so `nnlab.study(config, ...)` works while `nnlab.study.plan` still imports."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> StudyResult:
+        return study(*args, **kwargs)
+
+
+sys.modules["nnlab.study"].__class__ = _StudyPackage
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _image_inputs(inputs: Any) -> tuple[list[str], list[np.ndarray]]:
+    if isinstance(inputs, (str, os.PathLike)):
+        return read_image_inputs(Path(inputs))
+    if isinstance(inputs, np.ndarray):
+        stack = inputs if inputs.ndim == 4 or (inputs.ndim == 3 and inputs.shape[-1] not in (1, 3)) else inputs[None]
+        return [str(i) for i in range(len(stack))], list(stack)
+    items = list(inputs)
+    images = [read_image(Path(x)) if isinstance(x, (str, os.PathLike)) else np.asarray(x) for x in items]
+    ids = [str(x) if isinstance(x, (str, os.PathLike)) else str(i) for i, x in enumerate(items)]
+    return ids, images
+
+
+def _drawing_inputs(inputs: Any) -> tuple[list[str], Any]:
+    if isinstance(inputs, (str, os.PathLike)):
+        rows = read_drawing_rows(inputs)
+        return [rows.ids[i] for i in rows.parsed], rows.drawings  # rows that did not parse are left out
+    items = [inputs] if isinstance(inputs, Drawing) else list(inputs)
+    ids = [str(d.key_id) if isinstance(d, Drawing) and d.key_id >= 0 else str(i) for i, d in enumerate(items)]
+    return ids, PackedSource(StrokeBatch.from_drawings(items))
+
+
+def _saved_predictions(path: Path, classes: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """ids, true labels and probabilities from predictions/<split>.csv."""
+    if not path.is_file():
+        raise NnlabError(f"{path}: no saved predictions (has the run finished?)")
+    index = {c: i for i, c in enumerate(classes)}
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "label" not in rows[0]:
+        raise NnlabError(f"{path}: no true labels to build a confusion matrix from")
+    probs = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows], dtype=np.float32)
+    return [r["id"] for r in rows], np.array([index[r["label"]] for r in rows]), probs

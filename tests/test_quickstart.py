@@ -1,0 +1,39 @@
+"""docs/quickstart.ipynb runs top to bottom in a real Jupyter kernel, and is kept without outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "quickstart.ipynb"
+
+
+def test_quickstart_is_saved_without_outputs():
+    nb = json.loads(NOTEBOOK.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert code and all(not c["outputs"] and c["execution_count"] is None for c in code)
+
+
+def test_quickstart_notebook_runs_in_a_kernel(tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    monkeypatch.setenv("NNLAB_QUICKSTART_OUT", str(tmp_path))
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's own inline backend, as in Jupyter
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOK.parents[1])}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    by_source = {c.source.splitlines()[0]: c.outputs for c in nb.cells if c.cell_type == "code"}
+    accuracy = float(by_source['accuracy = run.metrics["test"]["accuracy"]'][0]["data"]["text/plain"])
+    assert accuracy > 0.7
+    pngs = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(pngs) == 3  # history, confusion, the predicted digits (the study shows a Markdown table)
+    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "epoch 1/2" in printed and "epoch 2/2" in printed
+    assert "| alpha |" in by_source["result = nnlab.study(RECIPE, grid={\"alpha\": {}, \"gamma\": {\"model.name\": "
+                                    "\"lenet_gamma\"}}, seeds=2,"][0]["data"]["text/markdown"]
+    assert (tmp_path / "lenet" / "metrics.json").is_file() and (tmp_path / "study" / "report.md").is_file()
