@@ -175,26 +175,7 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.loss.label_smoothing)
     best = best_tracker(cfg)
 
-    start_epoch = 0
-    if resume_run is not None and ddp.main:
-        run.remove_partial_files()
-        if not (run.checkpoints / "last.pt").exists():
-            run.truncate_history(0)  # killed in the first epoch, after its history row
-    if resume_run is not None and (run.checkpoints / "last.pt").exists():
-        state = load_checkpoint(run.checkpoints / "last.pt")
-        unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state["scheduler"] is not None:
-            replan_schedule(scheduler, state["scheduler"])
-        if scaler is not None and state["scaler"] is not None:
-            scaler.load_state_dict(state["scaler"])
-        if ema is not None and state.get(EMA_KEY) is not None:
-            ema.module.load_state_dict(state[EMA_KEY])
-        set_rng_state(state["rng"])
-        best.load_state(state["best"])
-        start_epoch = state["epoch"] + 1
-        if ddp.main:
-            run.truncate_history(state["epoch"] + 1)  # history counts epochs from 1
+    start_epoch = _resume(run, ddp, model, optimizer, scheduler, scaler, ema, best) if resume_run is not None else 0
     if ddp.main:
         run.write_env(device, {"world_size": ddp.world, "params": count_parameters(model)})
         run.write_classes(data.classes)
@@ -251,6 +232,32 @@ def replan_schedule(scheduler, state: dict[str, Any]) -> None:
     scheduler.load_state_dict(state)
     vars(scheduler).update(plan)
 
+
+
+def _resume(run: Run, ddp: Dist, model, optimizer, scheduler, scaler, ema, best) -> int:
+    """Load last.pt into everything that trains (model, optimiser, schedule, scaler, EMA, RNG, best-k) and
+    bring history.csv back to its epochs; returns the epoch to start from (0 when there is no last.pt)."""
+    last = run.checkpoints / "last.pt"
+    if ddp.main:
+        run.remove_partial_files()
+        if not last.exists():
+            run.truncate_history(0)  # killed in the first epoch, after its history row
+    if not last.exists():
+        return 0
+    state = load_checkpoint(last)
+    unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state["scheduler"] is not None:
+        replan_schedule(scheduler, state["scheduler"])
+    if scaler is not None and state["scaler"] is not None:
+        scaler.load_state_dict(state["scaler"])
+    if ema is not None and state.get(EMA_KEY) is not None:
+        ema.module.load_state_dict(state[EMA_KEY])
+    set_rng_state(state["rng"])
+    best.load_state(state["best"])
+    if ddp.main:
+        run.truncate_history(state["epoch"] + 1)  # history counts epochs from 1
+    return state["epoch"] + 1
 
 def _create_run(cfg: ExperimentConfig, out, ddp: Dist) -> Run:
     """Rank 0 makes the directory; the other ranks learn its path from it."""
