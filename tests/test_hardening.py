@@ -42,6 +42,7 @@ def run_copy(tmp_path) -> Run:
 def test_damaged_checkpoints_name_the_others(run_copy, capsys, monkeypatch, tmp_path):
     last = run_copy.checkpoints / "last.pt"
     good = last.read_bytes()
+    (run_copy.path / "metrics.json").unlink()  # an interrupted run: resume loads last.pt (a finished one says so)
     for damage, says in ((b"", "empty file"), (good[: len(good) // 2], "damaged")):
         last.write_bytes(damage)
         with pytest.raises(ModelError, match=f"last.pt: the checkpoint is damaged.*{says}|{says}.*best-e"):
@@ -147,14 +148,14 @@ def test_disk_full_while_preparing(tmp_path, monkeypatch, shared_data):
 
 
 def test_ctrl_c_during_run_says_how_to_resume(tmp_path, capsys, monkeypatch):
-    import nnlab.training as training
+    import nnlab.api as api
 
     def interrupted(cfg, out=None, announce=None, **_kw):
         run = Run.create(cfg, out)
         announce(run)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "fit", interrupted)
+    monkeypatch.setattr(api, "train", interrupted)  # the training call behind nnlab.fit and `nnlab run`
     recipe = tmp_path / "r.toml"
     recipe.write_text('name = "t"\n[data]\nkind = "digits"\n')
     code, err = run_cli(["run", str(recipe), "--out", str(tmp_path / "run")], capsys, monkeypatch)

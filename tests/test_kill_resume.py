@@ -53,7 +53,7 @@ threads = 1
 [eval]
 main_metric = "map3"
 """
-TIMING = {"epoch_seconds", "images_per_second"}
+TIMING = {"epoch_seconds", "images_per_second", "data_wait_fraction", "model_images_per_second"}
 # (point, occurrence): every kind of moment, from the first checkpoint to the last result file
 MOMENTS = [("checkpoint-tmp-written", 1), ("best-saved", 1), ("history-appended", 1), ("checkpoint-saved", 1),
            ("checkpoint-tmp-written", 4), ("history-appended", 2), ("checkpoint-saved", 2),

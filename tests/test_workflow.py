@@ -39,7 +39,7 @@ tensorboard = true
 tensorboard_every = 5
 """
 LINE = re.compile(r"^epoch (\d+)/(\d+)  train_loss (\d+\.\d{4})  val_accuracy (\d\.\d{4})  lr \S+  [\d,]+ img/s  "
-                  r"\d+\.\d s  ETA \S+( s)?$")
+                  r"data wait \d+%  \d+\.\d s  ETA \S+( s)?$")
 
 
 def nnlab_cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
