@@ -121,3 +121,63 @@ def test_allowed_hosts():
     app = create_app(tiny_export(), allowed_hosts=["demo.example"])
     assert TestClient(app, base_url="http://demo.example").get("/api/health").status_code == 200
     assert TestClient(app, base_url="http://evil.example").get("/api/health").status_code == 400
+
+
+def _slow_head_is_closed(protocol, timeout_s: float = 0.5) -> bool:
+    """Whether a server with `protocol` closes a connection whose headers trickle in (slowloris)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    quick = type("Quick", (protocol,), {"head_timeout_s": timeout_s})  # the class itself stays as it is
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=quick, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 10
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port)) as ok:  # a normal request still works
+            ok.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"200" in ok.recv(1024)
+        with socket.create_connection(("127.0.0.1", port)) as slow:
+            slow.settimeout(0.2)
+            closed = False
+            for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 40:  # never ends its head
+                try:
+                    slow.sendall(bytes([byte]))
+                    if slow.recv(1) == b"":
+                        closed = True
+                        break
+                except (socket.timeout, BlockingIOError):
+                    continue
+                except OSError:
+                    closed = True
+                    break
+            return closed
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+
+
+def test_a_request_head_that_trickles_in_is_closed():
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from nnlab.serve.hardening import UVICORN_LIMITS, HeadTimeoutProtocol
+
+    class Plain(HttpToolsProtocol):
+        head_timeout_s = 0.0  # unused: uvicorn's own protocol has no head timeout
+
+    assert UVICORN_LIMITS["http"] is HeadTimeoutProtocol
+    assert not _slow_head_is_closed(Plain)  # before: ~10 s of trickling kept the connection open
+    assert _slow_head_is_closed(HeadTimeoutProtocol)
