@@ -423,3 +423,44 @@ def test_report_says_1_epoch_not_1_epochs(tmp_path):
     run = nnlab.fit(cfg, out=tmp_path / "run", echo=False)
     text = format_report(Run.open(run.path))
     assert "trained    1 epoch in" in text and "1 epochs" not in text
+
+
+def test_a_corrupt_image_before_the_first_epoch_leaves_no_directory(tmp_path):
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for k in range(4):
+            Image.fromarray(np.full((8, 8), 40 * k, np.uint8)).save(tmp_path / "imgs" / cls / f"{k}.png")
+    (tmp_path / "imgs" / "a" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    cfg = tmp_path / "folder.toml"
+    cfg.write_text(f'name = "f"\n[data]\nkind = "folder"\npath = "{tmp_path / "imgs"}"\nimage_size = 8\n'
+                   '[model]\nname = "lenet_alpha"\n[train]\nepochs = 1\n')
+    out = tmp_path / "run"
+    proc = nnlab_cli("run", cfg, "--out", out, ok=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "bad.png" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not out.exists()
+
+
+def test_compare_shows_open_set_metrics_of_embedding_runs(tmp_path):
+    from nnlab.runs.report import compare_table
+    from nnlab.runs.run import Run
+
+    runs = []
+    for name, rank1, eer in (("arc", 0.91, 0.05), ("ce", 0.72, 0.12)):
+        run = Run.create(validate({"name": name, "data": {"kind": "folder", "path": str(tmp_path), "split": "identity"},
+                                   "model": {"name": "timm:resnet10t", "head": "arcface"},
+                                   "eval": {"main_metric": "accuracy"}}), tmp_path / name)
+        run.write_json("metrics.json", {"model": "timm:resnet10t", "engine": "torch", "params": 1000, "epochs": 2,
+                                        "train_seconds": 3.0, "images_per_second": 100.0,
+                                        "main_metric": "accuracy", "val": {"accuracy": 0.9},
+                                        "test": {"rank1": rank1, "eer": eer, "roc_auc": 0.97}})
+        runs.append(run)
+    table = compare_table(runs)
+    header = [c.strip() for c in table.splitlines()[0].split("|")]
+    assert "test rank1" in header and "test eer" in header and "val accuracy" in header, header
+    rows = [[c.strip() for c in line.split("|")] for line in table.splitlines()[2:]]
+    by_name = {r[1]: r for r in rows}
+    assert by_name["arc"][header.index("test rank1")] == "0.9100"
+    assert by_name["ce"][header.index("test eer")] == "0.1200"
