@@ -464,3 +464,16 @@ def test_compare_shows_open_set_metrics_of_embedding_runs(tmp_path):
     by_name = {r[1]: r for r in rows}
     assert by_name["arc"][header.index("test rank1")] == "0.9100"
     assert by_name["ce"][header.index("test eer")] == "0.1200"
+
+
+def test_resume_extends_an_interrupted_run(tmp_path):
+    from nnlab.training import fit as train
+
+    cfg = validate({"name": "cut", "seed": 1, "data": {"kind": "digits", "image_size": 16, "batch_size": 64},
+                    "model": {"name": "lenet_alpha"}, "optim": {"name": "adam", "lr": 0.003},
+                    "schedule": {"name": "cosine"}, "train": {"epochs": 3, "threads": 1}})
+    part = train(cfg, out=tmp_path / "run", stop_after_epoch=1)  # as a kill after epoch 1 would leave it
+    assert not (part.path / "metrics.json").exists()
+    run = nnlab.resume(part.path, epochs=4, echo=False)
+    assert [r["epoch"] for r in run.history] == [1, 2, 3, 4] and run.config.train.epochs == 4
+    assert run.metrics["epochs"] == 4 and "epochs = 4" in (part.path / "config.toml").read_text()
