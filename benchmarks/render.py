@@ -104,7 +104,7 @@ def main() -> None:
         ref_cpu, ref_wall = timed(lambda: reference_pass(raw, size))
         our_cpu, our_wall = timed(lambda: our_pass(batches, size))
         print(f"{size:>4} px  reference draw_cv2 {n / ref_cpu:>9,.0f} drawings/s (wall {n / ref_wall:>9,.0f})"
-              f"   nnlab.render {n / our_cpu:>9,.0f} drawings/s (wall {n / our_wall:>9,.0f})")
+              f"   nnlab.strokes.render {n / our_cpu:>9,.0f} drawings/s (wall {n / our_wall:>9,.0f})")
         results.append((size, ref_cpu / our_cpu))
     for size, ratio in results:  # the RESULT lines last, so scripts can read them
         print(f"RESULT render_speedup_{size} {ratio:.2f}")

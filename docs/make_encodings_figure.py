@@ -1,4 +1,4 @@
-"""Draw docs/encodings.png: the same Quick, Draw! drawings in every encoding of nnlab.render.
+"""Draw docs/encodings.png: the same Quick, Draw! drawings in every encoding of nnlab.strokes.render.
 
 Run from the repository root: .venv/bin/python docs/make_encodings_figure.py
 (reads ../shared/data/quickdraw/{simplified,raw}; set NNLAB_SHARED_DATA to point elsewhere).

@@ -1,4 +1,4 @@
-"""nnlab.render and nnlab.augment: pixel-exact checks on hand-made drawings, the encodings,
+"""nnlab.strokes.render and nnlab.strokes.augment: pixel-exact checks on hand-made drawings, the encodings,
 the agreement with the Kaggle reference (cv2.line at 256 px), and the augmentation."""
 
 from __future__ import annotations

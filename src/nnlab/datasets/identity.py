@@ -9,7 +9,7 @@ Face recognition is judged on people the model never saw. With ``data.split = "i
   default a ``test_fraction`` of all), for gallery/probe identification and verification.
 
 No identity is in both train/val and test. The split depends only on the labels and the
-seed; ``nnlab.data.image_splits`` writes it once to the run's ``splits.json`` and reuses
+seed; ``nnlab.datasets.splits.image_splits`` writes it once to the run's ``splits.json`` and reuses
 it on eval and resume. (A closed-set split at the image level, where every identity
 appears in every split, is ``data.split = "stratified"``.)
 

@@ -13,7 +13,7 @@ averages the runs' probabilities (weighted) and writes Kaggle's format::
 with exactly one row per input drawing, in input order. A row that cannot be parsed keeps its
 place: it gets the three classes most frequent in the training split, and the returned warning
 counts it with its line number. The ids of the rows come from one pass of the fast readers
-(`nnlab.data.quickdraw.iter_chunks`, which skip bad rows) matched by line number against a plain
+(`nnlab.ingest.chunks.iter_chunks`, which skip bad rows) matched by line number against a plain
 enumeration of the file's rows, so a skipped row can never shift the predictions below it.
 """
 
@@ -50,7 +50,8 @@ _BLANK = b" \t\r\n"  # a line of only these is no row (as the readers see it)
 class DrawingRows:
     """Every row of an input, in order: its id, and for the rows that parsed, their drawing.
 
-    `drawings` holds the parsed drawings (simplified, 0..255) in row order; `parsed[k]` is the
+    `drawings` holds the parsed drawings in row order (simplified ones as uint8, raw ones as
+    float32 with time, framed or simplified later as each run was trained); `parsed[k]` is the
     row of drawing k. `bad` lists the line of each row that did not parse and `reasons` counts
     the readers' reasons for rejecting rows."""
 

@@ -49,7 +49,7 @@ from nnlab.strokes.vocabulary import Vocabulary, label_to_word
 
 @dataclass
 class ParsedChunk:
-    """Valid drawings of one block of a file, packed (see `nnlab.data.drawing.StrokeBatch`).
+    """Valid drawings of one block of a file, packed (see `nnlab.strokes.drawing.StrokeBatch`).
 
     points are (x, y): uint8 for simplified data, float64 as read for raw data; time is float64
     milliseconds for raw data, else None."""
@@ -95,7 +95,7 @@ class ParsedChunk:
         return cum[sptr[1:]] - cum[sptr[:-1]]
 
     def simplified(self) -> ParsedChunk:
-        """The chunk in Google's simplified form (`nnlab.data.simplify`); a simplified chunk as it is."""
+        """The chunk in Google's simplified form (`nnlab.strokes.simplify`); a simplified chunk as it is."""
         if self.kind == "simplified":
             return self
         points, stroke_len = simplify_packed(self.points, self.stroke_len, self.num_strokes)

@@ -4,7 +4,7 @@ Each class is a small program that draws a shape the way people do in Quick, Dra
 usual but not fixed order and direction, closed outlines that stop short or overshoot, wobbly
 lines, shapes made of one stroke by some and of several by others, then a random affine
 (rotation, anisotropic scale, shear). The strokes are drawn on a 'screen' of a few hundred
-pixels and passed through Google's simplification (`nnlab.data.simplify`), so the result looks
+pixels and passed through Google's simplification (`nnlab.strokes.simplify`), so the result looks
 like Google's simplified files: integer coordinates 0..255, the larger side spanning 0..255.
 Some drawings carry a stray mark that belongs to no class, as real ones do.
 
