@@ -379,6 +379,32 @@ def run_seed(seed: int, args, store, tmp: Path, log) -> dict[str, float]:
     return out
 
 
+def summarize(per_seed: list[dict[str, float]], log) -> None:
+    """Mean +- std per variant and the paired (same-seed) gains, as RESULT lines."""
+    names = [v for v in VARIANTS if v in per_seed[0]]
+    for name in names:
+        values = np.array([r[name] for r in per_seed])
+        log(f"{name:<15} val MAP@3 {values.mean():.4f} +- {values.std(ddof=1) if len(values) > 1 else 0:.4f} "
+            f"over {len(values)} seeds")
+    for name in names:
+        values = np.array([r[name] for r in per_seed])
+        print(f"RESULT quickdraw_map3_{name} {values.mean():.4f}")
+        print(f"RESULT quickdraw_map3_{name}_std {values.std(ddof=1) if len(values) > 1 else 0:.4f}")
+    # paired differences (same seed), mean and std: what each technique adds
+    pairs = {"gain": ("cnn", "reference"), "ema_gain": ("cnn_ema", "cnn"), "avg_gain": ("cnn_avg", "cnn"),
+             "blend_gain": ("blend", "best_single"), "balance_gain": ("blend_balanced", "blend_sub")}
+    for r in per_seed:
+        if "cnn_ema" in r and "seq" in r:
+            r["best_single"] = max(r["cnn_ema"], r["seq"])
+    for label, (a, b) in pairs.items():
+        if all(a in r and b in r for r in per_seed):
+            diff = np.array([r[a] - r[b] for r in per_seed])
+            spread = diff.std(ddof=1) if len(diff) > 1 else 0.0
+            log(f"{a} - {b}: {diff.mean():+.4f} +- {spread:.4f}")
+            print(f"RESULT quickdraw_map3_{label} {diff.mean():.4f}")
+            print(f"RESULT quickdraw_map3_{label}_std {spread:.4f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--budget-s", type=float, default=600.0, help="CPU seconds of training per model")
@@ -389,7 +415,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ref-batch-size", type=int, default=64, help="the reference's batch (notebook: 680)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override our config (for tuning), e.g. --set data.image_size=64")
+    ap.add_argument("--json", type=Path, help="also write the per-seed scores here (for --combine)")
+    ap.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
+                    help="only summarise earlier --json files (e.g. two processes that ran different variants "
+                         "of the same seeds, one per core); their per-seed scores are merged by seed")
     args = ap.parse_args(argv)
+    if args.combine:
+        parts = [json.loads(f.read_text()) for f in args.combine]
+        if len({len(p) for p in parts}) != 1:
+            sys.exit("--combine: the files hold different numbers of seeds")
+        summarize([dict(itertools.chain.from_iterable(p[i].items() for p in parts)) for i in range(len(parts[0]))],
+                  lambda msg: print(msg, flush=True))
+        return
     args.variants = [v for v in args.variants.split(",") if v]
     if unknown := set(args.variants) - set(VARIANTS):
         sys.exit(f"--variants: unknown {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
@@ -416,28 +453,9 @@ def main(argv: list[str] | None = None) -> None:
             result = run_seed(seed, args, store, tmp, log)
             log(f"seed {seed}: " + "  ".join(f"{k} {v:.4f}" for k, v in result.items()))
             per_seed.append(result)
-    names = [v for v in VARIANTS if v in per_seed[0]]
-    for name in names:
-        values = np.array([r[name] for r in per_seed])
-        log(f"{name:<15} val MAP@3 {values.mean():.4f} +- {values.std(ddof=1) if len(values) > 1 else 0:.4f} "
-            f"over {len(values)} seeds")
-    for name in names:
-        values = np.array([r[name] for r in per_seed])
-        print(f"RESULT quickdraw_map3_{name} {values.mean():.4f}")
-        print(f"RESULT quickdraw_map3_{name}_std {values.std(ddof=1) if len(values) > 1 else 0:.4f}")
-    # paired differences (same seed), mean and std: what each technique adds
-    pairs = {"gain": ("cnn", "reference"), "ema_gain": ("cnn_ema", "cnn"), "avg_gain": ("cnn_avg", "cnn"),
-             "blend_gain": ("blend", "best_single"), "balance_gain": ("blend_balanced", "blend_sub")}
-    for r in per_seed:
-        if "cnn_ema" in r and "seq" in r:
-            r["best_single"] = max(r["cnn_ema"], r["seq"])
-    for label, (a, b) in pairs.items():
-        if all(a in r and b in r for r in per_seed):
-            diff = np.array([r[a] - r[b] for r in per_seed])
-            spread = diff.std(ddof=1) if len(diff) > 1 else 0.0
-            log(f"{a} - {b}: {diff.mean():+.4f} +- {spread:.4f}")
-            print(f"RESULT quickdraw_map3_{label} {diff.mean():.4f}")
-            print(f"RESULT quickdraw_map3_{label}_std {spread:.4f}")
+    if args.json:
+        args.json.write_text(json.dumps(per_seed, indent=1))
+    summarize(per_seed, log)
 
 
 if __name__ == "__main__":
