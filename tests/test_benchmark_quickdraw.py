@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_both_pipelines_train_score_and_report(shared_data, capsys):
+def test_both_pipelines_train_score_and_report(shared_data, capsys, tmp_path):
     spec = importlib.util.spec_from_file_location("quickdraw_real", ROOT / "benchmarks" / "quickdraw_real.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    bench.main(["--budget-s", "2", "--seeds", "1", "--data", str(shared_data / "quickdraw" / "simplified")])
+    bench.main(["--budget-s", "2", "--seeds", "1", "--data", str(shared_data / "quickdraw" / "simplified"),
+                "--json", str(tmp_path / "scores.json")])
     out = capsys.readouterr().out
+    # the per-seed scores, summarised again (as when two processes ran halves of the variants)
+    bench.main(["--combine", str(tmp_path / "scores.json")])
+    again = capsys.readouterr().out
+    assert [x for x in again.splitlines() if x.startswith("RESULT ")] == [
+        x for x in out.splitlines() if x.startswith("RESULT ")]
     results = {k.removeprefix("quickdraw_map3_"): float(v)
                for k, v in (line.split()[1:] for line in out.splitlines() if line.startswith("RESULT "))}
     for variant in bench.VARIANTS:
@@ -23,3 +32,19 @@ def test_both_pipelines_train_score_and_report(shared_data, capsys):
     assert abs(results["blend_gain"] - (results["blend"] - max(results["cnn_ema"], results["seq"]))) < 2e-4
     assert "split by key_id: 6876 train, 1724 val" in out  # the same split for every model, every run
     assert "blend: cnn weight" in out and "chosen on" in out
+
+
+def test_combine_merges_halves_by_seed(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("quickdraw_real", ROOT / "benchmarks" / "quickdraw_real.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    (tmp_path / "a.json").write_text(json.dumps([{"cnn": 0.5, "cnn_ema": 0.6}, {"cnn": 0.4, "cnn_ema": 0.6}]))
+    (tmp_path / "b.json").write_text(json.dumps([{"seq": 0.3, "blend": 0.7}, {"seq": 0.5, "blend": 0.6}]))
+    bench.main(["--combine", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    results = dict(line.split()[1:] for line in capsys.readouterr().out.splitlines() if line.startswith("RESULT "))
+    assert float(results["quickdraw_map3_ema_gain"]) == pytest.approx(0.15)  # seeds paired: (0.1 + 0.2) / 2
+    assert float(results["quickdraw_map3_blend_gain"]) == pytest.approx(0.05)  # (0.7 - 0.6 + 0.6 - 0.6) / 2
+    assert float(results["quickdraw_map3_seq"]) == pytest.approx(0.4)
+    (tmp_path / "c.json").write_text(json.dumps([{"seq": 0.3}]))
+    with pytest.raises(SystemExit, match="different numbers of seeds"):
+        bench.main(["--combine", str(tmp_path / "a.json"), str(tmp_path / "c.json")])

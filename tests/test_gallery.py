@@ -181,7 +181,7 @@ def test_faiss_indexes_agree_with_exact_search():
     exact_s, exact_r = search.NumpyIndex(vectors).search(queries, 5)
     flat_s, _ = search.FaissIndex(vectors, "flat").search(queries, 5)
     np.testing.assert_allclose(flat_s, exact_s, atol=1e-5)
-    for kind in ("ivf", "hnsw"):
+    for kind in ("ivf", "hnsw", "pq"):
         _, rows = search.FaissIndex(vectors, kind).search(queries, 1)
         assert (rows[:, 0] == exact_r[:, 0]).mean() >= 0.95, kind
 
@@ -190,6 +190,8 @@ def test_auto_backend_and_missing_faiss(monkeypatch):
     vectors = _unit(np.random.default_rng(2).normal(size=(100, 8)))
     assert search.make_index(vectors).name == "numpy"
     monkeypatch.setattr(search, "AUTO_FAISS_SIZE", 50)
+    if search.faiss_available():
+        assert search.make_index(vectors).name == "faiss-pq"  # the default above the size
     monkeypatch.setattr(search, "faiss_available", lambda: False)
     index = search.make_index(vectors)
     assert index.name == "numpy" and "pip install 'nnlab[faiss]'" in index.note

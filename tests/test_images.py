@@ -462,6 +462,34 @@ def test_batched_fetch_equals_one_by_one():
     assert torch.cat(ys).tolist() == ds.labels.tolist() == src.labels[100:164].tolist()
 
 
+def test_training_loader_yields_whole_batches_in_the_epoch_order():
+    """The loaders hand over batches made as one stack (no per-sample collation), in the sampler's
+    order for the epoch: the same images and labels a per-sample DataLoader would give."""
+    from nnlab.config import validate
+    from nnlab.datasets import build_data
+    from nnlab.datasets.samplers import EpochSampler
+
+    cfg = validate({"seed": 3, "data": {"kind": "digits", "image_size": 16, "batch_size": 100, "channels": 3}})
+    bundle = build_data(cfg)
+    loader = bundle.loaders["train"]
+    n = len(bundle.ids["train"])
+    plain = make_transform(False, 16, 3, False)
+    for epoch in (0, 1):
+        loader.sampler.set_epoch(epoch)
+        batches = list(loader)
+        assert len(batches) == len(loader) == -(-n // 100) and len(batches[-1][1]) == (n % 100 or 100)
+        order = EpochSampler(n, shuffle=True, seed=3, batch_size=None)
+        order.set_epoch(epoch)
+        want = bundle.ids["train"][order.order()]
+        got_x, got_y = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+        assert got_y.dtype == torch.long and got_y.tolist() == load_source("digits").labels[want].tolist()
+        torch.testing.assert_close(got_x, plain.batch(load_source("digits").images[want]))
+    val = torch.cat([y for _, y in bundle.loaders["val"]])  # evaluation: every item once, in order
+    assert val.tolist() == bundle.labels["val"].tolist()
+    with pytest.raises(ConfigError, match="batch_size must be positive"):
+        EpochSampler(10, shuffle=False, seed=0, batch_size=0)
+
+
 def test_each_split_keeps_its_own_transform():
     """The replaced notebook set its val transform on a dataset object both splits
     shared, so training silently lost its augmentation. Ours cannot do that."""

@@ -51,7 +51,12 @@ def test_mismatched_or_missing_weights_fail_clearly(tmp_path):
 
 
 def test_pretrained_offline_is_a_clear_error(monkeypatch):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads the variable when imported (timm imported it already); without this the
+    # hub retries the network for most of a minute before failing the same way
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelError, match="pretrained weights .*offline"):
         build_model(ModelConfig(name="timm:resnet10t", pretrained=True), 3, 10, 32)
 

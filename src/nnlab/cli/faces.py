@@ -81,7 +81,7 @@ def identify(model_path: Path = typer.Argument(..., metavar="MODEL", help=MODEL_
                                                     help="Cosine similarity below which the answer is unknown."),
              fpr: float = typer.Option(1e-3, "--fpr", help="Without --threshold: the threshold the run's open-set "
                                                            "verification ROC gives at this false-positive rate."),
-             search: str = typer.Option("auto", "--search", help="auto, numpy, faiss-flat, faiss-ivf or faiss-hnsw."),
+             search: str = typer.Option("auto", "--search", help="auto, numpy, faiss-flat, faiss-ivf, faiss-hnsw or faiss-pq."),
              batch_size: int = typer.Option(64, "--batch-size", min=1, help=BATCH_HELP)) -> None:
     """Who is in each image: the best enrolled identity, or unknown below the threshold."""
     from nnlab.inference.embed import list_images  # heavy (torch)

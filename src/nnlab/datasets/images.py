@@ -45,7 +45,7 @@ class ImageTransform:
     (torchvision.transforms.v2.RandomAffine: rotation up to 10 degrees, translation
     up to 10 %, scale 0.9 to 1.1, black fill); scale to 0..1; normalise with `mean`
     and `std`. Calling it transforms one image; `batch` does the same for a stack
-    of images at once (what `ImageDataset.__getitems__` uses for in-memory sources).
+    of images at once (what `ImageDataset.batch` uses for in-memory sources).
     """
 
     def __init__(self, image_size: int, channels: int, augment: bool,
@@ -164,17 +164,41 @@ class ImageDataset(torch.utils.data.Dataset):
         return self._transform(self._source.image(index)), int(self._source.labels[index])
 
     def __getitems__(self, positions: list[int]) -> list[tuple[torch.Tensor, int]]:
-        """A whole batch at once (torch's DataLoader calls this when it exists).
+        """A whole batch at once as a list of samples (torch's DataLoader calls this when it exists)."""
+        images, labels = self.batch(positions)
+        return list(zip(images.unbind(0), labels.tolist()))
 
-        In-memory sources with an `ImageTransform` are transformed as one stack,
-        much faster than image by image; anything else falls back to `__getitem__`.
+    def batch(self, positions: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples at `positions` as one (images, labels) pair of tensors.
+
+        In-memory sources with an `ImageTransform` are transformed as one stack, much faster
+        than image by image; anything else goes image by image through `__getitem__`'s path.
         """
-        batch = getattr(self._transform, "batch", None)
-        if batch is None or self._source.images is None or not len(positions):
-            return [self[i] for i in positions]
         index = self._indices[np.asarray(positions, dtype=np.int64)]
-        tensors = batch(self._source.images[index])
-        return list(zip(tensors.unbind(0), self._source.labels[index].tolist()))
+        labels = torch.as_tensor(self._source.labels[index]).long()
+        stack = getattr(self._transform, "batch", None)
+        if stack is not None and self._source.images is not None and len(index):
+            return stack(self._source.images[index]), labels
+        if not len(index):
+            raise ValueError("an empty batch")
+        return torch.stack([self._transform(self._source.image(int(i))) for i in index]), labels
+
+
+class ImageBatches(torch.utils.data.Dataset):
+    """An `ImageDataset` read a batch at a time: item `positions` is `dataset.batch(positions)`.
+
+    The loaders use it with a batching `EpochSampler` and `batch_size=None`, so a batch is made
+    as one stack and never split into samples and collated back (the training loop's overhead
+    over a bare loop on in-memory tensors, `benchmarks/trainer_overhead.py`)."""
+
+    def __init__(self, dataset: ImageDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.dataset.batch(positions)
 
 
 def load_image_source(cfg: ExperimentConfig):
@@ -199,10 +223,10 @@ def build_image_data(cfg: ExperimentConfig, run_dir: Path | None, rank: int, wor
         train = split == "train"
         transform = make_transform(train=train, image_size=d.image_size, channels=d.channels,
                                    augment=d.augment and train, mean=d.mean, std=d.std)
-        dataset = ImageDataset(source, index, transform)
-        sampler = EpochSampler(len(index), shuffle=train, seed=cfg.seed, rank=rank, world=world)
-        loaders[split] = DataLoader(dataset, batch_size=d.batch_size if train else (d.eval_batch_size or d.batch_size),
-                                    sampler=sampler, drop_last=False, **loader_options(d, pin_memory))
+        batches = EpochSampler(len(index), shuffle=train, seed=cfg.seed, rank=rank, world=world,
+                               batch_size=d.batch_size if train else (d.eval_batch_size or d.batch_size))
+        loaders[split] = DataLoader(ImageBatches(ImageDataset(source, index, transform)), batch_size=None,
+                                    sampler=batches, **loader_options(d, pin_memory))
         ids[split] = index
         labels[split] = source.labels[index]
     return DataBundle(classes=list(source.classes)[:known], in_chans=d.channels, image_size=d.image_size,

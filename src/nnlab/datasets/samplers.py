@@ -1,8 +1,9 @@
 """Samplers: which items each step sees, fixed by (seed, epoch) alone, sharded across DDP ranks.
 
-Two families with one API (`set_epoch`, `len`, iteration): `EpochSampler` yields item
-positions for image datasets (torch's DataLoader batches them); `TrainBatchSampler` and
-`EvalBatchSampler` yield whole batches for the stroke dataset, which renders a batch at a time.
+Two families with one API (`set_epoch`, `len`, iteration): `EpochSampler` yields arrays of item
+positions, a batch each, for image datasets (`ImageBatches` stacks a batch at once);
+`TrainBatchSampler` and `EvalBatchSampler` yield whole batches for the stroke dataset, which
+renders a batch at a time.
 """
 
 from __future__ import annotations
@@ -17,15 +18,20 @@ from nnlab.errors import ConfigError
 
 BatchRequest = tuple[np.ndarray, int]  # (positions into the dataset, seed of the batch)
 
-class EpochSampler(Sampler[int]):
+class EpochSampler(Sampler):
     """Shuffled (train) or sequential (eval) order fixed by (seed, epoch), sharded across DDP ranks.
 
     The order depends on nothing but the seed and the epoch, so a resumed run sees the
-    same batches as an uninterrupted one.
+    same batches as an uninterrupted one. With `batch_size` it yields arrays of that many
+    positions (the last may be short) instead of one position at a time.
     """
 
-    def __init__(self, size: int, shuffle: bool, seed: int, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, size: int, shuffle: bool, seed: int, rank: int = 0, world: int = 1,
+                 batch_size: int | None = None) -> None:
+        if batch_size is not None and batch_size <= 0:
+            raise ConfigError(f"batch_size must be positive, got {batch_size}")
         self.size, self.shuffle, self.seed, self.rank, self.world = size, shuffle, seed, rank, world
+        self.batch_size = batch_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -43,10 +49,14 @@ class EpochSampler(Sampler[int]):
         return order[self.rank::self.world]
 
     def __iter__(self):
-        return iter(self.order().tolist())
+        order = self.order()
+        if self.batch_size is None:
+            return iter(order.tolist())
+        return (order[lo:lo + self.batch_size] for lo in range(0, len(order), self.batch_size))
 
     def __len__(self) -> int:
-        return len(self.order())
+        n = len(self.order())
+        return n if self.batch_size is None else -(-n // self.batch_size)
 
 
 def _batch_seed(seed: int, epoch: int, step: int) -> int:

@@ -60,9 +60,8 @@ def image_arrays(cfg: ExperimentConfig, run_dir: Path | None) -> tuple[DataBundl
                                mean=d.mean, std=d.std)
     inputs = {}
     for split, index in splits.items():
-        dataset = ImageDataset(source, index, transform)
-        batch = [x for x, _ in dataset.__getitems__(list(range(len(index))))] if len(index) else []
-        inputs[split] = (np.stack([x.numpy() for x in batch]).reshape(len(index), -1) if batch
+        inputs[split] = (ImageDataset(source, index, transform).batch(np.arange(len(index)))[0].numpy()
+                         .reshape(len(index), -1) if len(index)
                          else np.zeros((0, d.channels * d.image_size ** 2), np.float32))
     bundle = DataBundle(classes=list(source.classes), in_chans=d.channels, image_size=d.image_size, loaders={},
                         ids=dict(splits), labels={k: source.labels[v] for k, v in splits.items()}, image=source.image,
