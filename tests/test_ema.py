@@ -41,6 +41,30 @@ def test_update_is_the_exponential_moving_average_formula():
             assert torch.equal(got, value), key  # counters are copied
 
 
+def test_warmed_up_decay_copies_first_then_follows_timms_schedule():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    ema = make_ema(digits_cfg(ema_decay=0.999), model)
+    assert ema.use_warmup  # train.ema_warmup is on by default
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    update_ema(ema, model, 1)  # the first optimiser step: the EMA becomes the weights, the init is gone
+    assert torch.equal(ema.module.weight, model.weight)
+    for step in (2, 50, 100_000):
+        before = ema.module.weight.clone()
+        with torch.no_grad():
+            model.weight.add_(torch.randn_like(model.weight))
+        update_ema(ema, model, step)
+        decay = min(1 - (1 + (step - 1)) ** (-2 / 3), 0.999)  # reaches the cap after ~31k steps
+        assert torch.allclose(ema.module.weight, decay * before + (1 - decay) * model.weight, atol=1e-6), step
+    fixed = make_ema(digits_cfg(ema_decay=0.999, ema_warmup=False), model)
+    start = fixed.module.weight.clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    update_ema(fixed, model, 1)  # without warm-up the step is ignored: decay 0.999 from the start
+    assert torch.allclose(fixed.module.weight, 0.999 * start + 0.001 * model.weight, atol=1e-6)
+
+
 def test_no_ema_unless_asked():
     assert make_ema(digits_cfg(ema_decay=None), nn.Linear(2, 2)) is None
 

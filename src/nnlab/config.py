@@ -192,6 +192,9 @@ class TrainConfig(Section):
         "default", description="torch.compile mode (train.compile)")
     ema_decay: float | None = Field(None, gt=0, lt=1, description="model EMA: evaluate, checkpoint and predict "
                                     "with an exponential moving average of the weights (e.g. 0.999)")
+    ema_warmup: bool = Field(True, description="warm the EMA decay up as 1 - (1 + step)^(-2/3), capped at "
+                             "train.ema_decay (timm's --model-ema-warmup), so the random initial weights and "
+                             "BatchNorm statistics fade out within the first steps instead of 1 / (1 - decay)")
     keep_last: int = Field(0, ge=0, le=1000, description="the last N epochs' weights kept too (epoch-e<k>.pt), "
                            "for `nnlab average --last N`")
     tensorboard: bool = Field(False, description="write TensorBoard events under RUN/tensorboard/")

@@ -75,6 +75,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, cfg:
     seen, waited, start = 0, 0.0, time.perf_counter()
     bar = progress(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", leave=False, disable=None if show else True)
     optimizer.zero_grad(set_to_none=True)
+    updates = epoch * math.ceil(steps / t.grad_accum)  # optimiser steps before this epoch (the EMA's warm-up)
     batches = iter(loader)
     for step in range(steps):
         asked = time.perf_counter()
@@ -103,7 +104,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, cfg:
             else:
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            update_ema(ema, unwrap(model))
+            updates += 1
+            update_ema(ema, unwrap(model), updates)
             if scheduler is not None and cfg.schedule.name in STEP_SCHEDULES:
                 scheduler.step()
         loss_sum += loss.detach() * len(y)
