@@ -30,7 +30,8 @@ Variants of ours (the competition techniques of the issue tracker's Quick, Draw!
 - `cnn`: the recipe as above; `cnn_ema`: the EMA of the same run's weights (timm's ModelEmaV3,
   updated after every step, decay warmed up to at most 0.999 as `train.ema_warmup` does);
   `cnn_avg`: the mean of 5 snapshots of the same run taken over the last quarter of its budget,
-  BatchNorm statistics recomputed on 50 training batches (after the budget). The three share one training trajectory, so their differences are the techniques' alone.
+  BatchNorm statistics recomputed on 50 training batches (after the budget). The three share one
+  training trajectory, so their differences are the techniques' alone.
 - `seq`: the stroke-sequence model (`stroke_gru`, point sequences) on the same budget; sized for
   it: 2 bidirectional GRU layers instead of 3 and at most 100 points per drawing (97% of the
   drawings have fewer), chosen from its CPU time per step (0.84 s a batch as the tutorial has it,

@@ -175,12 +175,12 @@ class ImageDataset(torch.utils.data.Dataset):
         than image by image; anything else goes image by image through `__getitem__`'s path.
         """
         index = self._indices[np.asarray(positions, dtype=np.int64)]
-        labels = torch.as_tensor(self._source.labels[index]).long()
-        stack = getattr(self._transform, "batch", None)
-        if stack is not None and self._source.images is not None and len(index):
-            return stack(self._source.images[index]), labels
         if not len(index):
             raise ValueError("an empty batch")
+        labels = torch.as_tensor(self._source.labels[index]).long()
+        stack = getattr(self._transform, "batch", None)
+        if stack is not None and self._source.images is not None:
+            return stack(self._source.images[index]), labels
         return torch.stack([self._transform(self._source.image(int(i))) for i in index]), labels
 
 

@@ -55,7 +55,9 @@ class EpochSampler(Sampler):
         return (order[lo:lo + self.batch_size] for lo in range(0, len(order), self.batch_size))
 
     def __len__(self) -> int:
-        n = len(self.order())
+        # this rank's share, without drawing the permutation (`order` pads shuffled orders with their head)
+        padded = self.size + min((-self.size) % self.world, self.size) if self.shuffle and self.world > 1 else self.size
+        n = len(range(self.rank, padded, self.world))
         return n if self.batch_size is None else -(-n // self.batch_size)
 
 
