@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,3 +49,25 @@ def test_combine_merges_halves_by_seed(tmp_path, capsys):
     (tmp_path / "c.json").write_text(json.dumps([{"seq": 0.3}]))
     with pytest.raises(SystemExit, match="different numbers of seeds"):
         bench.main(["--combine", str(tmp_path / "a.json"), str(tmp_path / "c.json")])
+
+
+def test_tune_scores_a_slice_of_train_and_never_touches_validation(shared_data, capsys):
+    spec = importlib.util.spec_from_file_location("quickdraw_real", ROOT / "benchmarks" / "quickdraw_real.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from nnlab.store.splits import key_id_split
+
+    keys = np.random.default_rng(0).integers(0, 2**62, 20_000)
+    plain = key_id_split(keys, *bench.scored_fractions(False))
+    tune = key_id_split(keys, *bench.scored_fractions(True))
+    assert np.array_equal(tune["test"], plain["val"])  # validation: neither trained on nor scored
+    assert np.isin(tune["val"], plain["train"]).all() and np.isin(tune["train"], plain["train"]).all()
+    assert np.array_equal(np.union1d(tune["train"], tune["val"]), plain["train"])
+    assert abs(len(tune["val"]) / len(plain["train"]) - 0.15) < 0.01
+
+    bench.main(["--budget-s", "1", "--seeds", "1", "--variants", "cnn", "--tune",
+                "--data", str(shared_data / "quickdraw" / "simplified")])
+    out = capsys.readouterr().out
+    assert "5822 train, 1054 tuning part of train (validation unused)" in out
+    results = [line.split()[1] for line in out.splitlines() if line.startswith("RESULT ")]
+    assert results and all(name.startswith("quickdraw_tune_map3_") for name in results)

@@ -185,7 +185,7 @@ class TrainConfig(Section):
     early_stop_patience: int | None = Field(None, ge=1, description="epochs without improvement before stopping")
     keep_best: int = Field(1, ge=0, le=100, description="best checkpoints kept besides last.pt")
     channels_last: bool = Field(False, description="NHWC memory layout for the model and its inputs "
-                                "(faster convolutions with AMP on CUDA)")
+                                "(faster convolutions with AMP on CUDA, and depthwise ones on the CPU)")
     compile: bool = Field(False, description="torch.compile the model (needs triton on CUDA, a C++ compiler "
                           "on the CPU); the first steps are slower while it compiles")
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
