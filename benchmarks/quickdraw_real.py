@@ -255,7 +255,7 @@ def train_ours(cfg, budget_s: float, log, ema_decay: float | None = None, snapsh
     from timm.utils import ModelEmaV3
 
     from nnlab.datasets.strokes import build_stroke_data
-    from nnlab.device import prepare_model, seed_everything
+    from nnlab.device import input_layout, prepare_model, seed_everything
     from nnlab.models import build_model
     from nnlab.training.optim import build_optimizer
 
@@ -264,7 +264,6 @@ def train_ours(cfg, budget_s: float, log, ema_decay: float | None = None, snapsh
     loader = data.loaders["train"]
     model = build_model(cfg.model, data.in_chans, len(data.classes), data.image_size)
     model = prepare_model(model, "cpu", cfg.train.channels_last)
-    layout = torch.channels_last if cfg.train.channels_last else torch.preserve_format
     opt = build_optimizer(cfg, model)
     crit = nn.CrossEntropyLoss(label_smoothing=cfg.loss.label_smoothing)
     warmup = cfg.schedule.warmup_epochs / max(cfg.train.epochs, 1)
@@ -276,7 +275,7 @@ def train_ours(cfg, budget_s: float, log, ema_decay: float | None = None, snapsh
         for epoch in itertools.count():
             loader.sampler.set_epoch(epoch)
             for x, y, _ in loader:  # the loop's layout: NHWC images with train.channels_last
-                yield x.contiguous(memory_format=layout if x.dim() == 4 else torch.preserve_format), y
+                yield x.contiguous(memory_format=input_layout(x, cfg.train.channels_last)), y
 
     def schedule(frac: float) -> None:
         for group in opt.param_groups:
@@ -408,18 +407,18 @@ def run_seed(seed: int, args, store, tmp: Path, log) -> dict[str, float]:
     return out
 
 
-def summarize(per_seed: list[dict[str, float]], log, prefix: str = "quickdraw_map3") -> None:
+def summarize(per_seed: list[dict[str, float]], log, tune: bool = False) -> None:
     """Mean +- std per variant and the paired (same-seed) gains, as RESULT lines."""
-    names = [v for v in VARIANTS if v in per_seed[0]]
-    for name in names:
+    prefix = result_prefix(tune)
+    stats = {}
+    for name in (v for v in VARIANTS if v in per_seed[0]):
         values = np.array([r[name] for r in per_seed])
-        spread = values.std(ddof=1) if len(values) > 1 else 0
-        log(f"{name:<15} {'tune' if 'tune' in prefix else 'val'} MAP@3 {values.mean():.4f} +- {spread:.4f} "
+        stats[name] = (values.mean(), values.std(ddof=1) if len(values) > 1 else 0.0)
+        log(f"{name:<15} {'tune' if tune else 'val'} MAP@3 {stats[name][0]:.4f} +- {stats[name][1]:.4f} "
             f"over {len(values)} seeds")
-    for name in names:
-        values = np.array([r[name] for r in per_seed])
-        print(f"RESULT {prefix}_{name} {values.mean():.4f}")
-        print(f"RESULT {prefix}_{name}_std {values.std(ddof=1) if len(values) > 1 else 0:.4f}")
+    for name, (mean, spread) in stats.items():
+        print(f"RESULT {prefix}_{name} {mean:.4f}")
+        print(f"RESULT {prefix}_{name}_std {spread:.4f}")
     # paired differences (same seed), mean and std: what each technique adds
     pairs = {"gain": ("cnn", "reference"), "ema_gain": ("cnn_ema", "cnn"), "avg_gain": ("cnn_avg", "cnn"),
              "blend_gain": ("blend", "best_single"), "balance_gain": ("blend_balanced", "blend_sub")}
@@ -457,7 +456,7 @@ def main(argv: list[str] | None = None) -> None:
         if len({len(p) for p in parts}) != 1:
             sys.exit("--combine: the files hold different numbers of seeds")
         summarize([dict(itertools.chain.from_iterable(p[i].items() for p in parts)) for i in range(len(parts[0]))],
-                  lambda msg: print(msg, flush=True), result_prefix(args.tune))
+                  lambda msg: print(msg, flush=True), args.tune)
         return
     args.variants = [v for v in args.variants.split(",") if v]
     if unknown := set(args.variants) - set(VARIANTS):
@@ -489,7 +488,7 @@ def main(argv: list[str] | None = None) -> None:
             per_seed.append(result)
     if args.json:
         args.json.write_text(json.dumps(per_seed, indent=1))
-    summarize(per_seed, log, result_prefix(args.tune))
+    summarize(per_seed, log, args.tune)
 
 
 def result_prefix(tune: bool) -> str:

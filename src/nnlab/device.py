@@ -104,6 +104,12 @@ def prepare_model(model: nn.Module, device: str, channels_last: bool = False, co
     return model
 
 
+def input_layout(x: torch.Tensor, channels_last: bool) -> torch.memory_format:
+    """The memory format a batch goes to the model in: NHWC for images with `channels_last`, as
+    `prepare_model` lays out the weights; anything not 4-D (point sequences) stays as it is."""
+    return torch.channels_last if channels_last and x.dim() == 4 else torch.preserve_format
+
+
 def check_compile(device: str) -> None:
     """Raise a one-line NnlabError where torch.compile cannot work (checked before the first step, which
     is where its own errors would come, deep in a traceback)."""

@@ -2,7 +2,8 @@
 every optimiser step, evaluated and checkpointed as its own state, and used by predict and export when
 present. The decay warms up (`train.ema_warmup`): with a fixed 0.999 from the first step, 0.999^n of the
 random initial weights and BatchNorm statistics stay in the average, 40% after 900 steps, which
-ruined short runs (`benchmarks/quickdraw_real.py`: MAP@3 0.016 against 0.39 for the raw weights). timm's ModelEmaV3 does the averaging (fused in-place lerps: ema = decay * ema + (1 - decay) * w).
+ruined short runs (`benchmarks/quickdraw_real.py`: MAP@3 0.016 against 0.39 for the raw weights).
+timm's ModelEmaV3 does the averaging (fused in-place lerps: ema = decay * ema + (1 - decay) * w).
 """
 
 from __future__ import annotations

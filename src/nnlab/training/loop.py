@@ -34,6 +34,7 @@ from nnlab.device import (
     Dist,
     autocast,
     check_compile,
+    input_layout,
     pick_device,
     prepare_model,
     seed_everything,
@@ -67,7 +68,6 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, cfg:
     t = cfg.train
     model.train()
     amp = autocast(device, t.amp)
-    layout = torch.channels_last if t.channels_last else torch.preserve_format
     check_every = 1 if device == "cpu" else LOG_EVERY  # a check is a sync on CUDA, free on the CPU
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -81,7 +81,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, cfg:
         asked = time.perf_counter()
         x, y = next(batches)[:2]
         waited += time.perf_counter() - asked
-        x = x.to(device, non_blocking=True, memory_format=layout if x.dim() == 4 else torch.preserve_format)
+        x = x.to(device, non_blocking=True, memory_format=input_layout(x, t.channels_last))
         y = y.to(device, non_blocking=True)
         with amp:
             logits, loss = forward_loss(model, x, y, criterion)
