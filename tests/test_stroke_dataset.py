@@ -178,3 +178,20 @@ def test_real_store_plugs_in(tmp_path, store):
     assert [real.classes[i] for i in y] == [real.classes[real.labels[i]] for i in idx.tolist()]
     expected = render([d.strokes for d in drawings[:20]], size=32, encoding="time-decay")
     assert torch.equal(x, torch.from_numpy(expected).float() / 255)
+
+
+@pytest.mark.parametrize("flip", [0.0, 0.5])
+def test_data_flip_reaches_the_training_augmentation_only(tmp_path, store, flip):
+    from nnlab.config import validate
+    from nnlab.datasets.strokes import build_stroke_data
+    from nnlab.store.format import StrokeStore
+    from nnlab.strokes.drawing import Drawing
+
+    words = ["cat", "house", "snowman", "The Eiffel Tower"]
+    StrokeStore.from_drawings([Drawing(strokes=[s.astype(np.int64) for s in d], word=words[int(lab)], key_id=k)
+                               for k, (d, lab) in enumerate(zip(store.drawings, store.labels))]).save(tmp_path / "s")
+    cfg = validate({"data": {"kind": "strokes", "path": str(tmp_path / "s"), "augment": True, "flip": flip,
+                             "image_size": 32}}, "test")
+    loaders = build_stroke_data(cfg).loaders
+    assert loaders["train"].dataset.augment.flip == flip
+    assert loaders["val"].dataset.augment is None

@@ -108,6 +108,9 @@ class DataConfig(Section):
     classes: int | list[str] | None = Field(None, description="synthetic doodle classes: a count or names")
     per_class: int = Field(300, ge=1, description="synthetic drawings per class")
     recognized_only: bool = False
+    flip: float = Field(0.0, ge=0, le=1, description="stroke data with augment: probability of mirroring a "
+                        "training drawing left-right (most doodles mean the same mirrored; pairs with "
+                        "`predict --tta flip`)")
 
 
 class ModelConfig(Section):

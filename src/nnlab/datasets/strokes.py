@@ -173,7 +173,7 @@ def build_stroke_data(cfg, rank: int = 0, world: int = 1, pin_memory: bool = Fal
     splits = stroke_splits(cfg, store)
     if not len(splits["train"]):
         raise DataError(f"{d.path or 'synth'}: no labelled drawings in the training split")
-    augment = StrokeAugment() if d.augment else None
+    augment = StrokeAugment(flip=d.flip) if d.augment else None
     loaders, ids, labels = {}, {}, {}
     for name, idx in splits.items():
         train = name == "train"
