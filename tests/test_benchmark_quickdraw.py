@@ -29,6 +29,7 @@ def test_both_pipelines_train_score_and_report(shared_data, capsys, tmp_path):
     for variant in bench.VARIANTS:
         assert 0 <= results[variant] <= 1 and results[f"{variant}_std"] == 0  # one seed: no spread
     assert abs(results["gain"] - (results["cnn"] - results["reference"])) < 2e-4  # each printed to 4 places
+    assert abs(results["tta_gain"] - (results["cnn_tta"] - results["cnn_ema"])) < 2e-4
     assert abs(results["balance_gain"] - (results["blend_balanced"] - results["blend_sub"])) < 2e-4
     assert abs(results["blend_gain"] - (results["blend"] - max(results["cnn_ema"], results["seq"]))) < 2e-4
     assert "split by key_id: 6876 train, 1724 val" in out  # the same split for every model, every run
