@@ -299,22 +299,18 @@ def train_ours(cfg, budget_s: float, log, ema_decay: float | None = None, snapsh
 
 
 @torch.no_grad()
-def ours_proba(model: nn.Module, cfg, store, idx: np.ndarray, batch: int = 256, flip: bool = False) -> np.ndarray:
+def ours_proba(model: nn.Module, cfg, store, idx: np.ndarray, batch: int = 256, mirror: bool = False) -> np.ndarray:
     """Probabilities with `drawing_input`, the preprocessing `nnlab predict` uses (images or sequences);
-    with `flip`, averaged with those of the mirrored drawings, as `nnlab predict --tta flip` does."""
+    with `mirror`, of the drawings mirrored as `nnlab predict --tta flip` mirrors them."""
     from nnlab.datasets.strokes import drawing_input
     from nnlab.inference.submission import flip_batch
 
     model.eval()
-
-    def proba(drawings) -> np.ndarray:
-        return torch.softmax(model(drawing_input(drawings, cfg.data)), 1).numpy()
-
     out = []
     for a in range(0, len(idx), batch):
         drawings = store.batch(idx[a:a + batch])
-        out.append((proba(drawings) + proba(flip_batch(drawings))) / 2 if flip else proba(drawings))
-    return np.concatenate(out)
+        out.append(torch.softmax(model(drawing_input(flip_batch(drawings) if mirror else drawings, cfg.data)), 1))
+    return torch.cat(out).numpy()
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,8 +381,9 @@ def run_seed(seed: int, args, store, tmp: Path, log) -> dict[str, float]:
         model, info, extra = train_ours(cfg, args.budget_s, log, EMA_DECAY, SNAPSHOTS)
         log(f"  cnn: {info['steps']} steps, {info['images']} images, {info['cpu_s']:.0f} CPU s")
         out["cnn"] = score(ours_proba(model, cfg, store, val_idx))
-        out["cnn_ema"] = score(ours_proba(extra["ema"], cfg, store, val_idx))
-        out["cnn_tta"] = score(ours_proba(extra["ema"], cfg, store, val_idx, flip=True))
+        ema_probs = ours_proba(extra["ema"], cfg, store, val_idx)
+        out["cnn_ema"] = score(ema_probs)
+        out["cnn_tta"] = score((ema_probs + ours_proba(extra["ema"], cfg, store, val_idx, mirror=True)) / 2)
         out["cnn_avg"] = score(ours_proba(averaged_model(model, extra["snapshots"], extra["loader"]), cfg, store,
                                           val_idx))
     if "seq" in want:
@@ -420,6 +417,11 @@ def run_seed(seed: int, args, store, tmp: Path, log) -> dict[str, float]:
         top = balanced_top_k(blended[where], 3).top
         out["blend_balanced"] = map_at_k(keys[sub], labels[sub], keys[sub], top, 3)
     return out
+
+
+def result_prefix(tune: bool) -> str:
+    """RESULT names: scores on the tuning part are never mistaken for validation figures."""
+    return "quickdraw_tune_map3" if tune else "quickdraw_map3"
 
 
 def summarize(per_seed: list[dict[str, float]], log, tune: bool = False) -> None:
@@ -506,12 +508,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         args.json.write_text(json.dumps(per_seed, indent=1))
     summarize(per_seed, log, args.tune)
-
-
-def result_prefix(tune: bool) -> str:
-    """RESULT names: scores on the tuning part are never mistaken for validation figures."""
-    return "quickdraw_tune_map3" if tune else "quickdraw_map3"
-
 
 if __name__ == "__main__":
     main()
