@@ -33,11 +33,27 @@ def kill_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def umask_mode(directory: bool = False) -> int:
+    """The mode a new file (0666) or directory (0777) gets under the current umask; mkstemp and
+    mkdtemp make theirs private (0600, 0700), which an atomic rename would otherwise keep."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
+def temp_file_beside(path: Path) -> tuple[int, str]:
+    """An open temporary file next to `path` (for a write-then-rename) with the mode that `open`
+    would have given `path` itself, so that a served export or a shared run stays readable."""
+    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, suffix=".tmp")
+    os.fchmod(fd, umask_mode())
+    return fd, tmp
+
+
 def atomic_write_text(path: Path, text: str) -> Path:
     """Write `text` (UTF-8) to a temporary file beside `path`, then rename it over `path`:
     a crash never leaves a half-written file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    fd, tmp = temp_file_beside(path)
     with disk_full_guard(path, Path(tmp), kept=f"{path.name} is as it was"):
         with open(fd, "w", encoding="utf-8") as fh:
             fh.write(text)

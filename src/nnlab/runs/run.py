@@ -15,7 +15,6 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,8 @@ import torch
 
 from nnlab.config import ExperimentConfig, load_config, save_config
 from nnlab.errors import DataError, NnlabError
-from nnlab.fileio import atomic_write_text, disk_full_guard, kill_point, read_classes, write_classes
+from nnlab.fileio import (atomic_write_text, disk_full_guard, kill_point, read_classes, temp_file_beside,
+                          write_classes)
 from nnlab.version import __version__
 
 PATH_FIELDS = (("data", "path"), ("data", "test_path"), ("model", "weights"))
@@ -251,7 +251,7 @@ def resolve_paths(cfg: ExperimentConfig) -> ExperimentConfig:
 
 def atomic_save(obj: Any, path: Path) -> Path:
     """torch.save to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    fd, tmp = temp_file_beside(path)
     os.close(fd)
     kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
     try:

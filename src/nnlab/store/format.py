@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from nnlab.errors import DataError
-from nnlab.fileio import read_classes, write_classes
+from nnlab.fileio import read_classes, umask_mode, write_classes
 from nnlab.ingest.reasons import MISSING_TIMESTAMP
 from nnlab.ingest.writers import format_timestamps, parse_timestamps
 from nnlab.store.splits import key_id_split
@@ -330,13 +330,6 @@ def check_target(path: Path, overwrite: bool = False) -> None:
         raise DataError(f"{p}: a stroke store exists there; pass --overwrite to replace it, or choose another --out")
 
 
-def _umask_mode() -> int:
-    """The mode a new directory gets from the umask (mkdtemp's is 0700)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o777 & ~mask
-
-
 class _staging:
     """Build a directory next to `path`, then swap it in (replacing an older store only, and
     only with `overwrite`; see `check_target`)."""
@@ -358,7 +351,7 @@ class _staging:
             return
         try:
             check_target(self.path, self.overwrite)  # again: something may have appeared there meanwhile
-            os.chmod(self.tmp, _umask_mode())
+            os.chmod(self.tmp, umask_mode(directory=True))
             if self.path.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-", dir=self.path.parent))
                 os.replace(self.path, old / "store")  # the old store leaves in one rename, then goes
