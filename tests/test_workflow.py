@@ -303,8 +303,8 @@ def test_runs_lists_status_metric_and_age_and_removes_failed(cli_run, tmp_path):
     cfg = nnlab.make_config({"name": "cut", "data": {"kind": "digits", "image_size": 8, "batch_size": 256},
                              "model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 3}})
     train(cfg, out=root / "cut", stop_after_epoch=1, echo=False)
-    (root / "broken").mkdir()
-    shutil.copy(finished / "config.toml", root / "broken" / "config.toml")  # died before any checkpoint
+    (root / "broken" / "checkpoints").mkdir(parents=True)  # as Run.create makes it, then died before a checkpoint
+    shutil.copy(finished / "config.toml", root / "broken" / "config.toml")
     text = nnlab_cli("runs", root).stdout
     status = {line.split()[0]: line.split()[1:] for line in text.splitlines()[1:]}
     acc = json.loads((finished / "metrics.json").read_text())["test"]["accuracy"]

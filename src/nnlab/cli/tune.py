@@ -55,5 +55,7 @@ def runs(root: Path = typer.Argument(Path("runs"), help="Folder to search for ru
     rows = list_runs(root)
     typer.echo(format_runs(rows, root))
     if remove_failed_:
-        gone = remove_failed(rows)
+        gone, kept = remove_failed(rows)
         typer.echo(f"removed {plural(len(gone), 'failed run')}" + "".join(f"\n  {p}" for p in gone))
+        for path, reason in kept:
+            typer.echo(f"kept {path}: {reason}")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from nnlab.errors import NnlabError
 from nnlab.progress import format_seconds
-from nnlab.runs.run import Run
+from nnlab.runs.run import RUN_ENTRIES, Run, is_being_trained
 
-STATUSES = ("finished", "interrupted", "failed", "unreadable")
+STATUSES = ("finished", "interrupted", "failed", "training", "unreadable")
 
 
 @dataclass
@@ -25,32 +25,42 @@ class RunStatus:
     age_seconds: float
 
 
+def is_run_dir(path: Path) -> bool:
+    """Whether `path` is a run directory as `Run.create` makes it (config.toml beside checkpoints/);
+    a config.toml alone (a recipe copied into a project folder) is not."""
+    return (path / "config.toml").is_file() and (path / "checkpoints").is_dir()
+
+
 def run_status(path: Path) -> RunStatus:
-    """What a run directory holds: finished, interrupted (can be resumed) or failed (nothing to resume);
-    "unreadable" when its config.toml no longer validates (written by another nnlab version)."""
-    newest = max(p.stat().st_mtime for p in path.rglob("*") if p.is_file())
+    """What a run directory holds: finished, interrupted (can be resumed), failed (nothing to resume) or
+    training (a live process holds it); "unreadable" when its config.toml no longer validates (written by
+    another nnlab version) or its history or metrics are damaged."""
+    newest = max((p.stat().st_mtime for p in path.rglob("*") if p.is_file()), default=path.stat().st_mtime)
+    age = time.time() - newest
     try:
         run = Run.open(path)
-    except NnlabError:
-        return RunStatus(path, "unreadable", 0, "-", None, time.time() - newest)
-    history = run.history()
-    metric = run.config.eval.main_metric
-    value = None
-    if (path / "metrics.json").is_file():
-        status = "finished"
-        m = json.loads((path / "metrics.json").read_text())
-        value = m.get("test" if "test" in m else "val", {}).get(metric)
-    else:
-        status = "interrupted" if any(run.checkpoints.glob("last.*")) else "failed"
-        if history:
+        history = run.history()
+        metric = run.config.eval.main_metric
+        value = None
+        if is_being_trained(path):
+            status = "training"
+        elif (path / "metrics.json").is_file():
+            status = "finished"
+            m = json.loads((path / "metrics.json").read_text())
+            value = m.get("test" if "test" in m else "val", {}).get(metric)
+        else:
+            status = "interrupted" if any(run.checkpoints.glob("last.*")) else "failed"
+        if value is None and history:
             value = history[-1].get(f"val_{metric}")
-    return RunStatus(path, status, len(history), metric, value, time.time() - newest)
+    except (NnlabError, ValueError, OSError, AttributeError):  # damaged files: one row says so, the rest list
+        return RunStatus(path, "unreadable", 0, "-", None, age)
+    return RunStatus(path, status, len(history), metric, value, age)
 
 
 def list_runs(root: str | Path = "runs") -> list[RunStatus]:
-    """Run directories (a config.toml inside) anywhere under `root`, newest first."""
+    """Run directories anywhere under `root` (see `is_run_dir`), newest first."""
     root = Path(root)
-    found = [run_status(c.parent) for c in sorted(root.rglob("config.toml"))]
+    found = [run_status(c.parent) for c in sorted(root.rglob("config.toml")) if is_run_dir(c.parent)]
     return sorted(found, key=lambda r: r.age_seconds)
 
 
@@ -67,9 +77,32 @@ def format_runs(rows: list[RunStatus], root: Path) -> str:
     return "\n".join(lines)
 
 
-def remove_failed(rows: list[RunStatus]) -> list[Path]:
-    """Delete the failed run directories (nothing to resume in them); returns their paths."""
-    gone = [r.path for r in rows if r.status == "failed"]
-    for path in gone:
-        shutil.rmtree(path)
-    return gone
+def removal_refused(path: Path) -> str | None:
+    """Why a failed run directory must not be deleted, or None: it is the working directory or one of
+    its parents, a process is training it, or it holds files that a run does not write."""
+    here = Path.cwd().resolve()
+    target = path.resolve()
+    if target == here or target in here.parents:
+        return "it is the working directory or a parent of it"
+    if is_being_trained(path):
+        return "a process is training it"
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in RUN_ENTRIES and not p.name.endswith(".tmp"))
+    if foreign:
+        return f"it holds files nnlab did not write ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''})"
+    return None
+
+
+def remove_failed(rows: list[RunStatus]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Delete the failed run directories (nothing to resume in them) that `removal_refused` allows;
+    returns the paths removed and the (path, reason) of those kept."""
+    gone, kept = [], []
+    for r in rows:
+        if r.status != "failed":
+            continue
+        reason = removal_refused(r.path)
+        if reason is None:
+            shutil.rmtree(r.path)
+            gone.append(r.path)
+        else:
+            kept.append((r.path, reason))
+    return gone, kept

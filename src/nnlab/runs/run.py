@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import math
@@ -28,9 +29,14 @@ import torch
 from nnlab.config import ExperimentConfig, load_config, save_config
 from nnlab.errors import DataError, NnlabError
 from nnlab.fileio import (atomic_write_text, disk_full_guard, kill_point, read_classes, temp_file_beside,
-                          write_classes)
+                          umask_mode, write_classes)
 from nnlab.version import __version__
 
+LOCK_FILE = ".lock"
+#: What a run directory may hold: `nnlab runs --remove-failed` deletes a failed run only when it holds
+#: nothing else (a file a user put there is never deleted).
+RUN_ENTRIES = frozenset({"config.toml", "env.json", "history.csv", "metrics.json", "classes.txt", "splits.json",
+                         "train.log", "averaged.json", "checkpoints", "plots", "predictions", "tensorboard", LOCK_FILE})
 PATH_FIELDS = (("data", "path"), ("data", "test_path"), ("model", "weights"))
 
 
@@ -40,6 +46,7 @@ class Run:
     def __init__(self, path: Path, config: ExperimentConfig) -> None:
         self.path = Path(path)
         self.config = config
+        self._lock: int | None = None
 
     # ----------------------------------------------------------------- create / open
     @classmethod
@@ -58,8 +65,10 @@ class Run:
         cfg = resolve_paths(cfg)
         for sub in ("checkpoints", "plots", "predictions"):
             (path / sub).mkdir(parents=True, exist_ok=True)
+        run = cls(path, cfg)
+        run.hold()
         save_config(cfg, path / "config.toml")
-        return cls(path, cfg)
+        return run
 
     @classmethod
     def open(cls, path: str | Path) -> Run:
@@ -67,6 +76,26 @@ class Run:
         if not (path / "config.toml").is_file():
             raise NnlabError(f"{path}: not a run directory (no config.toml)")
         return cls(path, load_config(path / "config.toml"))
+
+    # ----------------------------------------------------------------- the training lock
+    def hold(self) -> None:
+        """Mark the run as being trained by this process (an advisory lock on RUN/.lock, dropped by the
+        kernel when the process dies), so that `nnlab runs --remove-failed` and a second trainer keep off."""
+        if self._lock is not None:
+            return
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, umask_mode())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise NnlabError(f"{self.path}: another process is training this run; wait for it to end") from None
+        self._lock = fd
+
+    def release(self) -> None:
+        """End `hold` (training is over)."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     # ----------------------------------------------------------------- files
     @property
@@ -247,6 +276,21 @@ def resolve_paths(cfg: ExperimentConfig) -> ExperimentConfig:
                                 f"current directory {Path.cwd()}; give an absolute path or run from elsewhere)")
             setattr(part, key, str(path.resolve()))
     return cfg
+
+
+def is_being_trained(path: Path) -> bool:
+    """Whether a live process holds the run's training lock (see `Run.hold`)."""
+    try:
+        fd = os.open(Path(path) / LOCK_FILE, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock this probe took
+    return False
 
 
 def atomic_save(obj: Any, path: Path) -> Path:

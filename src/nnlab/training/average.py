@@ -112,6 +112,7 @@ def average_run(run_dir: str | Path, out: str | Path, best: int | None = None, l
             if probs is not None:
                 outputs[split] = probs
     write_results(run, data, metrics, outputs)
+    run.release()
     return run
 
 

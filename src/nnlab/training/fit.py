@@ -3,6 +3,7 @@ run directory, so reports, studies and comparisons treat them alike."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,8 @@ def fit(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | 
     A new run that fails before its first epoch ends (unknown model, unreadable data...) leaves no directory.
     """
     created: list[Run] = []
+    if resume_run is not None and os.environ.get("RANK", "0") == "0":  # DDP: the main process writes the run
+        resume_run.hold()
 
     def on_create(run: Run) -> None:
         created.append(run)
@@ -39,3 +42,7 @@ def fit(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | 
         if created and not created[0].history():
             shutil.rmtree(created[0].path, ignore_errors=True)
         raise
+    finally:
+        for run in (resume_run, *created):
+            if run is not None:
+                run.release()
