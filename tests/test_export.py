@@ -110,3 +110,50 @@ def test_export_cli(tmp_path):
     (tmp_path / "precious" / "notes.txt").write_text("keep me")
     bad = runner.invoke(app, ["export", str(tiny_run()), "--out", str(tmp_path / "precious")])
     assert isinstance(bad.exception, NnlabError) and (tmp_path / "precious" / "notes.txt").exists()
+
+
+def test_export_never_deletes_what_it_did_not_write(tmp_path, monkeypatch):
+    from nnlab.cli import app
+
+    runner = CliRunner()
+    # a junk model.onnx beside a user's file is not an export: refused, both files kept
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "model.onnx").write_bytes(b"not a model")
+    (junk / "important.txt").write_text("keep me")
+    bad = runner.invoke(app, ["export", str(tiny_run()), "--out", str(junk)])
+    assert isinstance(bad.exception, NnlabError) and "not an export nnlab wrote" in str(bad.exception)
+    assert (junk / "important.txt").read_text() == "keep me" and (junk / "model.onnx").read_bytes() == b"not a model"
+    # the working directory (and its parents) are never replaced, even when empty of other files
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    for target in (".", ".."):
+        bad = runner.invoke(app, ["export", str(tiny_run()), "--out", target])
+        assert isinstance(bad.exception, NnlabError) and "working directory" in str(bad.exception)
+    assert (work / "notes.txt").read_text() == "mine"
+    # a file is not a folder
+    bad = runner.invoke(app, ["export", str(tiny_run()), "--out", str(work / "notes.txt")])
+    assert isinstance(bad.exception, NnlabError) and "is a file" in str(bad.exception)
+    # an export is replaced only with --overwrite, and nothing temporary is left beside it
+    out = tmp_path / "exported"
+    assert runner.invoke(app, ["export", str(tiny_run()), "--out", str(out)]).exit_code == 0
+    again = runner.invoke(app, ["export", str(tiny_run()), "--out", str(out)])
+    assert isinstance(again.exception, NnlabError) and "--overwrite" in str(again.exception)
+    assert runner.invoke(app, ["export", str(tiny_run()), "--out", str(out), "--overwrite"]).exit_code == 0
+    assert {p.name for p in out.iterdir()} == {"model.onnx", "classes.txt", "preprocessing.json", "samples.ndjson"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported", "junk", "work"]
+
+
+def test_replace_dir_swaps_a_folder_whole(tmp_path):
+    from nnlab.fileio import replace_dir
+
+    old, new = tmp_path / "g", tmp_path / "new"
+    old.mkdir()
+    (old / "a").write_text("old")
+    new.mkdir()
+    (new / "a").write_text("new")
+    replace_dir(new, old)
+    assert (old / "a").read_text() == "new" and not new.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["g"]

@@ -1,4 +1,5 @@
-"""Small file helpers every layer shares: atomic text writes, class lists, gzip detection.
+"""Small file helpers every layer shares: atomic text writes, class lists, gzip detection, and the one
+rule for output folders (`check_output_dir`, `staged_output_dir`).
 
 `classes.txt` (one class name per line, UTF-8, in class order) is read and written here only:
 by runs, stroke stores, exports and the class vocabulary.
@@ -7,11 +8,14 @@ by runs, stroke stores, exports and the class vocabulary.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
+import shutil
 import signal
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from nnlab.errors import DataError
@@ -116,3 +120,95 @@ def is_gzip(path: Path) -> bool:
             return f.read(2) == GZIP_MAGIC
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+# --------------------------------------------------------------------------- output folders
+# One rule for every folder a command writes (exports, galleries, run copies): it is absent, empty, or
+# one that nnlab wrote itself, recognised by its manifest file and by holding nothing else; replacing
+# one needs --overwrite; the working directory and its parents are never replaced; the new content is
+# built beside it and swapped in whole, so that a kill leaves the old folder or the new one.
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """A kind of folder nnlab writes: the manifest file that marks it and every name it may hold."""
+
+    name: str
+    manifest: str
+    entries: frozenset[str]
+
+    def owns(self, folder: Path) -> bool:
+        names = {p.name for p in folder.iterdir()}
+        return self.manifest in names and names <= self.entries
+
+
+def check_output_dir(path: Path, kind: OutputKind, overwrite: bool = False, option: str = "--out") -> None:
+    """Refuse, with one line, to write `kind` at `path` unless the rule above allows it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{option} {path}: is a file; give a folder to write the {kind.name} into")
+    here, target = Path.cwd().resolve(), path.resolve()
+    if target == here or target in here.parents:
+        raise DataError(f"{option} {path}: is the working directory or a parent of it; give a new folder "
+                        f"for the {kind.name}")
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    if not kind.owns(path):
+        raise DataError(f"{option} {path}: exists and holds files that are not {_a(kind.name)} nnlab wrote; "
+                        "choose an empty or new folder (nothing was changed)")
+    if not overwrite:
+        raise DataError(f"{option} {path}: already holds {_a(kind.name)}; pass --overwrite to replace it, "
+                        "or choose another folder")
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[0] in "aeiou" else "a ") + noun
+
+
+@contextlib.contextmanager
+def staged_output_dir(path: Path, kind: OutputKind, overwrite: bool = False,
+                      option: str = "--out") -> Iterator[Path]:
+    """A fresh folder beside `path` to fill; on success it replaces `path` whole (checked by
+    `check_output_dir` before and again after), on failure it is removed and `path` is untouched."""
+    path = Path(path)
+    check_output_dir(path, kind, overwrite, option)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        os.chmod(tmp, umask_mode(directory=True))
+        with disk_full_guard(path, kept=f"{path} is as it was"):
+            yield tmp
+        check_output_dir(path, kind, overwrite, option)  # again: something may have appeared meanwhile
+        replace_dir(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def replace_dir(new: Path, path: Path) -> None:
+    """Put the folder `new` at `path`. An existing folder is swapped out in one atomic exchange
+    (Linux renameat2) where the system has it, so that no moment leaves `path` missing; elsewhere
+    it is renamed aside first. The old content is then removed (and `new` no longer exists)."""
+    if not path.exists():
+        os.replace(new, path)
+        return
+    if _exchange(new, path):
+        shutil.rmtree(new)  # `new` now holds the old content
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+    os.replace(path, old / "content")
+    os.replace(new, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    done = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return done == 0

@@ -15,7 +15,9 @@ def export(run_dir: Path = typer.Argument(..., help="Run directory of a torch mo
                                                     "classifier or an embedding model."),
            format_: str = typer.Option("onnx", "--format", help="Export format: onnx."),
            out: Path = typer.Option(..., "--out", help="Directory to write (model.onnx, classes.txt, "
-                                                       "preprocessing.json; samples.ndjson for drawings).")) -> None:
+                                                       "preprocessing.json; samples.ndjson for drawings)."),
+           overwrite: bool = typer.Option(False, "--overwrite", help="Replace an export already at --out (any "
+                                          "other non-empty folder is refused).")) -> None:
     """Export a run's best checkpoint as ONNX (dynamic batch), checked against torch.
 
     Example: nnlab export runs/doodles-demo-<stamp> --format onnx --out export/
@@ -24,7 +26,7 @@ def export(run_dir: Path = typer.Argument(..., help="Run directory of a torch mo
 
     if format_ != "onnx":
         raise NnlabError(f"--format {format_!r}: only 'onnx' is supported")
-    result = export_onnx(run_dir, out)
+    result = export_onnx(run_dir, out, overwrite=overwrite)
     typer.echo(f"onnxruntime matches torch on {result.checked_inputs} inputs "
                f"(max abs difference {result.max_abs_diff:.2g})")
     typer.echo(f"exported to {result.out_dir}")

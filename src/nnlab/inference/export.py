@@ -24,8 +24,6 @@ random inputs, at two batch sizes; a difference beyond the tolerance is an error
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +37,7 @@ from torch import nn
 
 from nnlab.datasets.bundle import STROKE_KINDS
 from nnlab.errors import ModelError, NnlabError
-from nnlab.fileio import write_classes
+from nnlab.fileio import OutputKind, staged_output_dir, write_classes
 from nnlab.inference.doodle import Preprocessing, check_stroke_run, onnx_session, validation_drawings
 from nnlab.inference.image_model import (
     ImagePreprocessing,
@@ -57,6 +55,9 @@ from nnlab.version import __version__
 OPSET = 17  # supported by every onnxruntime since 1.11 and by torch's TorchScript exporter
 TOLERANCE = 1e-4  # max |onnx - torch| on the outputs, relative to max(1, max |output|)
 SAMPLES = 64
+#: an export folder as `export_onnx` writes it (see `fileio.check_output_dir`)
+EXPORT_FOLDER = OutputKind("export", "preprocessing.json",
+                           frozenset({"model.onnx", "classes.txt", "preprocessing.json", "samples.ndjson"}))
 
 
 @dataclass
@@ -66,31 +67,25 @@ class ExportResult:
     checked_inputs: int
 
 
-def export_onnx(run, out_dir: str | Path, opset: int = OPSET, samples: int = SAMPLES) -> ExportResult:
-    """Export `run` (a `Run` or its path) to `out_dir`; returns where and the measured parity."""
+def export_onnx(run, out_dir: str | Path, opset: int = OPSET, samples: int = SAMPLES,
+                overwrite: bool = False) -> ExportResult:
+    """Export `run` (a `Run` or its path) to `out_dir`; returns where and the measured parity. An
+    existing export at `out_dir` is replaced only with `overwrite`; any other non-empty folder never."""
     run = run if isinstance(run, Run) else Run.open(run)
     if run.config.data.kind in STROKE_KINDS:
         check_stroke_run(run)
-        return _export(run, out_dir, lambda tmp: _doodle_files(run, tmp, opset, samples))
+        return _export(run, out_dir, lambda tmp: _doodle_files(run, tmp, opset, samples), overwrite)
     check_image_run(run)
-    return _export(run, out_dir, lambda tmp: _image_files(run, tmp, opset, samples))
+    return _export(run, out_dir, lambda tmp: _image_files(run, tmp, opset, samples), overwrite)
 
 
-def _export(run: Run, out_dir: str | Path, write: Callable[[Path], tuple[float, int]]) -> ExportResult:
-    """`write(tmp)` fills a fresh directory beside `out_dir`, which then replaces `out_dir`."""
+def _export(run: Run, out_dir: str | Path, write: Callable[[Path], tuple[float, int]],
+            overwrite: bool = False) -> ExportResult:
+    """`write(tmp)` fills a fresh directory beside `out_dir`, which then replaces `out_dir` (an export
+    folder only, and only with `overwrite`: `fileio.check_output_dir`)."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "model.onnx").is_file():
-        raise NnlabError(f"{out_dir}: exists and is not an export directory; choose an empty or new --out")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the export is meant to be shared
-    try:
+    with staged_output_dir(out_dir, EXPORT_FOLDER, overwrite) as tmp:
         diff, checked = write(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return ExportResult(out_dir=out_dir, max_abs_diff=diff, checked_inputs=checked)
 
 
