@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from nnlab.config import load_config, validate
+from nnlab.runs.run import Run
 from nnlab.training import fit
 from nnlab.training.optim import apply_schedule, build_optimizer
 from nnlab.training.schedule import Plateau, Schedule
@@ -114,7 +115,8 @@ def digits_config(shared_data: Path, engine: str, schedule: list[str]):
 @pytest.mark.parametrize("schedule", [
     ["schedule.name=\"cosine\"", "schedule.warmup_epochs=0.5"],
     ["schedule.name=\"step\"", "schedule.step_size=1", "schedule.gamma=0.5"],
-], ids=["cosine-warmup", "step"])
+    ["schedule.name=\"onecycle\""],
+], ids=["cosine-warmup", "step", "onecycle"])
 def test_one_toml_gives_the_same_lr_column_in_both_engines(shared_data, tmp_path, schedule):
     runs = {engine: fit(digits_config(shared_data, engine, schedule), out=tmp_path / engine, echo=False)
             for engine in ("numpy", "torch")}
@@ -128,7 +130,65 @@ def test_one_toml_gives_the_same_lr_column_in_both_engines(shared_data, tmp_path
         warmup = steps // 2
         expected = [0.001 * 0.5 * (1 + math.cos(math.pi * ((e + 1) * steps - warmup) / (3 * steps - warmup)))
                     for e in range(3)]
-    else:
+        assert expected[-1] == 0.0
+    elif "step" in schedule[0]:
         expected = [0.001 * 0.5, 0.001 * 0.25, 0.001 * 0.125]
-    assert lrs["numpy"] == pytest.approx(expected, rel=1e-12)
-    assert lrs["numpy"][-1] == pytest.approx(0.0 if "cosine" in schedule[0] else 0.000125, abs=1e-15)
+    else:  # the second phase of OneCycle: from the peak (after 30% of the steps) down to peak / 25 / 1e4
+        rise = 0.3 * 3 * steps - 1
+        expected = [0.001 / 25e4 + (0.001 - 0.001 / 25e4) / 2 * (1 + math.cos(math.pi * ((e + 1) * steps - rise)
+                                                                            / (3 * steps - 1 - rise)))
+                    for e in range(3)]
+    assert lrs["numpy"] == pytest.approx(expected, rel=1e-9)
+
+
+def tiny_digits(engine: str, epochs: int = 3, **schedule) -> dict:
+    """sklearn's 8x8 digits, a 16-unit MLP and so low a rate that the val accuracy stays where it starts."""
+    return validate({"name": "plateau", "seed": 2, "engine": engine,
+                     "data": {"kind": "digits", "image_size": 8, "batch_size": 64, "mean": 0.0, "std": 1.0},
+                     "model": {"name": "mlp", "hidden": [16]}, "optim": {"name": "adam", "lr": 1e-6},
+                     "schedule": {"name": "plateau", "factor": 0.5} | schedule,
+                     "train": {"epochs": epochs, "threads": 1}})
+
+
+def replayed(run) -> list[float]:
+    """The plateau's rates from the run's own val metric, epoch by epoch."""
+    cfg = run.config
+    plateau = Plateau(cfg.optim.lr, True, cfg.schedule.factor, cfg.schedule.patience)
+    out = []
+    for row in run.history():
+        plateau.update(row[f"val_{cfg.eval.main_metric}"])
+        out.append(plateau.lr)
+    return out
+
+
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_plateau_follows_the_val_metric_in_both_engines(tmp_path, engine):
+    run = fit(tiny_digits(engine, patience=0), out=tmp_path / "run", echo=False)
+    lrs = [row["lr"] for row in run.history()]
+    assert lrs == replayed(run)
+    assert lrs[-1] < 1e-6  # it did decay
+
+
+def test_numpy_resume_keeps_the_plateau_count(tmp_path, monkeypatch):
+    import nnlab.training.numpy_engine as engine
+
+    full = fit(tiny_digits("numpy", epochs=4, patience=1), out=tmp_path / "full", echo=False)
+    real, calls = engine.fit_epoch, {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "fit_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_digits("numpy", epochs=4, patience=1), out=tmp_path / "part", echo=False)
+    monkeypatch.setattr(engine, "fit_epoch", real)
+    part = Run.open(tmp_path / "part")
+    fit(part.config, resume_run=part, echo=False)
+    assert len(part.history()) == 4
+    assert [row["lr"] for row in part.history()] == [row["lr"] for row in full.history()] == replayed(full)
+    # epoch 3 brought no gain and epoch 4, after the resume, a second: the rate is cut only if the count
+    # of epochs without gain came back with last.npz (a fresh plateau would take epoch 4 as its best)
+    assert [row["lr"] for row in full.history()] == [1e-6, 1e-6, 1e-6, 5e-7]

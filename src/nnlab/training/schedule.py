@@ -7,7 +7,7 @@ after every step, sets the rate `Schedule.lr(step + 1)` for the next one; after 
 evaluation it calls `end_epoch(value)` (reduce-on-plateau decides there). So per-step schedules
 (cosine, onecycle) change within an epoch and per-epoch ones (step, plateau) between epochs, and the
 engines never decide that themselves. The `lr` column of history.csv is `Schedule.lr` at the end of
-the epoch: the rate the next optimiser step uses (see docs/training.md).
+the epoch: the rate the next optimiser step uses (README, "history.csv").
 
 The formulas reproduce torch's schedulers float for float (LambdaLR for cosine with warm-up,
 OneCycleLR's defaults, ReduceLROnPlateau's defaults); only `step` is the closed form
