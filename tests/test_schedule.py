@@ -49,6 +49,16 @@ def test_step_decays_every_step_size_epochs():
     assert {s.lr(k) for k in range(10, 20)} == {s.lr(10)}  # constant within the epochs of one decay
 
 
+def test_step_equals_torchs_step_lr():
+    s = plan({"name": "step", "step_size": 2, "gamma": 0.1}, epochs=12, lr=0.3)
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.3)
+    ref = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.1)
+    for epoch in range(12):
+        assert s.lr(epoch * 5) == s.lr(epoch * 5 + 4) == opt.param_groups[0]["lr"], epoch
+        opt.step()
+        ref.step()
+
+
 def test_plateau_decays_after_patience_epochs_without_gain():
     s = plan({"name": "plateau", "patience": 1, "factor": 0.5})
     for value, expected in [(0.5, 0.1), (0.5, 0.1), (0.5, 0.05), (0.6, 0.05), (0.6, 0.05), (0.6, 0.025)]:

@@ -9,9 +9,8 @@ evaluation it calls `end_epoch(value)` (reduce-on-plateau decides there). So per
 engines never decide that themselves. The `lr` column of history.csv is `Schedule.lr` at the end of
 the epoch: the rate the next optimiser step uses (README, "history.csv").
 
-The formulas reproduce torch's schedulers float for float (LambdaLR for cosine with warm-up,
-OneCycleLR's defaults, ReduceLROnPlateau's defaults); only `step` is the closed form
-lr * gamma ** k where torch's StepLR multiplies by gamma once per decay.
+The formulas reproduce torch's schedulers float for float (the loop's former LambdaLR for cosine with
+warm-up, StepLR, OneCycleLR's and ReduceLROnPlateau's defaults), so torch runs train as they did.
 """
 
 from __future__ import annotations
@@ -83,6 +82,7 @@ class Schedule:
         s = self.config
         self.plateau = (Plateau(self.base, higher_is_better(cfg.eval.main_metric), s.factor, s.patience)
                         if s.name == "plateau" else None)
+        self._decayed = [self.base]  # step: the rate after k decays
 
     def lr(self, step: int) -> float:
         """The rate of optimiser step `step`."""
@@ -93,7 +93,7 @@ class Schedule:
             return self._onecycle(step, self.base / ONECYCLE_DIV, self.base,
                                   self.base / ONECYCLE_DIV / ONECYCLE_FINAL_DIV)
         if s.name == "step":
-            return self.base * s.gamma ** (step // self.steps_per_epoch // s.step_size)
+            return self._step_decayed(step // self.steps_per_epoch // s.step_size)
         if self.plateau is not None:
             return self.plateau.lr
         return self.base
@@ -130,6 +130,13 @@ class Schedule:
             return (step + 1) / warmup
         t = (step - warmup) / max(1, self.total - warmup)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    def _step_decayed(self, decays: int) -> float:
+        """The base rate multiplied by gamma `decays` times over, as StepLR does (gamma ** decays may
+        differ in the last bit); remembered, so a step costs one look-up."""
+        while len(self._decayed) <= decays:
+            self._decayed.append(self._decayed[-1] * self.config.gamma)
+        return self._decayed[decays]
 
     def _onecycle(self, step: int, start: float, peak: float, end: float) -> float:
         """OneCycleLR's two cosine phases: start -> peak over the first 30% of the steps, peak -> end after."""
