@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 from nnlab.config import ModelConfig, validate
 from nnlab.errors import ModelError
 from nnlab.models import build_model, count_parameters
-from nnlab.training.optim import build_optimizer, build_scheduler
+from nnlab.training.optim import apply_schedule, build_optimizer
+from nnlab.training.schedule import Schedule
 
 
 def test_timm_model_with_our_channels_and_classes():
@@ -65,18 +66,16 @@ def lrs(schedule: dict, epochs: int = 4, steps: int = 5, lr: float = 0.1, values
     cfg = validate({"optim": {"name": "sgd", "lr": lr}, "schedule": schedule, "train": {"epochs": epochs}})
     model = torch.nn.Linear(2, 2)
     opt = build_optimizer(cfg, model)
-    sched = build_scheduler(cfg, opt, steps)
+    plan = Schedule(cfg, steps)
+    apply_schedule(opt, plan, 0)
     out = []
-    for epoch in range(epochs):
-        for _ in range(steps):
+    for epoch in range(epochs):  # as the torch loop drives it
+        for k in range(steps):
             out.append(opt.param_groups[0]["lr"])
             opt.step()
-            if schedule["name"] in ("cosine", "onecycle"):
-                sched.step()
-        if schedule["name"] == "step":
-            sched.step()
-        elif schedule["name"] == "plateau":
-            sched.step(values[epoch])
+            apply_schedule(opt, plan, epoch * steps + k + 1)
+        plan.end_epoch(values[epoch] if values else None)
+        apply_schedule(opt, plan, (epoch + 1) * steps)
     return out
 
 

@@ -102,8 +102,8 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
 def test_unsupported_settings_are_named():
     cfg = small_cfg()
     cfg.model.name = "lenet"
-    cfg.schedule.name = "onecycle"
-    with pytest.raises(ConfigError, match=r"model.name = 'lenet'.*schedule.name = 'onecycle'"):
+    cfg.data.augment = True
+    with pytest.raises(ConfigError, match=r"model.name = 'lenet'.*data.augment = true"):
         fit(cfg)
 
 

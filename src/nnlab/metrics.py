@@ -27,6 +27,7 @@ __all__ = [
     "METRICS_HIGHER_IS_BETTER",
     "accuracy",
     "classification_report",
+    "evaluation_report",
     "confusion_matrix",
     "equal_error_rate",
     "higher_is_better",
@@ -290,6 +291,13 @@ def classification_report(
         "macro_f1": macro_f1(y, topk[:, 0], p.shape[1]),
         "log_loss": log_loss(y, p),
     }
+
+
+def evaluation_report(y_true: Any, probs: Any, ids: Any = None, k: int = 3) -> dict[str, float]:
+    """:func:`classification_report` plus ``loss``: the log loss again, under the name the training
+    loss has (history's ``val_loss``, ``eval.main_metric = "loss"``); both engines score a split with it."""
+    report = classification_report(y_true, probs, ids=ids, k=k)
+    return report | {"loss": report["log_loss"]}
 
 
 # ------------------------------------------------------------------ metric learning

@@ -14,7 +14,7 @@ from nnlab.device import gather_split, pick_device
 from nnlab.errors import DataError, NnlabError
 from nnlab.evaluation.openset import evaluate_open_set
 from nnlab.evaluation.proba import predict_proba
-from nnlab.metrics import classification_report
+from nnlab.metrics import evaluation_report
 from nnlab.runs.run import Run
 from nnlab.runs.trained import load_trained
 
@@ -23,9 +23,7 @@ def evaluate(model: nn.Module, data: DataBundle, split: str, device: str, amp: s
     """Metrics of one split (gathered across ranks, aligned by id); returns (metrics, probabilities)."""
     loader = data.loaders[split]
     probs = gather_split(loader, predict_proba(model, (batch[0] for batch in loader), device, amp))
-    report = classification_report(data.labels[split], probs, ids=data.ids[split], k=k)
-    report["loss"] = report["log_loss"]
-    return report, probs
+    return evaluation_report(data.labels[split], probs, ids=data.ids[split], k=k), probs
 
 
 def evaluate_split(model: nn.Module, data: DataBundle, split: str, device: str, cfg: ExperimentConfig,

@@ -52,16 +52,17 @@ from nnlab.runs.trained import EMA_KEY, trained_weights
 from nnlab.training.checkpoint import load_checkpoint, save_checkpoint
 from nnlab.training.ema import make_ema, update_ema
 from nnlab.training.epochs import EpochLog, best_tracker, epoch_row, run_metrics, stop_early
-from nnlab.training.optim import STEP_SCHEDULES, build_optimizer, build_scheduler, freeze_layers
+from nnlab.training.optim import apply_schedule, build_optimizer, freeze_layers
+from nnlab.training.schedule import Schedule
 from nnlab.training.tensorboard import TensorBoardLog
 from nnlab.training.throughput import LOG_EVERY, data_wait_hint, throughput
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, cfg: ExperimentConfig, device: str,
-                    epoch: int, steps: int, show: bool, ema=None,
+def train_one_epoch(model, loader, optimizer, schedule: Schedule, scaler, criterion, cfg: ExperimentConfig,
+                    device: str, epoch: int, steps: int, show: bool, ema=None,
                     tb: TensorBoardLog | None = None) -> dict[str, float]:
-    """One pass over `steps` batches (the EMA, if any, updated after each optimiser step); returns mean
-    loss, accuracy and throughput (`throughput.py`).
+    """One pass over `steps` batches (after each optimiser step the EMA, if any, is updated and the
+    schedule sets the next step's rate); returns mean loss, accuracy and throughput (`throughput.py`).
 
     The host never waits for the GPU except once per LOG_EVERY steps (the NaN check), so the time
     spent in `next(batches)` is the time the loop waited for data."""
@@ -75,7 +76,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, cfg:
     seen, waited, start = 0, 0.0, time.perf_counter()
     bar = progress(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", leave=False, disable=None if show else True)
     optimizer.zero_grad(set_to_none=True)
-    updates = epoch * math.ceil(steps / t.grad_accum)  # optimiser steps before this epoch (the EMA's warm-up)
+    updates = epoch * schedule.steps_per_epoch  # optimiser steps before this epoch (the EMA's warm-up, the schedule)
     batches = iter(loader)
     for step in range(steps):
         asked = time.perf_counter()
@@ -106,8 +107,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, cfg:
             optimizer.zero_grad(set_to_none=True)
             updates += 1
             update_ema(ema, unwrap(model), updates)
-            if scheduler is not None and cfg.schedule.name in STEP_SCHEDULES:
-                scheduler.step()
+            apply_schedule(optimizer, schedule, updates)
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
         seen += len(y)
@@ -172,12 +172,13 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
         model = nn.parallel.DistributedDataParallel(model, device_ids=[ddp.local_rank] if device != "cpu" else None)
     optimizer = build_optimizer(cfg, model)
     steps = cfg.train.steps_per_epoch or len(data.loaders["train"])
-    scheduler = build_scheduler(cfg, optimizer, math.ceil(steps / cfg.train.grad_accum))
+    schedule = Schedule(cfg, math.ceil(steps / cfg.train.grad_accum))  # per optimiser step
     scaler = torch.amp.GradScaler("cuda") if device.startswith("cuda") and cfg.train.amp == "fp16" else None
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.loss.label_smoothing)
     best = best_tracker(cfg)
 
-    start_epoch = _resume(run, ddp, model, optimizer, scheduler, scaler, ema, best) if resume_run is not None else 0
+    start_epoch = _resume(run, ddp, model, optimizer, schedule, scaler, ema, best) if resume_run is not None else 0
+    apply_schedule(optimizer, schedule, start_epoch * schedule.steps_per_epoch)
     if ddp.main:
         run.write_env(device, {"world_size": ddp.world, "params": count_parameters(model)})
         run.write_classes(data.classes)
@@ -191,7 +192,7 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
         for holder in (data.loaders["train"].sampler, getattr(data.loaders["train"], "batch_sampler", None)):
             if hasattr(holder, "set_epoch"):
                 holder.set_epoch(epoch)
-        stats = train_one_epoch(model, data.loaders["train"], optimizer, scheduler, scaler, criterion, cfg,
+        stats = train_one_epoch(model, data.loaders["train"], optimizer, schedule, scaler, criterion, cfg,
                                 device, epoch, steps, show=ddp.main, ema=ema, tb=tb)
         train_seconds += stats["seconds"]
         hint = None if hinted or not ddp.main else data_wait_hint(cfg, epoch, stats["data_wait_fraction"])
@@ -201,15 +202,13 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
         scored = ema.module if ema is not None else model  # the EMA weights are the ones evaluated
         val = evaluate(scored, data, "val", device, cfg.train.amp, cfg.eval.top_k)[0] if has_val else None
         value = val[best.metric] if val is not None else None
+        schedule.end_epoch(value)
+        apply_schedule(optimizer, schedule, (epoch + 1) * schedule.steps_per_epoch)  # lr: the next step's rate
         row = epoch_row(epoch, optimizer.param_groups[0]["lr"], stats, val, stats["seconds"],
                         stats["images_per_second"])
-        if scheduler is not None and cfg.schedule.name == "step":
-            scheduler.step()
-        elif scheduler is not None and cfg.schedule.name == "plateau" and value is not None:
-            scheduler.step(value)
         if ddp.main:  # history first: a kill between the two leaves a row that resume drops and trains again
             run.append_history(row)
-            save_checkpoint(run, epoch, model, optimizer, scheduler, scaler, best, value, ema)
+            save_checkpoint(run, epoch, model, optimizer, schedule, scaler, best, value, ema)
             log(row)
             tb.epoch(row)
         else:
@@ -226,17 +225,7 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     return run
 
 
-def replan_schedule(scheduler, state: dict[str, Any]) -> None:
-    """Load a schedule's state, keeping the plan built from the current config: a resume with more epochs
-    (`nnlab resume RUN --epochs N`) stretches OneCycle to the new length (cosine's plan is its lambda,
-    which a state dict never holds)."""
-    plan = {k: v for k, v in vars(scheduler).items() if k in ("total_steps", "_schedule_phases")}
-    scheduler.load_state_dict(state)
-    vars(scheduler).update(plan)
-
-
-
-def _resume(run: Run, ddp: Dist, model, optimizer, scheduler, scaler, ema, best) -> int:
+def _resume(run: Run, ddp: Dist, model, optimizer, schedule: Schedule, scaler, ema, best) -> int:
     """Load last.pt into everything that trains (model, optimiser, schedule, scaler, EMA, RNG, best-k) and
     bring history.csv back to its epochs; returns the epoch to start from (0 when there is no last.pt)."""
     last = run.checkpoints / "last.pt"
@@ -249,8 +238,7 @@ def _resume(run: Run, ddp: Dist, model, optimizer, scheduler, scaler, ema, best)
     state = load_checkpoint(last)
     unwrap(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and state["scheduler"] is not None:
-        replan_schedule(scheduler, state["scheduler"])
+    schedule.load_state_dict(state["scheduler"])  # the plateau's state; the other rates follow the step
     if scaler is not None and state["scaler"] is not None:
         scaler.load_state_dict(state["scaler"])
     if ema is not None and state.get(EMA_KEY) is not None:

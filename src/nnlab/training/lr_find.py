@@ -55,7 +55,7 @@ def lr_find(cfg: ExperimentConfig, start_lr: float = 1e-7, end_lr: float = 10.0,
     if steps < 10:
         raise ConfigError(f"lr-find: --steps {steps}: give at least 10 steps")
     if cfg.engine != "torch":
-        raise ConfigError("lr-find: needs engine = 'torch' (the NumPy engine has no per-step learning rate)")
+        raise ConfigError("lr-find: needs engine = 'torch' (the range test trains the torch model)")
     device = pick_device(cfg.train.device)
     seed_everything(cfg.seed)
     data = build_data(cfg)

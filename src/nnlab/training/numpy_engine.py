@@ -8,7 +8,6 @@ the optimiser state and, in its JSON header, the epoch and every random generato
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,17 +22,16 @@ from nnlab.datasets.images import ImageDataset, load_image_source, make_transfor
 from nnlab.datasets.splits import image_splits
 from nnlab.errors import ConfigError
 from nnlab.evaluation.results import write_results
-from nnlab.metrics import classification_report
+from nnlab.metrics import evaluation_report
 from nnlab.runs.run import Run
 from nnlab.scratch.layers import Dropout, Sequential
 from nnlab.scratch.losses import softmax_cross_entropy
 from nnlab.scratch.model import build_mlp
 from nnlab.scratch.optim import OPTIMIZERS, Optimizer
 from nnlab.scratch.serialize import load_weights, save_model
-from nnlab.scratch.trainer import fit_epoch, predict_proba
+from nnlab.scratch.trainer import fit_epoch, predict_proba, steps_per_epoch
 from nnlab.training.epochs import EpochLog, best_tracker, epoch_row, run_metrics, stop_early
-
-SCHEDULES = ("constant", "step", "cosine")
+from nnlab.training.schedule import Schedule, optimizer_kwargs
 
 
 def check_config(cfg: ExperimentConfig) -> None:
@@ -41,8 +39,6 @@ def check_config(cfg: ExperimentConfig) -> None:
     problems = []
     if cfg.model.name != "mlp":
         problems.append(f"model.name = {cfg.model.name!r} (the NumPy engine trains model.name = 'mlp')")
-    if cfg.schedule.name not in SCHEDULES:
-        problems.append(f"schedule.name = {cfg.schedule.name!r} (allowed: {', '.join(SCHEDULES)})")
     if cfg.data.augment:
         problems.append("data.augment = true (not available in the NumPy engine)")
     if cfg.data.kind in ("strokes", "synth"):
@@ -69,25 +65,19 @@ def image_arrays(cfg: ExperimentConfig, run_dir: Path | None) -> tuple[DataBundl
     return bundle, inputs
 
 
-def learning_rate(cfg: ExperimentConfig, epoch: int) -> float:
-    """The epoch's learning rate under a constant, step or cosine (with warm-up) schedule."""
-    s, lr = cfg.schedule, cfg.optim.lr
-    if s.name == "step":
-        return lr * s.gamma ** (epoch // s.step_size)
-    if s.name == "cosine":
-        if epoch < s.warmup_epochs:
-            return lr * (epoch + 1) / math.ceil(s.warmup_epochs)
-        t = (epoch - s.warmup_epochs) / max(1.0, cfg.train.epochs - s.warmup_epochs)
-        return s.min_lr + (lr - s.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-    return lr
-
-
 def build_optimizer(cfg: ExperimentConfig, model: Sequential) -> Optimizer:
-    o = cfg.optim
-    if o.name == "sgd":
-        return OPTIMIZERS["sgd"](model.params(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
-                                 weight_decay=o.weight_decay)
-    return OPTIMIZERS[o.name](model.params(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    """`optim.name`'s NumPy optimiser, with the keyword arguments the torch engine's takes."""
+    return OPTIMIZERS[cfg.optim.name](model.params(), **optimizer_kwargs(cfg.optim))
+
+
+def apply_schedule(optimizer: Optimizer, schedule: Schedule, step: int) -> None:
+    """Set the schedule's rate (and OneCycle's momentum) for optimiser step `step`, as the torch loop does."""
+    optimizer.lr = schedule.lr(step)
+    momentum = schedule.momentum(step)
+    if momentum is not None and hasattr(optimizer, "betas"):
+        optimizer.betas = (momentum, optimizer.betas[1])
+    elif momentum is not None:
+        optimizer.momentum = momentum
 
 
 def rng_states(model: Sequential, shuffle: np.random.Generator) -> dict[str, Any]:
@@ -120,6 +110,7 @@ def _train(run: Run, resume: bool, echo: bool) -> None:
     model = build_mlp(inputs["train"].shape[1], cfg.model.hidden, len(data.classes), cfg.model.activation,
                       cfg.model.batchnorm, cfg.model.dropout, seed=cfg.seed)
     optimizer = build_optimizer(cfg, model)
+    schedule = Schedule(cfg, steps_per_epoch(len(inputs["train"]), cfg.data.batch_size))
     shuffle = np.random.default_rng(cfg.seed)
     best = best_tracker(cfg)
     last = run.checkpoints / "last.npz"
@@ -128,6 +119,7 @@ def _train(run: Run, resume: bool, echo: bool) -> None:
         meta = load_weights(model, last, optimizer=optimizer)
         set_rng_states(model, shuffle, meta["rng"])
         best.load_state(meta["best"])
+        schedule.load_state_dict(meta.get("schedule"))
         start_epoch = meta["epoch"] + 1
         run.truncate_history(start_epoch)
     params = sum(p.size for p in model.params().values())
@@ -137,18 +129,22 @@ def _train(run: Run, resume: bool, echo: bool) -> None:
     has_val = len(data.labels["val"]) > 0
     stopped_early = False
     log = EpochLog(run, echo=echo)
+    apply_schedule(optimizer, schedule, start_epoch * schedule.steps_per_epoch)
     for epoch in range(start_epoch, cfg.train.epochs):
-        optimizer.lr = learning_rate(cfg, epoch)
+        first = epoch * schedule.steps_per_epoch
         start = time.perf_counter()
         stats = fit_epoch(model, softmax_cross_entropy, optimizer, inputs["train"], data.labels["train"],
-                          cfg.data.batch_size, shuffle)
+                          cfg.data.batch_size, shuffle, lambda k: apply_schedule(optimizer, schedule, first + k))
         seconds = time.perf_counter() - start
         val = evaluate(model, data, inputs, "val", cfg.eval.top_k) if has_val else None
         value = val[best.metric] if val is not None else None
+        schedule.end_epoch(value)
+        apply_schedule(optimizer, schedule, first + schedule.steps_per_epoch)  # lr: the next step's rate
         row = epoch_row(epoch, optimizer.lr, stats, val, seconds, stats["samples"] / seconds)
         best.update(run, epoch, value, lambda path: save_model(path, model, meta={"epoch": epoch}), suffix=".npz")
         save_model(last, model, optimizer=optimizer,
-                   meta={"epoch": epoch, "rng": rng_states(model, shuffle), "best": best.state()})
+                   meta={"epoch": epoch, "rng": rng_states(model, shuffle), "best": best.state(),
+                         "schedule": schedule.state_dict()})
         run.append_history(row)
         log(row)
         if stop_early(cfg, best):
@@ -170,7 +166,6 @@ def _train(run: Run, resume: bool, echo: bool) -> None:
 
 def evaluate(model: Sequential, data: DataBundle, inputs: dict[str, np.ndarray], split: str, k: int,
              probs: np.ndarray | None = None) -> dict[str, float]:
+    """Metrics of one split, as the torch engine's `evaluation.evaluate` reports them."""
     probs = predict_proba(model, inputs[split]) if probs is None else probs
-    report = classification_report(data.labels[split], probs, ids=data.ids[split], k=k)
-    report["loss"] = report["log_loss"]
-    return report
+    return evaluation_report(data.labels[split], probs, ids=data.ids[split], k=k)

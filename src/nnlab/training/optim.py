@@ -1,14 +1,16 @@
-"""Optimisers, learning-rate schedules and layer freezing of the torch loop, built from the config."""
+"""Optimisers and layer freezing of the torch loop, built from the config; the learning rate of every
+step comes from `training/schedule.py`, which the NumPy engine uses too."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
 
-from nnlab.config import ExperimentConfig, higher_is_better
+from nnlab.config import ExperimentConfig
 from nnlab.errors import NnlabError
+from nnlab.training.schedule import Schedule, optimizer_kwargs
+
+TORCH_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
 def freeze_layers(model: nn.Module, freeze_first: int = 0, train_last: int | None = None) -> None:
@@ -23,40 +25,19 @@ def freeze_layers(model: nn.Module, freeze_first: int = 0, train_last: int | Non
 
 
 def build_optimizer(cfg: ExperimentConfig, model: nn.Module) -> torch.optim.Optimizer:
-    o = cfg.optim
+    """`optim.name`'s torch optimiser over the trainable parameters (the NumPy engine's takes the same kwargs)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise NnlabError("every parameter is frozen (train.freeze_first / train.train_last): nothing to train")
-    if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
-    if o.name == "adam":
-        return torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-    return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    return TORCH_OPTIMIZERS[cfg.optim.name](params, **optimizer_kwargs(cfg.optim))
 
 
-def build_scheduler(cfg: ExperimentConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-    """Per-step schedules (cosine, onecycle) and per-epoch ones (step, plateau); None for constant."""
-    s, epochs = cfg.schedule, cfg.train.epochs
-    total = max(1, epochs * steps_per_epoch)
-    if s.name == "cosine":
-        warmup = int(s.warmup_epochs * steps_per_epoch)
-        floor = s.min_lr / cfg.optim.lr
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            t = (step - warmup) / max(1, total - warmup)
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    if s.name == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.optim.lr, total_steps=total)
-    if s.name == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
-    if s.name == "plateau":
-        mode = "max" if higher_is_better(cfg.eval.main_metric) else "min"
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=s.factor, patience=s.patience)
-    return None
-
-
-STEP_SCHEDULES = ("cosine", "onecycle")
+def apply_schedule(optimizer: torch.optim.Optimizer, schedule: Schedule, step: int) -> None:
+    """Set every parameter group to the schedule's rate (and OneCycle's momentum) for optimiser step `step`."""
+    lr, momentum = schedule.lr(step), schedule.momentum(step)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        if momentum is not None and "betas" in group:
+            group["betas"] = (momentum, *group["betas"][1:])
+        elif momentum is not None:
+            group["momentum"] = momentum
