@@ -213,3 +213,64 @@ def test_list_images_kinds(folders, tmp_path):
     assert list_images([one.paths[0], one.paths[1]]).paths == one.paths[:2]
     with pytest.raises(DataError, match="no such file"):
         list_images([tmp_path / "missing.png"])
+
+
+def test_gallery_build_refuses_to_replace_a_gallery_without_overwrite(model, folders, tmp_path):
+    from nnlab.cli import app
+
+    export = str(faces_export())
+    out = tmp_path / "g"
+    runner = CliRunner()
+    first = runner.invoke(app, ["gallery", "build", export, str(folders["enrol"]), "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    one = tmp_path / "one"
+    shutil.copytree(folders["enrol"] / sorted(p.name for p in folders["enrol"].iterdir())[0], one / "someone")
+    again = runner.invoke(app, ["gallery", "build", export, str(one), "--out", str(out)])
+    assert isinstance(again.exception, NnlabError) and "--overwrite" in str(again.exception)
+    assert len(Gallery.load(out).identities) == 10  # untouched
+    replaced = runner.invoke(app, ["gallery", "build", export, str(one), "--out", str(out), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert Gallery.load(out).identities == ["someone"]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    bad = runner.invoke(app, ["gallery", "build", export, str(one), "--out", str(tmp_path / "mine"), "--overwrite"])
+    assert isinstance(bad.exception, NnlabError) and (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_a_kill_at_any_write_of_gallery_add_leaves_the_old_or_the_new_gallery(model, gallery, folders, tmp_path,
+                                                                            monkeypatch):
+    """What a kill leaves is the disk at that moment: the gallery folder is copied at every write point of
+    one `add` and must load as the old or the new gallery; one real SIGKILL checks the same end to end."""
+    import subprocess
+
+    from nnlab import fileio
+    from nnlab.inference import gallery as gallery_mod
+
+    path = gallery.save(tmp_path / "g")
+    old = (len(gallery), list(gallery.identities))
+    newcomers = tmp_path / "new"
+    shutil.copytree(folders["probes"] / sorted(p.name for p in folders["probes"].iterdir())[0], newcomers / "newbie")
+    snapshots = []
+
+    def snapshot(name: str) -> None:
+        where = tmp_path / f"snap-{len(snapshots)}-{name}"
+        shutil.copytree(path, where)
+        snapshots.append(where)
+
+    monkeypatch.setattr(fileio, "kill_point", snapshot)
+    monkeypatch.setattr(gallery_mod, "kill_point", snapshot)
+    grown = Gallery.load(path)
+    grown.add(model, newcomers)
+    grown.save(path, overwrite=True)
+    new = (len(grown), list(grown.identities))
+    assert len(snapshots) >= 4  # embeddings, meta (tmp and renamed), the swap
+    seen = {(len(g), tuple(g.identities)) for g in map(Gallery.load, snapshots)}
+    assert seen <= {(old[0], tuple(old[1])), (new[0], tuple(new[1]))} and len(seen) == 2
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # nothing left beside it
+    # the process boundary is what this part tests: a real SIGKILL at the last write before the swap
+    env = dict(__import__("os").environ, NNLAB_TEST_KILL_AT="gallery-meta-written:1")
+    killed = subprocess.run([sys.executable, "-m", "nnlab", "gallery", "add", str(faces_export()), str(path),
+                             str(newcomers)], env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    after = Gallery.load(path)
+    assert (len(after), list(after.identities)) == new  # the gallery as it was before the killed add

@@ -196,10 +196,12 @@ def replace_dir(new: Path, path: Path) -> None:
         os.replace(new, path)
         return
     if _exchange(new, path):
+        kill_point("folder-swapped")
         shutil.rmtree(new)  # `new` now holds the old content
         return
     old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
     os.replace(path, old / "content")
+    kill_point("folder-swapped")
     os.replace(new, path)
     shutil.rmtree(old, ignore_errors=True)
 

@@ -10,6 +10,7 @@ import typer
 
 from nnlab.cli.app import app
 from nnlab.errors import NnlabError
+from nnlab.fileio import check_output_dir
 
 gallery_app = typer.Typer(no_args_is_help=True, help="Galleries of enrolled people: build one, add people.")
 app.add_typer(gallery_app, name="gallery")
@@ -41,13 +42,16 @@ def embed(model_path: Path = typer.Argument(..., metavar="MODEL", help=MODEL_HEL
 def gallery_build(model_path: Path = typer.Argument(..., metavar="MODEL", help=MODEL_HELP),
                   folder: Path = typer.Argument(..., help="One sub-folder of images per person."),
                   out: Path = typer.Option(..., "--out", help="Gallery directory to write."),
-                  batch_size: int = typer.Option(64, "--batch-size", min=1, help=BATCH_HELP)) -> None:
+                  batch_size: int = typer.Option(64, "--batch-size", min=1, help=BATCH_HELP),
+                  overwrite: bool = typer.Option(False, "--overwrite", help="Replace a gallery already at --out "
+                                                 "(any other non-empty folder is refused).")) -> None:
     """Enrol the people of a folder in a new gallery."""
-    from nnlab.inference.gallery import build_gallery  # heavy (torch)
+    from nnlab.inference.gallery import GALLERY_FOLDER, build_gallery  # heavy (torch)
     from nnlab.inference.image_model import load_image_model  # heavy (torch)
 
+    check_output_dir(out, GALLERY_FOLDER, overwrite)  # before the images are embedded
     gallery = build_gallery(load_image_model(model_path), folder, batch_size)
-    gallery.save(out)
+    gallery.save(out, overwrite=overwrite)
     typer.echo(f"gallery of {len(gallery.identities)} people ({len(gallery)} images) -> {out}")
 
 
@@ -65,7 +69,7 @@ def gallery_add(model_path: Path = typer.Argument(..., metavar="MODEL", help=MOD
     gallery.check_model(model, str(gallery_dir))
     before = len(gallery.identities)
     added = gallery.add(model, folder, batch_size)
-    gallery.save(gallery_dir)
+    gallery.save(gallery_dir, overwrite=True)
     typer.echo(f"added {added} images ({len(gallery.identities) - before} new people); "
                f"the gallery holds {len(gallery.identities)} people -> {gallery_dir}")
 

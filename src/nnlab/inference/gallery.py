@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from nnlab.errors import DataError, NnlabError
-from nnlab.fileio import atomic_write_text
+from nnlab.fileio import OutputKind, atomic_write_text, kill_point, staged_output_dir
 from nnlab.inference.embed import embed_files, list_images
 from nnlab.inference.image_model import ImageModel
 from nnlab.inference.search import make_index
@@ -41,6 +41,8 @@ from nnlab.version import __version__
 
 FORMAT = "nnlab-gallery"
 FORMAT_VERSION = 1
+#: a gallery folder as `Gallery.save` writes it (see `fileio.check_output_dir`)
+GALLERY_FOLDER = OutputKind("gallery", "gallery.json", frozenset({"gallery.json", "embeddings.npz"}))
 UNKNOWN = "unknown"
 MAX_NEIGHBOURS = 64  # neighbours fetched per query to find the best and runner-up identities
 
@@ -160,20 +162,22 @@ class Gallery:
         return Match(best if sim >= threshold else UNKNOWN, sim, best, runner, runner_s)
 
     # ------------------------------------------------------------------ files
-    def save(self, folder: str | os.PathLike) -> Path:
+    def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the gallery to `folder` as a whole: built beside it, then swapped in, so that a kill at
+        any moment leaves the old gallery or the new one. An existing gallery is replaced only with
+        `overwrite` (`gallery add` passes it); any other non-empty folder never."""
         folder = Path(folder)
-        if folder.exists() and any(folder.iterdir()) and not (folder / "gallery.json").is_file():
-            raise NnlabError(f"{folder}: exists and is not a gallery; choose an empty or new --out")
-        folder.mkdir(parents=True, exist_ok=True)
         if self.embeddings is None:
             raise DataError("the gallery is empty; nothing to save")
-        tmp = folder / "embeddings.tmp.npz"
-        np.savez(tmp, embeddings=self.embeddings, labels=self.labels, means=self.means())
-        os.replace(tmp, folder / "embeddings.npz")
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "nnlab_version": __version__,
                 "model": self.model, "fingerprint": self.fingerprint, "dimension": self.dimension,
                 "images": len(self), "identities": self.identities, "paths": self.paths}
-        atomic_write_text(folder / "gallery.json", json.dumps(meta, indent=1) + "\n")
+        with staged_output_dir(folder, GALLERY_FOLDER, overwrite) as tmp:
+            with open(tmp / "embeddings.npz", "wb") as fh:
+                np.savez(fh, embeddings=self.embeddings, labels=self.labels, means=self.means())
+            kill_point("gallery-embeddings-written")
+            atomic_write_text(tmp / "gallery.json", json.dumps(meta, indent=1) + "\n")
+            kill_point("gallery-meta-written")
         return folder
 
     @classmethod
