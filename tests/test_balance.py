@@ -69,3 +69,27 @@ def test_cap_holds_at_kaggle_shape_and_rows_stay_in_place():
 def test_impossible_share_is_a_clear_error():
     with pytest.raises(DataError, match="cannot hold"):
         balanced_top_k(np.full((5, 2), 0.5), k=1, share=2)
+
+
+def test_balance_never_changes_a_first_choice_when_no_class_is_over_its_cap():
+    from nnlab.inference.balance import balanced_top_k
+
+    # one cat drawing predicted "cat dog banana" stays so (it became "apple banana bee" before)
+    classes = ["apple", "banana", "bee", "cat", "dog"]
+    probs = np.array([[0.02, 0.08, 0.01, 0.75, 0.14]])
+    out = balanced_top_k(probs, 3)
+    assert [classes[i] for i in out.top[0]] == ["cat", "dog", "banana"] and out.changed_top == 0
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # fewer rows than classes, each with its own first choice: nothing to balance
+        c = int(rng.integers(5, 60))
+        n = int(rng.integers(1, c))
+        p = rng.dirichlet(np.full(c, 0.3), size=n)
+        first = p.argmax(axis=1)
+        if np.bincount(first, minlength=c).max() > 1:
+            continue
+        got = balanced_top_k(p, 3)
+        assert (got.top[:, 0] == first).all() and got.changed_first == 0
+    # a class over its cap is still balanced
+    over = np.tile([0.9, 0.05, 0.05], (6, 1)) + rng.uniform(0, 0.01, (6, 3))
+    got = balanced_top_k(over / over.sum(axis=1, keepdims=True), 1)
+    assert np.bincount(got.top[:, 0], minlength=3).max() == 2

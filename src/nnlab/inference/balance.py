@@ -6,6 +6,7 @@ Two steps, each a well-known method:
 1. Per-class thresholds by matrix scaling (Sinkhorn-Knopp): find one offset per class such that the
    softened assignments softmax((log p - offset) / T) give every class the same expected number of
    rows. A few dozen matrix-vector products at Kaggle's 112,199 x 340.
+   Where no class is over its cap to begin with, the plain top-k is kept as it is.
 2. A capacity repair: each class is allowed `share` = ceil(N / C) first choices; a class still over it
    hands its least confident rows (smallest loss of adjusted score) to their best class with room.
 
@@ -52,13 +53,17 @@ def balanced_top_k(probs: np.ndarray, k: int, share: int | None = None) -> Balan
     share = math.ceil(n / c) if share is None else int(share)
     if share * c < n:
         raise DataError(f"balance: {c} classes x {share} rows each cannot hold {n} rows")
+    plain = metrics.top_k(p, min(k, c))
+    if np.bincount(plain[:, 0], minlength=c).max() <= share:
+        # no class is over its cap: nothing to balance (offsets fitted to n / c < 1 row per class would
+        # only scramble confident answers, e.g. one drawing among 340 classes)
+        return Balanced(top=plain, offsets=np.zeros(c), share=share, changed_first=0, changed_top=0)
     scores = np.log(np.maximum(p, 1e-30))
     offsets = class_offsets(scores, n / c)
     adjusted = scores - offsets
     first = cap_first_choices(adjusted, share)
     adjusted[np.arange(n), first] = np.inf  # the capped choice first, then the best of the rest
     top = metrics.top_k(adjusted, min(k, c))
-    plain = metrics.top_k(p, min(k, c))
     return Balanced(top=top, offsets=offsets, share=share, changed_first=int((top[:, 0] != plain[:, 0]).sum()),
                     changed_top=int((top != plain).any(axis=1).sum()))
 
