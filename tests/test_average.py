@@ -98,3 +98,18 @@ def test_asking_for_more_checkpoints_than_kept_is_a_clear_error(trained, tmp_pat
         average_run(trained.path, tmp_path / "x", best=5)
     with pytest.raises(NnlabError, match="exactly one"):
         average_run(trained.path, tmp_path / "y")
+
+
+def test_keep_last_keeps_the_last_epochs_by_number_past_epoch_999(tmp_path):
+    import torch
+
+    from nnlab.config import validate
+    from nnlab.runs.run import Run
+    from nnlab.training.checkpoint import epoch_checkpoints, keep_epoch_weights
+
+    run = Run.create(validate({"name": "k", "train": {"keep_last": 2}}), tmp_path / "run")
+    run.release()
+    weights = {"w": torch.zeros(1)}
+    for epoch in (997, 998, 999, 1000, 1001):  # files epoch-e998.pt ... epoch-e1002.pt
+        keep_epoch_weights(run, epoch, weights)
+    assert [p.name for p in epoch_checkpoints(run)] == ["epoch-e1001.pt", "epoch-e1002.pt"]

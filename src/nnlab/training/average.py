@@ -24,7 +24,7 @@ from nnlab.evaluation.results import write_results
 from nnlab.models import build_model, count_parameters
 from nnlab.runs.run import Run, atomic_save
 from nnlab.runs.trained import trained_weights
-from nnlab.training.checkpoint import load_checkpoint
+from nnlab.training.checkpoint import epoch_checkpoints, load_checkpoint
 from nnlab.training.epochs import run_metrics
 
 BN_BATCHES = 200  # training batches that re-estimate the BatchNorm statistics of the averaged weights
@@ -63,7 +63,7 @@ def chosen_checkpoints(run: Run, best: int | None, last: int | None) -> list[Pat
         # best first, later epochs first among equals: the order Run.best_checkpoint picks by
         metas = sorted(metas, key=lambda m: (sign * m["value"], m["epoch"]), reverse=True)[:best]
         return [run.checkpoints / m["file"] for m in sorted(metas, key=lambda m: m["epoch"])]
-    files = sorted(run.checkpoints.glob("epoch-e*.pt"))
+    files = epoch_checkpoints(run)
     if len(files) < last:
         raise NnlabError(f"{run.path}: {len(files)} epoch checkpoints kept, {last} asked; train with "
                          f"train.keep_last >= {last}")

@@ -3,6 +3,7 @@ state) and the best k by the main metric, written atomically."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,14 @@ def keep_epoch_weights(run: Run, epoch: int, weights: dict[str, Any]) -> None:
     if not keep:
         return
     atomic_save({"epoch": epoch, "model": weights}, run.checkpoints / f"epoch-e{epoch + 1:03d}.pt")
-    for old in sorted(run.checkpoints.glob("epoch-e*.pt"))[:-keep]:
+    for old in epoch_checkpoints(run)[:-keep]:
         old.unlink(missing_ok=True)
+
+
+def epoch_checkpoints(run: Run) -> list[Path]:
+    """The kept epoch-e<k>.pt files in epoch order (by number: e1000 comes after e999)."""
+    found = [(p, re.fullmatch(r"epoch-e(\d+)\.pt", p.name)) for p in run.checkpoints.glob("epoch-e*.pt")]
+    return [p for p, m in sorted(((p, m) for p, m in found if m), key=lambda pm: int(pm[1].group(1)))]
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
