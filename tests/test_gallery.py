@@ -274,3 +274,23 @@ def test_a_kill_at_any_write_of_gallery_add_leaves_the_old_or_the_new_gallery(mo
     assert killed.returncode == -9, killed.stderr
     after = Gallery.load(path)
     assert (len(after), list(after.identities)) == new  # the gallery as it was before the killed add
+
+
+def test_embed_and_identify_outputs_say_what_they_wrote_and_quote_formulas(model, gallery, folders, tmp_path):
+    from nnlab.inference.embed import save_embeddings
+    from nnlab.inference.gallery import Match, write_matches
+
+    files = list_images([folders["enrol"]])
+    emb = embed_files(model, files.paths[:2])
+    written = save_embeddings(tmp_path / "emb", type(files)(files.paths[:2], files.labels[:2]), emb, model.fingerprint)
+    assert written == tmp_path / "emb.npz" and written.is_file() and not (tmp_path / "emb").exists()
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(DataError, match="is a folder"):
+        save_embeddings(tmp_path / "folder", files, emb, model.fingerprint)
+    with pytest.raises(DataError, match="is a folder"):
+        write_matches(tmp_path / "folder", [], [])
+    m = Match("=HYPERLINK(\"x\")", 0.9, "=HYPERLINK(\"x\")", "@SUM(A1)", 0.5)
+    out = write_matches(tmp_path / "m.csv", [tmp_path / "a.png"], [m], ["-1+1"])
+    rows = list(csv.reader(out.open()))
+    assert rows[1][1:3] == ["'-1+1", "'=HYPERLINK(\"x\")"] and rows[1][5] == "'@SUM(A1)"
+    assert not list(tmp_path.glob("*.tmp"))

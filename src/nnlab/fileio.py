@@ -66,6 +66,29 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return path
 
 
+def check_output_file(path: Path, option: str = "--out") -> Path:
+    """Refuse, with one line, an output file that names a folder or a missing parent that is a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{option} {path}: is a folder; give the name of a file to write")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise DataError(f"{option} {path}: {path.parent} is a file, not a folder")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, mode: str = "w", **open_args) -> Iterator:
+    """An open temporary file beside `path` that replaces `path` when the block ends without error;
+    on an error (a full disk: one DataError) the temporary file is removed and `path` is as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = temp_file_beside(path)
+    with disk_full_guard(path, Path(tmp), kept=f"{path.name} is as it was"):
+        with open(fd, mode, **open_args) as fh:
+            yield fh
+        os.replace(tmp, path)
+
+
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 # what torch's C++ writer says when a write fails (it keeps no errno)
 _WRITE_FAILED = ("basic_ios::clear", "file write failed", "No space left on device", "unexpected pos")

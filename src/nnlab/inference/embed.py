@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from nnlab.errors import DataError
+from nnlab.fileio import atomic_output, check_output_file
 from nnlab.inference.image_model import BATCH, MAX_PIXELS, ImageModel
 from nnlab.ingest.image_files import IMAGE_SUFFIXES, read_image
 from nnlab.ingest.images import load_folder_source
@@ -73,13 +74,16 @@ def embed_files(model: ImageModel, paths: Sequence[Path], batch_size: int = BATC
 
 
 def save_embeddings(path: str | os.PathLike, files: ImageFiles, embeddings: np.ndarray, fingerprint: str) -> Path:
-    """Write an embeddings file (see the module docstring)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write an embeddings file (see the module docstring); `.npz` is added to a name without it (as
+    numpy would), and the path returned is the file written."""
+    path = check_output_file(Path(path))
+    if path.suffix != ".npz":
+        path = check_output_file(path.with_name(path.name + ".npz"))
     labels = files.labels if files.labels is not None else [""] * len(files.paths)
-    np.savez(path, embeddings=np.asarray(embeddings, dtype=np.float32),
-             paths=np.asarray([str(p) for p in files.paths], dtype=str), labels=np.asarray(labels, dtype=str),
-             fingerprint=np.asarray(fingerprint))
+    with atomic_output(path, "wb") as fh:
+        np.savez(fh, embeddings=np.asarray(embeddings, dtype=np.float32),
+                 paths=np.asarray([str(p) for p in files.paths], dtype=str), labels=np.asarray(labels, dtype=str),
+                 fingerprint=np.asarray(fingerprint))
     return path
 
 

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from nnlab.errors import DataError, NnlabError
-from nnlab.fileio import OutputKind, atomic_write_text, kill_point, staged_output_dir
+from nnlab.fileio import (OutputKind, atomic_output, atomic_write_text, check_output_file, kill_point,
+                          staged_output_dir)
 from nnlab.inference.embed import embed_files, list_images
 from nnlab.inference.image_model import ImageModel
 from nnlab.inference.search import make_index
@@ -231,17 +232,18 @@ def identify_files(model: ImageModel, gallery: Gallery, paths: Sequence[Path], t
 
 def write_matches(path: str | os.PathLike, paths: Sequence[Path], matches: Sequence[Match],
                   labels: Sequence[str] | None = None) -> Path:
-    """CSV: path, [label], identity (or unknown), similarity, best, runner_up, runner_up_similarity."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """CSV: path, [label], identity (or unknown), similarity, best, runner_up, runner_up_similarity.
+    Names that a spreadsheet would run as a formula (=, +, -, @ first) are written with a leading '."""
+    path = check_output_file(Path(path))
     fmt = lambda x: "" if x is None else f"{x:.6f}"
-    with path.open("w", newline="") as fh:
+    cell = lambda text: f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    with atomic_output(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", *(["label"] if labels is not None else []), "identity", "similarity", "best",
                          "runner_up", "runner_up_similarity"])
         for i, (p, m) in enumerate(zip(paths, matches, strict=True)):
-            writer.writerow([str(p), *([labels[i]] if labels is not None else []), m.identity, fmt(m.similarity),
-                             m.best, m.runner_up or "", fmt(m.runner_up_similarity)])
+            writer.writerow([cell(str(p)), *([cell(labels[i])] if labels is not None else []), cell(m.identity),
+                             fmt(m.similarity), cell(m.best), cell(m.runner_up or ""), fmt(m.runner_up_similarity)])
     return path
 
 
