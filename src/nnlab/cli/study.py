@@ -31,7 +31,7 @@ def study(config: Path = typer.Argument(..., help="Experiment TOML file (its stu
     Example: nnlab study recipes/lenet-ablation-digits.toml --seeds 2 --set train.epochs=3
     """
     from nnlab.api import study as run_study  # heavy (torch): imported when the command runs
-    from nnlab.study.report import format_tables  # heavy (torch): imported when the command runs
+    from nnlab.studies.report import format_tables  # heavy (torch): imported when the command runs
 
     def announce(plan) -> None:
         typer.echo(f"study directory: {plan.out} ({len(plan.variants)} variants x {len(plan.settings.seeds)} seeds)")

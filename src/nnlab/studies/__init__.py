@@ -13,8 +13,8 @@ The study only calls `nnlab.training.fit` per cell, so any experiment works: mod
 learning-rate sweeps, loss comparisons, the NumPy engine.
 """
 
-from nnlab.study.execute import run_study
-from nnlab.study.plan import Study, plan_study
-from nnlab.study.report import format_tables, write_report
+from nnlab.studies.execute import run_study
+from nnlab.studies.plan import Study, plan_study
+from nnlab.studies.report import format_tables, write_report
 
 __all__ = ["Study", "format_tables", "plan_study", "run_study", "write_report"]
