@@ -63,3 +63,27 @@ def test_dir_lists_the_lazy_api_before_it_is_loaded():
     names = done.stdout.split()
     for name in ("fit", "load_run", "study", "resume", "lr_find", "make_config", "TrainedRun", "NnlabError"):
         assert name in names
+
+
+TINY_DIGITS = {"name": "tiny-digits", "seed": 0,
+               "data": {"kind": "digits", "image_size": 8, "channels": 1, "batch_size": 256},
+               "model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 1}}
+
+
+def pngs(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in (run_dir / "plots").glob("*.png"))
+
+
+def test_nnlab_plots_0_skips_the_plots_of_a_runs_end_and_nothing_else(tmp_path, monkeypatch):
+    import nnlab
+
+    monkeypatch.setenv("NNLAB_PLOTS", "0")
+    quiet = nnlab.fit(TINY_DIGITS, out=tmp_path / "quiet", echo=False)
+    assert pngs(quiet.path) == []
+    assert (quiet.path / "metrics.json").is_file() and (quiet.path / "predictions" / "test.csv").is_file()
+    assert quiet.plot_history().axes  # a plot asked for is still drawn
+
+    monkeypatch.delenv("NNLAB_PLOTS")  # the default: plots are written
+    drawn = nnlab.fit(TINY_DIGITS, out=tmp_path / "drawn", echo=False)
+    assert {"history.png", "confusion.png"} <= set(pngs(drawn.path))
+    assert drawn.metrics["test"] == quiet.metrics["test"]  # the same run, plots aside
