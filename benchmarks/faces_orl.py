@@ -52,9 +52,9 @@ def main() -> int:
         return 2
 
     from nnlab.config import load_config
-    from nnlab.study.execute import run_study
-    from nnlab.study.plan import plan_study
-    from nnlab.study.report import format_tables
+    from nnlab.studies.execute import run_study
+    from nnlab.studies.plan import plan_study
+    from nnlab.studies.report import format_tables
 
     grid = load_config(RECIPE).study.grid
     wanted = [v.strip() for v in args.variants.split(",") if v.strip()]

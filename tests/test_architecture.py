@@ -26,7 +26,7 @@ LAYERS = [
     ("runs",),
     ("evaluation",),
     ("training",),
-    ("inference", "study"),
+    ("inference", "studies"),
     ("cli", "serve", "api", "__main__", "nnlab"),
 ]
 LEVEL = {name: k for k, names in enumerate(LAYERS) for name in names}

@@ -132,7 +132,7 @@ def test_disk_full_while_checkpointing_keeps_the_previous_one(run_copy, monkeypa
         open(path, "wb").write(b"partial")
         raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0")
 
-    monkeypatch.setattr(run_mod.torch, "save", torch_save)
+    monkeypatch.setattr(torch, "save", torch_save)  # atomic_save imports torch when it runs
     with pytest.raises(DataError, match="last.pt: the disk is full.*previous last.pt is kept"):
         run_mod.atomic_save({"x": 1}, last)
     assert last.read_bytes() == before and not list(run_copy.checkpoints.glob("*.tmp"))

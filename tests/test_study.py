@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from nnlab.cli.app import app
 from nnlab.config import load_config
 from nnlab.errors import ConfigError
-from nnlab.study.execute import run_study
-from nnlab.study.plan import cell_state, parse_grid_option, plan_study
-from nnlab.study.stats import holm, verdict, welch
+from nnlab.studies.execute import run_study
+from nnlab.studies.plan import cell_state, parse_grid_option, plan_study
+from nnlab.studies.stats import holm, verdict, welch
 from nnlab.training import fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,7 +238,7 @@ def test_a_finished_cell_with_another_config_is_not_mixed_in(tmp_path):
 
 
 def test_best_variant_is_chosen_on_validation_never_on_test():
-    from nnlab.study.report import best_by_val
+    from nnlab.studies.report import best_by_val
 
     table = {"lr=0.1": {"val_mean": 0.80}, "lr=0.01": {"val_mean": 0.90}, "lr=0.001": {"val_mean": float("nan")}}
     assert best_by_val(table, higher=True) == "lr=0.01"

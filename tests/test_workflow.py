@@ -317,9 +317,9 @@ def test_runs_lists_status_metric_and_age_and_removes_failed(cli_run, tmp_path):
 
 def test_study_verdicts_use_holm_and_flag_a_variant_at_chance(tmp_path):
     from nnlab.config import StudyConfig
-    from nnlab.study.plan import Cell, CellOutcome, Study
-    from nnlab.study.report import collect, format_report
-    from nnlab.study.stats import holm, welch
+    from nnlab.studies.plan import Cell, CellOutcome, Study
+    from nnlab.studies.report import collect, format_report
+    from nnlab.studies.stats import holm, welch
 
     values = {"a": [0.90, 0.91, 0.93], "b": [0.86, 0.88, 0.89], "c": [0.10, 0.09, 0.12], "d": [0.905, 0.915, 0.92]}
     cfg = validate({"name": "s"})

@@ -6,7 +6,7 @@ use: torch takes seconds to load, and `nnlab data ...` runs without it."""
 from nnlab.errors import ConfigError, DataError, ModelError, NnlabError, TrainingError
 from nnlab.version import __version__
 
-API = ("Predictions", "Run", "StudyResult", "fit", "load_run", "lr_find", "make_config", "resume", "study")
+API = ("Predictions", "StudyResult", "TrainedRun", "fit", "load_run", "lr_find", "make_config", "resume", "study")
 
 __all__ = ["ConfigError", "DataError", "ModelError", "NnlabError", "TrainingError", "__version__", *API]
 
@@ -18,3 +18,8 @@ def __getattr__(name: str):
 
         return getattr(nnlab.api, name)
     raise AttributeError(f"module 'nnlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names and the lazy API's, so that tab completion offers `nnlab.fit` before first use."""
+    return sorted(set(globals()) | set(API))

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import csv
 import os
-import sys
-import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +36,9 @@ from nnlab.progress import plural
 from nnlab.runs import plots
 from nnlab.runs import run as rundir
 from nnlab.strokes.drawing import Drawing, PackedSource, StrokeBatch
-from nnlab.study.execute import StudyOutcome, run_study
-from nnlab.study.plan import plan_study
-from nnlab.study.report import format_tables
+from nnlab.studies.execute import StudyOutcome, run_study
+from nnlab.studies.plan import plan_study
+from nnlab.studies.report import format_tables
 from nnlab.training import fit as train
 from nnlab.training.lr_find import LRFindResult, lr_find_for
 
@@ -93,8 +91,9 @@ class Predictions:
         return f"Predictions({len(self)} inputs; {shown}{', ...' if len(self) > 5 else ''})"
 
 
-class Run:
-    """A run directory as an object: its config, metrics, history, predictions and plots."""
+class TrainedRun:
+    """The API's handle on a run directory (finished or not): its config, metrics, history, predictions and
+    plots. `runs.run.Run` is the directory itself, as training writes it; this reads it and predicts with it."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.dir = rundir.Run.open(path)
@@ -158,11 +157,11 @@ class Run:
         final = "test" if "test" in m else "val"
         metric = self.config.eval.main_metric
         score = f", {final} {metric} {m[final][metric]:.4f}" if metric in m.get(final, {}) else ""
-        return f"Run({str(self.path)!r}, {len(self.history)} epochs{score})"
+        return f"TrainedRun({str(self.path)!r}, {len(self.history)} epochs{score})"
 
 
 def fit(config: ConfigLike, overrides: Overrides = None, out: str | os.PathLike | None = None,
-        announce: Callable[[Run], None] | None = None, echo: bool = True) -> Run:
+        announce: Callable[[Path], None] | None = None, echo: bool = True) -> TrainedRun:
     """Train an experiment into a new run directory (default runs/<name>-<timestamp>) and return it.
 
     Prints one line per epoch (also in RUN/train.log) unless `echo` is False; `announce(path)` is called
@@ -172,7 +171,7 @@ def fit(config: ConfigLike, overrides: Overrides = None, out: str | os.PathLike 
         run = train(cfg, out=out, announce=(lambda r: announce(r.path)) if announce else None, echo=echo)
     except NnlabError as exc:
         raise _naming(exc, config) from exc
-    return Run(run.path)
+    return TrainedRun(run.path)
 
 
 def _naming(exc: NnlabError, config: ConfigLike) -> NnlabError:
@@ -183,16 +182,16 @@ def _naming(exc: NnlabError, config: ConfigLike) -> NnlabError:
     return type(exc)(f"{source}: {exc}")
 
 
-def load_run(path: str | os.PathLike) -> Run:
+def load_run(path: str | os.PathLike) -> TrainedRun:
     """Open a run directory (finished or not)."""
-    return Run(path)
+    return TrainedRun(path)
 
 
-def resume(run: Run | str | os.PathLike, epochs: int | None = None, echo: bool = True) -> Run:
+def resume(run: TrainedRun | str | os.PathLike, epochs: int | None = None, echo: bool = True) -> TrainedRun:
     """Continue a run where its last checkpoint left it; `epochs` extends (or shortens) the plan to that many
     epochs in all, re-planning the schedule and recording the new count in its config.toml.
     A finished run that is not extended is left as it is (with a line saying so)."""
-    d = rundir.Run.open(run.path if isinstance(run, Run) else run)
+    d = rundir.Run.open(run.path if isinstance(run, TrainedRun) else run)
     finished = (d.path / "metrics.json").is_file()
     done = len(d.history())
     if epochs is not None and epochs != d.config.train.epochs:
@@ -205,9 +204,9 @@ def resume(run: Run | str | os.PathLike, epochs: int | None = None, echo: bool =
         if echo:
             print(f"{d.path} is finished ({plural(done, 'epoch')} of {d.config.train.epochs}); nothing to resume "
                   f"(extend it with `nnlab resume {d.path} --epochs N`)", flush=True)
-        return Run(d.path)
+        return TrainedRun(d.path)
     train(d.config, resume_run=d, echo=echo)
-    return Run(d.path)
+    return TrainedRun(d.path)
 
 
 def lr_find(config: ConfigLike, overrides: Overrides = None, out: str | os.PathLike | None = None,
@@ -247,8 +246,10 @@ class StudyResult:
     def failed(self) -> list[str]:
         return [f"{c.cell.label}: {c.error}" for c in self.outcome.failed]
 
-    def runs(self, variant: str) -> list[Run]:
-        return [Run(c.cell.path) for c in self.outcome.cells if c.cell.variant == variant and c.status != "failed"]
+    def runs(self, variant: str) -> list[TrainedRun]:
+        """The variant's finished or interrupted cells (the failed ones left out)."""
+        cells = self.outcome.cells
+        return [TrainedRun(c.cell.path) for c in cells if c.cell.variant == variant and c.status != "failed"]
 
     def _repr_markdown_(self) -> str:
         return format_tables(self.report)
@@ -278,17 +279,6 @@ def study(config: ConfigLike, grid: Mapping[str, Mapping[str, Any]] | Sequence[s
     if announce is not None:
         announce(plan)
     return StudyResult(run_study(plan))
-
-
-class _StudyPackage(types.ModuleType):
-    """`nnlab.study` names both the package of study modules and this API's `study`: importing the API
-    makes the package callable, so `nnlab.study(config, ...)` works while `nnlab.study.plan` still imports."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> StudyResult:
-        return study(*args, **kwargs)
-
-
-sys.modules["nnlab.study"].__class__ = _StudyPackage
 
 
 # --------------------------------------------------------------------------- inputs

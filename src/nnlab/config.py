@@ -276,7 +276,7 @@ def _check_sizes(cfg: ExperimentConfig) -> None:
                          f"{batch / 2**30:.1f} GiB of this machine's {memory / 2**30:.1f} GiB; lower one of them")
     sizes = [pixels, *cfg.model.hidden]
     params = sum(a * b for a, b in zip(sizes, sizes[1:]))
-    if cfg.model.name in ("mlp", "mlp_numpy") or cfg.engine == "numpy":
+    if cfg.model.name == "mlp" or cfg.engine == "numpy":
         if params * 4 * 4 > memory // 2:  # weights, gradients and two optimiser moments
             raise ValueError(f"model.hidden = {cfg.model.hidden}: about {params:,} parameters, more than "
                              f"{memory / 2**30:.1f} GiB of memory can train; lower the hidden sizes")

@@ -1,7 +1,8 @@
 """Core commands: run, resume, eval, predict, report, compare, summary, models.
 
 Each command imports the library it calls when it runs: torch and timm take seconds to load, and
-`nnlab data ...` must work without them."""
+`nnlab data ...` must work without them. A command that takes a config validates it (and `--set`) first,
+so that a typo answers in a second rather than after torch has loaded."""
 
 from __future__ import annotations
 
@@ -33,9 +34,10 @@ def run(config: Path = typer.Argument(..., help="Experiment TOML file."),
 
     Example: nnlab run recipes/digits-lenet.toml --set train.epochs=3
     """
+    load_config(config, set_)  # fit validates it again; this answers a typo before torch loads
     from nnlab.api import fit  # heavy (torch): imported when the command runs
     from nnlab.device import is_main_process  # heavy (torch): imported when the command runs
-    from nnlab.runs.report import format_report  # heavy (torch): imported when the command runs
+    from nnlab.runs.report import format_report  # numpy: loaded by the commands that read runs
 
     run_ = fit(config, set_, out=out, announce=_announce_run)
     if is_main_process():
@@ -52,8 +54,11 @@ def resume(run_dir: Path = typer.Argument(..., help="Run directory to continue."
 
     Example: nnlab resume runs/digits-lenet-20260101-120000 --epochs 30
     """
+    from nnlab.runs.report import format_report  # numpy: loaded by the commands that read runs
+    from nnlab.runs.run import Run  # numpy: loaded by the commands that read runs
+
+    Run.open(run_dir)  # resume opens it again; this answers a wrong folder before torch loads
     from nnlab.api import resume as resume_run  # heavy (torch): imported when the command runs
-    from nnlab.runs.report import format_report  # heavy (torch): imported when the command runs
 
     state["run_dir"] = str(run_dir)  # for main()'s "interrupted; resume with ..." line
     _echo(f"resuming {run_dir}")
@@ -117,7 +122,7 @@ def average(run_dir: Path = typer.Argument(..., help="Run directory whose checkp
                                             "(train.keep_last >= N).")) -> None:
     """Average a run's checkpoints into a new run (BatchNorm statistics recomputed), evaluated like any run.
     Example: nnlab average runs/quickdraw-1 --last 5 --out runs/quickdraw-1-avg"""
-    from nnlab.runs.report import format_report  # heavy (torch): imported when the command runs
+    from nnlab.runs.report import format_report  # numpy: loaded by the commands that read runs
     from nnlab.training.average import average_run  # heavy (torch): imported when the command runs
 
     run_ = average_run(run_dir, out, best=best, last=last)
@@ -131,8 +136,8 @@ def report(run_dir: Path = typer.Argument(..., help="Run directory.")) -> None:
 
     Example: nnlab report runs/digits-lenet-<stamp>
     """
-    from nnlab.runs.report import format_report  # heavy (torch): imported when the command runs
-    from nnlab.runs.run import Run  # heavy (torch): imported when the command runs
+    from nnlab.runs.report import format_report  # numpy: loaded by the commands that read runs
+    from nnlab.runs.run import Run  # numpy: loaded by the commands that read runs
 
     _echo(format_report(Run.open(run_dir)))
 
@@ -145,8 +150,8 @@ def compare(run_dirs: list[Path] = typer.Argument(..., help="Run directories."),
 
     Example: nnlab compare runs/* --out compare.md
     """
-    from nnlab.runs.report import compare_table  # heavy (torch): imported when the command runs
-    from nnlab.runs.run import Run  # heavy (torch): imported when the command runs
+    from nnlab.runs.report import compare_table  # numpy: loaded by the commands that read runs
+    from nnlab.runs.run import Run  # numpy: loaded by the commands that read runs
 
     table = compare_table([Run.open(p) for p in run_dirs], metric)
     if out:
@@ -161,6 +166,7 @@ def summary(config: Path = typer.Argument(..., help="Experiment TOML file."),
 
     Example: nnlab summary recipes/digits-lenet.toml
     """
+    cfg = load_config(config, set_)  # before torch loads: a typo answers at once
     from nnlab.datasets.strokes import example_input_shape, input_channels  # heavy (torch)
     from nnlab.models import (  # heavy (torch): imported when the command runs
         build_model,
@@ -168,7 +174,6 @@ def summary(config: Path = typer.Argument(..., help="Experiment TOML file."),
         summary_rows,
     )
 
-    cfg = load_config(config, set_)
     num_classes = _class_count(cfg)
     model = build_model(cfg.model, input_channels(cfg.data), num_classes, cfg.data.image_size)
     input_shape = example_input_shape(cfg.data)

@@ -1,6 +1,8 @@
 """data commands: prepare, info, export, synth, show (Quick, Draw! stroke stores).
 
-These run without torch: only `data show RUN` (a trained run's guesses) imports it, when called."""
+These run without torch: only `data show RUN` (a trained run's guesses) imports it, when called. The stores'
+modules (numba, matplotlib) are imported by the command that uses them too, so that the CLI answers
+`--help` and a config error in other commands without loading them."""
 
 from __future__ import annotations
 
@@ -10,11 +12,6 @@ import typer
 
 from nnlab.cli.app import data_app
 from nnlab.errors import NnlabError
-from nnlab.store.export import export
-from nnlab.store.format import StrokeStore
-from nnlab.store.prepare import prepare
-from nnlab.store.show import show_grid
-from nnlab.strokes.synth import synth_drawings
 
 
 @data_app.command("prepare")
@@ -39,6 +36,8 @@ def prepare_cmd(
 
     Example: nnlab data prepare train_simplified/ --out data/quickdraw
     """
+    from nnlab.store.prepare import prepare  # heavy (numba): imported when the command runs
+
     store = prepare(sources, out, simplify=simplify, recognized_only=recognized_only,
                     max_per_class=max_per_class, on_bad=on_bad, workers=workers, classes=classes,
                     overwrite=overwrite, allow_empty=allow_empty)
@@ -58,6 +57,8 @@ def info_cmd(store_path: Path = typer.Argument(..., help="Store directory.")) ->
 
     Example: nnlab data info data/quickdraw
     """
+    from nnlab.store.format import StrokeStore  # heavy (numba): imported when the command runs
+
     store = StrokeStore.open(store_path)
     m = store.meta
     typer.echo(f"{store_path}: {m['kind']} stroke store (format {m['format']} v{m['version']}, "
@@ -90,6 +91,9 @@ def export_cmd(store_path: Path = typer.Argument(..., help="Store directory."),
 
     Example: nnlab data export data/quickdraw --format ndjson --out drawings.ndjson
     """
+    from nnlab.store.export import export  # heavy (numba): imported when the command runs
+    from nnlab.store.format import StrokeStore  # heavy (numba): imported when the command runs
+
     n = export(StrokeStore.open(store_path), out, format_)
     typer.echo(f"wrote {n:,} drawings to {out}")
 
@@ -104,6 +108,9 @@ def synth_cmd(classes: int = typer.Option(12, "--classes", min=1, help="Number o
 
     Example: nnlab data synth --out data/synth
     """
+    from nnlab.store.format import StrokeStore  # heavy (numba): imported when the command runs
+    from nnlab.strokes.synth import synth_drawings  # heavy (numba): imported when the command runs
+
     drawings = synth_drawings(classes, per_class, seed)
     store = StrokeStore.from_drawings(drawings, meta={"source_kind": "synthetic",
                                                       "synth": {"classes": classes, "per_class": per_class,
@@ -134,6 +141,9 @@ def show_cmd(store_path: Path = typer.Argument(..., help="Store directory, or a 
         return
     if wrong:
         raise NnlabError(f"{store_path}: --wrong needs a run directory (a store has no model to be wrong)")
+    from nnlab.store.format import StrokeStore  # heavy (numba): imported when the command runs
+    from nnlab.store.show import show_grid  # heavy (matplotlib): imported when the command runs
+
     out = out or Path("grid.png")
     path = show_grid(StrokeStore.open(store_path), n=n, word=class_, out=out)
     typer.echo(f"wrote {path}")

@@ -30,8 +30,12 @@ def study(config: Path = typer.Argument(..., help="Experiment TOML file (its stu
 
     Example: nnlab study recipes/lenet-ablation-digits.toml --seeds 2 --set train.epochs=3
     """
+    from nnlab.studies.plan import plan_study  # numpy: loaded when the command runs
+
+    # the study plans it again; planning here answers a typo in the config, --set or --grid before torch loads
+    plan_study(config, set_, grid, seeds, out, workers)
     from nnlab.api import study as run_study  # heavy (torch): imported when the command runs
-    from nnlab.study.report import format_tables  # heavy (torch): imported when the command runs
+    from nnlab.studies.report import format_tables  # heavy (torch): imported when the command runs
 
     def announce(plan) -> None:
         typer.echo(f"study directory: {plan.out} ({len(plan.variants)} variants x {len(plan.settings.seeds)} seeds)")

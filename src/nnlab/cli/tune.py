@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from nnlab.cli.app import app
+from nnlab.config import load_config
 from nnlab.errors import NnlabError
 from nnlab.progress import plural
 
@@ -27,10 +28,9 @@ def lr_find(config: Path = typer.Argument(..., help="Experiment TOML file."),
 
     Example: nnlab lr-find recipes/digits-lenet.toml
     """
-    from nnlab.api import make_config  # heavy (torch): imported when the command runs
+    cfg = load_config(config, set_)  # before torch loads: a typo answers at once
     from nnlab.training.lr_find import lr_find_for  # heavy (torch): imported when the command runs
 
-    cfg = make_config(config, set_)
     result, png = lr_find_for(cfg, out, steps=steps, start_lr=start_lr, end_lr=end_lr)
     stop = "stopped when the loss diverged" if result.diverged else "ran to the end"
     typer.echo(f"{len(result.lrs)} steps from {result.lrs[0]:.2g} to {result.lrs[-1]:.2g} ({stop})")
@@ -48,7 +48,7 @@ def runs(root: Path = typer.Argument(Path("runs"), help="Folder to search for ru
 
     Example: nnlab runs runs/ --remove-failed
     """
-    from nnlab.runs.listing import format_runs, list_runs, remove_failed  # heavy (torch): imported when run
+    from nnlab.runs.listing import format_runs, list_runs, remove_failed  # numpy: loaded when the command runs
 
     if not root.is_dir():
         raise NnlabError(f"{root}: no such folder")

@@ -12,12 +12,12 @@ from nnlab import metrics
 from nnlab.datasets.bundle import DataBundle
 from nnlab.fileio import kill_point
 from nnlab.metrics import confusion_matrix, per_class_accuracy, top_confusions
-from nnlab.runs.plots import save, top_losses_figure, write_run_plots
+from nnlab.runs.plots import plots_wanted, save, top_losses_figure, write_run_plots
 from nnlab.runs.run import Run
 
 
 def write_results(run: Run, data: DataBundle, metrics: dict[str, Any], outputs: dict[str, np.ndarray]) -> dict:
-    """Shared by both engines: metrics.json, predictions/<split>.csv, plots."""
+    """Shared by both engines: metrics.json, predictions/<split>.csv, plots (none with NNLAB_PLOTS=0)."""
     final = "test" if "test" in outputs else "val" if "val" in outputs else None
     if final is not None:
         y = data.labels[final]
@@ -32,6 +32,8 @@ def write_results(run: Run, data: DataBundle, metrics: dict[str, Any], outputs: 
     kill_point("predictions-written")
     run.write_json("metrics.json", metrics)
     kill_point("metrics-written")
+    if not plots_wanted():
+        return metrics
     write_run_plots(run, confusion=(cm, data.classes) if final is not None else None, split=final or "test")
     if final is not None:
         write_top_losses(run, data, final, outputs[final])

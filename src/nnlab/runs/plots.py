@@ -4,6 +4,7 @@ verification ROC and a 2-D map of the embeddings (open-set runs)."""
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,12 @@ class Plot(Figure):
 MAX_MATRIX_CLASSES = 30  # beyond this a matrix is unreadable: a bar chart of the most confused pairs instead
 
 
+def plots_wanted() -> bool:
+    """False when NNLAB_PLOTS=0: a run's end then writes no PNGs (tests and sweeps that never look at them
+    save the seconds matplotlib takes). Plots asked for by a command (`nnlab data show`) are always drawn."""
+    return os.environ.get("NNLAB_PLOTS", "1").strip() != "0"
+
+
 def write_run_plots(run: Run, confusion: tuple[np.ndarray, list[str]] | None = None,
                     split: str = "test") -> list[Path]:
     """plots/history.png always; plots/confusion.png (of `split`) when a confusion matrix is given."""
@@ -51,10 +58,6 @@ def save(fig: Figure, path: Path) -> Path:
     """Write a figure as PNG (figures here are built without pyplot, so nothing is left open)."""
     fig.savefig(path, dpi=110)
     return path
-
-
-def plot_history(history: list[dict[str, float]], metric: str, path: Path) -> Path:
-    return save(history_figure(history, metric), path)
 
 
 def history_figure(history: list[dict[str, float]], metric: str) -> Figure:
@@ -75,10 +78,6 @@ def history_figure(history: list[dict[str, float]], metric: str) -> Figure:
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     return fig
-
-
-def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, split: str = "test") -> Path:
-    return save(confusion_figure(cm, classes, split), path)
 
 
 def confusion_figure(cm: np.ndarray, classes: list[str], split: str = "test") -> Figure:

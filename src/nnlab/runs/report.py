@@ -12,17 +12,6 @@ from nnlab.progress import plural
 from nnlab.runs.run import Run
 
 
-def run_summary(run: Run) -> dict[str, Any]:
-    """The headline numbers of a run, as `nnlab report` and `nnlab compare` show them."""
-    m = run.read_json("metrics.json")
-    final = "test" if "test" in m else "val"
-    row = {"run": run.path.name, "model": m.get("model"), "engine": m.get("engine"), "split": final,
-           "params": m.get("params"), "epochs": m.get("epochs"), "train_seconds": m.get("train_seconds"),
-           "images_per_second": m.get("images_per_second")}
-    row |= {k: v for k, v in m.get(final, {}).items() if isinstance(v, (int, float))}
-    return row
-
-
 def format_report(run: Run) -> str:
     m = run.read_json("metrics.json")
     lines = [f"run        {run.path}", f"model      {m.get('model')} ({m.get('params'):,} parameters, {m.get('engine')})",

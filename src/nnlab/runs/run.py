@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy
-import timm
-import torch
 
 from nnlab.config import ExperimentConfig, load_config, save_config
 from nnlab.errors import DataError, NnlabError
@@ -295,6 +293,8 @@ def is_being_trained(path: Path) -> bool:
 
 def atomic_save(obj: Any, path: Path) -> Path:
     """torch.save to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
+    import torch  # heavy: only writing a checkpoint needs it; `nnlab runs`, `report`, `compare` run without
+
     fd, tmp = temp_file_beside(path)
     os.close(fd)
     kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
@@ -311,10 +311,14 @@ def atomic_save(obj: Any, path: Path) -> Path:
 
 def environment(device: str, seed: int) -> dict[str, Any]:
     """Versions, device, seed and git commit: what a reader needs to repeat the run."""
+    import torch  # heavy: only a starting run needs it; `nnlab runs`, `report`, `compare` run without
+
     env = {"nnlab": __version__, "python": platform.python_version(), "torch": torch.__version__,
            "numpy": numpy.__version__, "platform": platform.platform(), "device": device, "seed": seed,
            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "git_commit": _git_commit()}
     try:
+        import timm  # heavy, as torch
+
         env["timm"] = timm.__version__
     except ImportError:  # pragma: no cover
         pass

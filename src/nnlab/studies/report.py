@@ -18,8 +18,8 @@ from nnlab.errors import NnlabError
 from nnlab.fileio import atomic_write_text, read_classes
 from nnlab.runs.plots import plt
 from nnlab.runs.run import Run
-from nnlab.study.plan import ERROR_FILE, REPORT_JSON, REPORT_MD, CellOutcome, Study
-from nnlab.study.stats import CHANCE_FACTOR, at_chance, format_amount, holm, in_points, verdict, welch
+from nnlab.studies.plan import ERROR_FILE, REPORT_JSON, REPORT_MD, CellOutcome, Study
+from nnlab.studies.stats import CHANCE_FACTOR, at_chance, format_amount, holm, in_points, verdict, welch
 
 # --------------------------------------------------------------------------- report
 

@@ -23,8 +23,8 @@ from nnlab.errors import NnlabError
 from nnlab.ingest.idx import download_idx
 from nnlab.progress import progress
 from nnlab.runs.run import Run
-from nnlab.study.plan import ERROR_FILE, Cell, CellOutcome, Study, cell_state
-from nnlab.study.report import write_report
+from nnlab.studies.plan import ERROR_FILE, Cell, CellOutcome, Study, cell_state
+from nnlab.studies.report import write_report
 from nnlab.training import fit
 
 # --------------------------------------------------------------------------- running
