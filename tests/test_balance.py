@@ -8,7 +8,7 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 
 from nnlab.errors import DataError
-from nnlab.inference.balance import balanced_top_k
+from nnlab.inference.kaggle.balance import balanced_top_k
 
 
 def test_known_answer_moves_the_least_confident_rows():

@@ -15,10 +15,10 @@ from image_models import faces_export, faces_run, huge_png, other_faces_run, spl
 from typer.testing import CliRunner
 
 from nnlab.errors import DataError, NnlabError
-from nnlab.inference import search
-from nnlab.inference.embed import embed_files, list_images, load_embeddings
-from nnlab.inference.gallery import UNKNOWN, Gallery, build_gallery, identification_report, identify_files
-from nnlab.inference.image_model import load_image_model
+from nnlab.inference.faces import search
+from nnlab.inference.faces.embed import embed_files, list_images, load_embeddings
+from nnlab.inference.faces.gallery import UNKNOWN, Gallery, build_gallery, identification_report, identify_files
+from nnlab.inference.models.image import load_image_model
 
 
 @pytest.fixture(scope="module")

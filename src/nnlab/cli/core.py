@@ -161,7 +161,7 @@ def summary(config: Path = typer.Argument(..., help="Experiment TOML file."),
 
     Example: nnlab summary recipes/digits-lenet.toml
     """
-    from nnlab.datasets.strokes import example_input_shape, input_channels  # heavy (torch)
+    from nnlab.datasets.kinds import example_input_shape, input_channels  # heavy (torch)
     from nnlab.models import (  # heavy (torch): imported when the command runs
         build_model,
         count_parameters,
