@@ -162,8 +162,8 @@ def doodle_router(model: DoodleModel, page_headers: dict[str, str] | None = None
         return FileResponse(PAGE, headers={"Cache-Control": "no-cache", **(page_headers or {})})
 
     @router.post("/api/predict", response_model=PredictResponse,
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                  "schema": PredictRequest.model_json_schema()}}}})
+                 openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                     "schema": PredictRequest.model_json_schema()}}}})
     async def predict(request: Request) -> Response:
         """The model's top_k guesses for one drawing."""
         # parsed and validated by pydantic-core straight from the bytes: FastAPI's body
