@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from pydantic import BaseModel
 
 from nnlab.config import validate
 from nnlab.datasets import build_data
@@ -34,6 +35,8 @@ def test_every_kind_is_registered_with_its_modality():
     assert {name: kind.modality for name, kind in KINDS.items()} == MODALITY
     assert drawing_kinds() == ["strokes", "synth"]
     assert all(KINDS[name].source is LOADERS[name] for name, m in MODALITY.items() if m == "images")
+    assert all(issubclass(kind.config_class, BaseModel) and "kind" in kind.config_class.model_fields
+               for kind in KINDS.values())
 
 
 def test_queries_take_a_name_a_config_or_its_data_section():

@@ -47,14 +47,12 @@ class DataKind:
     model_input: Callable[[Sequence[Any], Any], torch.Tensor]
     summary: str
     source: Callable[..., ImageSource] | None = None
-
-    @property
-    def section(self) -> str:
-        return f"{self.name.capitalize()}DataConfig"
+    section: str | None = None  # the class name in nnlab.config; default "<Name>DataConfig"
 
     @property
     def config_class(self) -> type:
-        return getattr(config, self.section, config.DataConfig)
+        """The kind's pydantic section class, looked up by name (the shared `DataConfig` while there is none)."""
+        return getattr(config, self.section or f"{self.name.capitalize()}DataConfig", config.DataConfig)
 
 
 def image_input(images: Sequence[Any], data: Any) -> torch.Tensor:
