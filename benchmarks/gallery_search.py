@@ -3,7 +3,7 @@
 A gallery of N synthetic embeddings: unit vectors of dimension 512, N / 10 identities with 10 images
 each, scattered around their identity's centre (cosine ~0.75 to it, as a trained face model's images of
 one person; different identities are near-orthogonal). Queries are new samples of enrolled identities.
-Every engine answers the same queries through `nnlab.inference.search.make_index` (the interface
+Every engine answers the same queries through `nnlab.inference.faces.search.make_index` (the interface
 `nnlab identify` uses, with the k it asks for: one identity's images + 1); the reference is the exact
 NumPy search of the same run: recall@1 = the share of queries whose nearest gallery image is the
 exact one's.
@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import peak_rss_mib, reset_peak_rss  # benchmarks/memory.py
 
-from nnlab.inference.search import faiss_available, make_index
+from nnlab.inference.faces.search import faiss_available, make_index
 
 DIM = 512
 PER_ID = 10

@@ -42,7 +42,7 @@ from torch import nn  # noqa: E402
 from nnlab.config import load_config, save_config  # noqa: E402
 from nnlab.datasets.strokes import StrokeDataset, stroke_loader  # noqa: E402
 from nnlab.device import autocast  # noqa: E402
-from nnlab.inference.export import export_onnx  # noqa: E402
+from nnlab.inference.models.export import export_onnx  # noqa: E402
 from nnlab.models import build_model  # noqa: E402
 from nnlab.store.format import StrokeStore  # noqa: E402
 from nnlab.strokes.augment import StrokeAugment  # noqa: E402

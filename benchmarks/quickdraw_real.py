@@ -303,7 +303,7 @@ def ours_proba(model: nn.Module, cfg, store, idx: np.ndarray, batch: int = 256, 
     """Probabilities with `drawing_input`, the preprocessing `nnlab predict` uses (images or sequences);
     with `mirror`, of the drawings mirrored as `nnlab predict --tta flip` mirrors them."""
     from nnlab.datasets.strokes import drawing_input
-    from nnlab.inference.submission import flip_batch
+    from nnlab.inference.kaggle.submission import flip_batch
 
     model.eval()
     out = []
@@ -357,7 +357,7 @@ def scored_fractions(tune: bool) -> tuple[float, float]:
 
 def run_seed(seed: int, args, store, tmp: Path, log) -> dict[str, float]:
     """Every variant's validation MAP@3 for one seed."""
-    from nnlab.inference.balance import balanced_top_k
+    from nnlab.inference.kaggle.balance import balanced_top_k
     from nnlab.metrics import classification_report, map_at_k
     from nnlab.store.format import StrokeStore
     from nnlab.store.splits import key_id_split

@@ -106,7 +106,7 @@ def load_bodies(limit: int, raw_share: float, seed: int = 0) -> list[bytes]:
 def reference(export_dir: Path, bodies: list[bytes], seconds: float) -> float:
     """CPU milliseconds of work per request without HTTP (one thread, requests one after another;
     CPU time, so that other programs on a shared machine do not count)."""
-    from nnlab.inference.doodle import google_to_arrays, load_doodle_model, prepare_strokes
+    from nnlab.inference.models.doodle import google_to_arrays, load_doodle_model, prepare_strokes
 
     model = load_doodle_model(export_dir, threads=1)
     for body in bodies[:20]:  # warm-up (JIT, allocations)
@@ -251,7 +251,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         export_dir = args.export
         if export_dir is None:
-            from nnlab.inference.export import export_onnx
+            from nnlab.inference.models.export import export_onnx
 
             run_dir = args.run or demo_model(Path(tmp))
             export_dir = export_onnx(run_dir, Path(tmp) / "export").out_dir

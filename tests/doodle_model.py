@@ -37,7 +37,7 @@ def tiny_run() -> Path:
 @functools.cache
 def tiny_export() -> Path:
     """`nnlab export` of tiny_run()."""
-    from nnlab.inference.export import export_onnx
+    from nnlab.inference.models.export import export_onnx
 
     return export_onnx(tiny_run(), _root() / "export").out_dir
 

@@ -28,7 +28,7 @@ def digits_run() -> Path:
 
 @functools.cache
 def digits_export() -> Path:
-    from nnlab.inference.export import export_onnx
+    from nnlab.inference.models.export import export_onnx
 
     return export_onnx(digits_run(), _root() / "digits-export").out_dir
 
@@ -45,7 +45,7 @@ def faces_run() -> Path:
 
 @functools.cache
 def faces_export() -> Path:
-    from nnlab.inference.export import export_onnx
+    from nnlab.inference.models.export import export_onnx
 
     return export_onnx(faces_run(), _root() / "faces-export").out_dir
 

@@ -8,7 +8,7 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 
 from nnlab.errors import DataError
-from nnlab.inference.balance import balanced_top_k
+from nnlab.inference.kaggle.balance import balanced_top_k
 
 
 def test_known_answer_moves_the_least_confident_rows():
@@ -72,7 +72,7 @@ def test_impossible_share_is_a_clear_error():
 
 
 def test_balance_never_changes_a_first_choice_when_no_class_is_over_its_cap():
-    from nnlab.inference.balance import balanced_top_k
+    from nnlab.inference.kaggle.balance import balanced_top_k
 
     # one cat drawing predicted "cat dog banana" stays so (it became "apple banana bee" before)
     classes = ["apple", "banana", "bee", "cat", "dog"]

@@ -29,7 +29,7 @@ def _shown(page) -> list[tuple[str, str]]:
 def test_pick_an_image_and_see_the_top_3(tmp_path):
     from fastapi.testclient import TestClient
 
-    from nnlab.inference.image_model import validation_images
+    from nnlab.inference.models.image import validation_images
     from nnlab.runs.run import Run
     from nnlab.serve.app import create_app
 
@@ -60,9 +60,9 @@ def test_pick_an_image_and_see_the_top_3(tmp_path):
 
 
 def test_pick_a_face_and_see_who_it_is(tmp_path, shared_data):
-    from nnlab.inference.embed import list_images
-    from nnlab.inference.gallery import build_gallery
-    from nnlab.inference.image_model import load_image_model
+    from nnlab.inference.faces.embed import list_images
+    from nnlab.inference.faces.gallery import build_gallery
+    from nnlab.inference.models.image import load_image_model
     from nnlab.ingest.image_files import read_image
     from nnlab.serve.app import create_app
 

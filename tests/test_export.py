@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from nnlab.config import save_config, validate
 from nnlab.datasets.strokes import to_model_input
 from nnlab.errors import ModelError, NnlabError
-from nnlab.inference import export as export_mod
+from nnlab.inference.models import export as export_mod
 from nnlab.runs.run import Run
 
 
@@ -73,7 +73,7 @@ def test_export_files_describe_the_preprocessing(export_dir):
 def test_parity_check_fails_when_onnx_differs():
     run = Run.open(tiny_run())
     model = tiny_torch_model()
-    from nnlab.inference.doodle import Preprocessing
+    from nnlab.inference.models.doodle import Preprocessing
 
     prep = Preprocessing.from_config(run.config.data)
 

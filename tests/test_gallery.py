@@ -15,10 +15,10 @@ from image_models import faces_export, faces_run, huge_png, other_faces_run, spl
 from typer.testing import CliRunner
 
 from nnlab.errors import DataError, NnlabError
-from nnlab.inference import search
-from nnlab.inference.embed import embed_files, list_images, load_embeddings
-from nnlab.inference.gallery import UNKNOWN, Gallery, build_gallery, identification_report, identify_files
-from nnlab.inference.image_model import load_image_model
+from nnlab.inference.faces import search
+from nnlab.inference.faces.embed import embed_files, list_images, load_embeddings
+from nnlab.inference.faces.gallery import UNKNOWN, Gallery, build_gallery, identification_report, identify_files
+from nnlab.inference.models.image import load_image_model
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +244,7 @@ def test_a_kill_at_any_write_of_gallery_add_leaves_the_old_or_the_new_gallery(mo
     import subprocess
 
     from nnlab import fileio
-    from nnlab.inference import gallery as gallery_mod
+    from nnlab.inference.faces import gallery as gallery_mod
 
     path = gallery.save(tmp_path / "g")
     old = (len(gallery), list(gallery.identities))
@@ -277,8 +277,8 @@ def test_a_kill_at_any_write_of_gallery_add_leaves_the_old_or_the_new_gallery(mo
 
 
 def test_embed_and_identify_outputs_say_what_they_wrote_and_quote_formulas(model, gallery, folders, tmp_path):
-    from nnlab.inference.embed import save_embeddings
-    from nnlab.inference.gallery import Match, write_matches
+    from nnlab.inference.faces.embed import save_embeddings
+    from nnlab.inference.faces.gallery import Match, write_matches
 
     files = list_images([folders["enrol"]])
     emb = embed_files(model, files.paths[:2])

@@ -13,7 +13,7 @@ import pytest
 import torch
 from doodle_model import tiny_run
 
-import nnlab.inference.submission as submission
+import nnlab.inference.kaggle.submission as submission
 import nnlab.runs.run as run_mod
 from nnlab.cli import main
 from nnlab.config import load_config, validate

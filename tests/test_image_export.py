@@ -14,7 +14,7 @@ from image_models import digits_export, digits_run, faces_export, faces_run
 from typer.testing import CliRunner
 
 from nnlab.datasets.images import make_transform
-from nnlab.inference.image_model import load_image_model, validation_images
+from nnlab.inference.models.image import load_image_model, validation_images
 from nnlab.runs.run import Run
 from nnlab.runs.trained import load_trained
 

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 from nnlab.cli.app import app
 from nnlab.config import load_config
 from nnlab.errors import NnlabError
-from nnlab.inference.drawing_rows import read_drawing_rows
-from nnlab.inference.submission import predict_drawings
+from nnlab.inference.kaggle.drawing_rows import read_drawing_rows
+from nnlab.inference.kaggle.submission import predict_drawings
 from nnlab.ingest.writers import write_csv, write_ndjson
 from nnlab.runs.run import Run
 from nnlab.store.format import StrokeStore
@@ -192,7 +192,7 @@ def test_gzip_csv_and_line_numbers_in_the_warning(run, test_drawings, tmp_path):
     _, _, lines = write_kaggle_test_csv(src, test_drawings)
     gz = tmp_path / "test_simplified.csv.gz"
     gz.write_bytes(gzip.compress(src.read_bytes()))
-    from nnlab.inference.submission import predict_submission
+    from nnlab.inference.kaggle.submission import predict_submission
 
     n1, warn1 = predict_submission([run], src, tmp_path / "a.csv")
     n2, warn2 = predict_submission([run], gz, tmp_path / "b.csv")
@@ -299,7 +299,7 @@ def test_store_input(run, test_drawings, tmp_path):
 
 
 def test_training_counts_are_recomputed_for_runs_without_them(run, tmp_path):
-    from nnlab.inference.submission import train_class_counts
+    from nnlab.inference.kaggle.submission import train_class_counts
 
     copy = tmp_path / "run"
     shutil.copytree(run.path, copy)

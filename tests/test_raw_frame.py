@@ -10,8 +10,8 @@ import torch
 
 from nnlab.config import load_config, validate
 from nnlab.datasets.strokes import StrokeDataset, to_model_input
-from nnlab.inference.doodle import Preprocessing, prepare_strokes
-from nnlab.inference.drawing_rows import read_drawing_rows
+from nnlab.inference.kaggle.drawing_rows import read_drawing_rows
+from nnlab.inference.models.doodle import Preprocessing, prepare_strokes
 from nnlab.runs.run import Run
 from nnlab.runs.trained import raw_handling
 from nnlab.store.prepare import prepare

@@ -118,8 +118,8 @@ def test_a_sequence_run_end_to_end_with_an_ensemble_and_malformed_rows(tmp_path)
 
 
 def test_nnlab_export_and_serve_a_sequence_model(tmp_path):
-    from nnlab.inference.doodle import load_doodle_model
-    from nnlab.inference.export import export_onnx
+    from nnlab.inference.models.doodle import load_doodle_model
+    from nnlab.inference.models.export import export_onnx
 
     drawings = []
     for word, shape in (("cat", "circle"), ("dog", "square")):

@@ -13,9 +13,9 @@ from image_models import digits_export, digits_run, faces_export, faces_run, hug
 from PIL import Image
 
 from nnlab.errors import NnlabError
-from nnlab.inference.embed import list_images
-from nnlab.inference.gallery import build_gallery
-from nnlab.inference.image_model import ImagePreprocessing, load_image_model, validation_images
+from nnlab.inference.faces.embed import list_images
+from nnlab.inference.faces.gallery import build_gallery
+from nnlab.inference.models.image import ImagePreprocessing, load_image_model, validation_images
 from nnlab.runs.run import Run
 from nnlab.runs.trained import load_trained
 from nnlab.serve.app import create_app

@@ -24,12 +24,12 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from nnlab.config import ExperimentConfig, load_config, save_config, set_key, validate
-from nnlab.datasets.bundle import STROKE_KINDS
+from nnlab.datasets.kinds import is_drawings
 from nnlab.errors import NnlabError
 from nnlab.evaluation.evaluate import evaluate_run
-from nnlab.inference.drawing_rows import read_drawing_rows
+from nnlab.inference.kaggle.drawing_rows import read_drawing_rows
+from nnlab.inference.kaggle.submission import predict_drawings
 from nnlab.inference.predict import predict_images, read_image_inputs
-from nnlab.inference.submission import predict_drawings
 from nnlab.ingest.image_files import read_image
 from nnlab.metrics import confusion_matrix
 from nnlab.progress import plural
@@ -131,7 +131,7 @@ class TrainedRun:
         """Predict images (a path to an image, a folder or an .npz; an array (H, W[, C]) or (N, H, W[, C]);
         a list of arrays or paths) or, for a drawing run, `Drawing`s, stroke lists or a drawings file;
         preprocessed exactly as `nnlab predict` does."""
-        if self.config.data.kind in STROKE_KINDS:
+        if is_drawings(self.config):
             ids, source = _drawing_inputs(inputs)
             return Predictions(ids, predict_drawings(self.dir, source), self.classes)
         ids, images = _image_inputs(inputs)

@@ -167,7 +167,7 @@ def summary(config: Path = typer.Argument(..., help="Experiment TOML file."),
     Example: nnlab summary recipes/digits-lenet.toml
     """
     cfg = load_config(config, set_)  # before torch loads: a typo answers at once
-    from nnlab.datasets.strokes import example_input_shape, input_channels  # heavy (torch)
+    from nnlab.datasets.kinds import example_input_shape, input_channels  # heavy (torch)
     from nnlab.models import (  # heavy (torch): imported when the command runs
         build_model,
         count_parameters,

@@ -27,8 +27,8 @@ def embed(model_path: Path = typer.Argument(..., metavar="MODEL", help=MODEL_HEL
           out: Path = typer.Option(..., "--out", help="The .npz to write (embeddings, paths, labels, fingerprint)."),
           batch_size: int = typer.Option(64, "--batch-size", min=1, help=BATCH_HELP)) -> None:
     """L2-normalised embeddings of images, in batches."""
-    from nnlab.inference.embed import embed_files, list_images, save_embeddings  # heavy (torch)
-    from nnlab.inference.image_model import load_image_model  # heavy (torch)
+    from nnlab.inference.faces.embed import embed_files, list_images, save_embeddings  # heavy (torch)
+    from nnlab.inference.models.image import load_image_model  # heavy (torch)
 
     model = load_image_model(model_path)
     files = list_images(inputs)
@@ -46,8 +46,8 @@ def gallery_build(model_path: Path = typer.Argument(..., metavar="MODEL", help=M
                   overwrite: bool = typer.Option(False, "--overwrite", help="Replace a gallery already at --out "
                                                  "(any other non-empty folder is refused).")) -> None:
     """Enrol the people of a folder in a new gallery."""
-    from nnlab.inference.gallery import GALLERY_FOLDER, build_gallery  # heavy (torch)
-    from nnlab.inference.image_model import load_image_model  # heavy (torch)
+    from nnlab.inference.faces.gallery import GALLERY_FOLDER, build_gallery  # heavy (torch)
+    from nnlab.inference.models.image import load_image_model  # heavy (torch)
 
     check_output_dir(out, GALLERY_FOLDER, overwrite)  # before the images are embedded
     gallery = build_gallery(load_image_model(model_path), folder, batch_size)
@@ -61,8 +61,8 @@ def gallery_add(model_path: Path = typer.Argument(..., metavar="MODEL", help=MOD
                 folder: Path = typer.Argument(..., help="One sub-folder of images per person to enrol."),
                 batch_size: int = typer.Option(64, "--batch-size", min=1, help=BATCH_HELP)) -> None:
     """Enrol more people (or more images of enrolled people) in a gallery."""
-    from nnlab.inference.gallery import Gallery  # heavy (torch)
-    from nnlab.inference.image_model import load_image_model  # heavy (torch)
+    from nnlab.inference.faces.gallery import Gallery  # heavy (torch)
+    from nnlab.inference.models.image import load_image_model  # heavy (torch)
 
     gallery = Gallery.load(gallery_dir)
     model = load_image_model(model_path)
@@ -88,9 +88,9 @@ def identify(model_path: Path = typer.Argument(..., metavar="MODEL", help=MODEL_
              search: str = typer.Option("auto", "--search", help="auto, numpy, faiss-flat, faiss-ivf, faiss-hnsw or faiss-pq."),
              batch_size: int = typer.Option(64, "--batch-size", min=1, help=BATCH_HELP)) -> None:
     """Who is in each image: the best enrolled identity, or unknown below the threshold."""
-    from nnlab.inference.embed import list_images  # heavy (torch)
-    from nnlab.inference.gallery import Gallery, identification_report, identify_files, write_matches  # heavy
-    from nnlab.inference.image_model import load_image_model  # heavy (torch)
+    from nnlab.inference.faces.embed import list_images  # heavy (torch)
+    from nnlab.inference.faces.gallery import Gallery, identification_report, identify_files, write_matches  # heavy
+    from nnlab.inference.models.image import load_image_model  # heavy (torch)
 
     gallery = Gallery.load(gallery_dir, search_backend=search)
     model = load_image_model(model_path)

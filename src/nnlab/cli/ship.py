@@ -22,7 +22,7 @@ def export(run_dir: Path = typer.Argument(..., help="Run directory of a torch mo
 
     Example: nnlab export runs/doodles-demo-<stamp> --format onnx --out export/
     """
-    from nnlab.inference.export import export_onnx  # heavy (torch): imported when the command runs
+    from nnlab.inference.models.export import export_onnx  # heavy (torch): imported when the command runs
 
     if format_ != "onnx":
         raise NnlabError(f"--format {format_!r}: only 'onnx' is supported")

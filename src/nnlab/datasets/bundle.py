@@ -11,9 +11,6 @@ from torch.utils.data import DataLoader
 
 from nnlab.config import DataConfig
 
-STROKE_KINDS = ("strokes", "synth")  # data kinds read as drawings (the rest are image kinds)
-
-
 def loader_options(d: DataConfig, pin_memory: bool = False) -> dict[str, Any]:
     """DataLoader keywords from the data section: workers, and where there are workers, whether they
     persist and how many batches each keeps ready. `pin_memory` (the trainer sets it on CUDA) puts

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from nnlab.config import ExperimentConfig, did_you_mean, options_for
-from nnlab.datasets.bundle import STROKE_KINDS, DataBundle, loader_options
+from nnlab.datasets.bundle import DataBundle, loader_options
 from nnlab.datasets.identity import open_set_source
 from nnlab.datasets.samplers import EpochSampler
 from nnlab.datasets.splits import image_splits
@@ -204,8 +204,9 @@ class ImageBatches(torch.utils.data.Dataset):
 def load_image_source(cfg: ExperimentConfig):
     kind = cfg.data.kind
     if kind not in LOADERS:
-        known = sorted([*LOADERS, *STROKE_KINDS])
-        raise DataError(f"data.kind: unknown kind {kind!r}{did_you_mean(kind, known)} (known: {', '.join(known)})")
+        known = sorted(LOADERS)
+        raise DataError(f"data.kind: {kind!r} is not an image kind{did_you_mean(kind, known)} "
+                        f"(image kinds: {', '.join(known)})")
     return load_source(kind, **options_for(LOADERS[kind], cfg.data))
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from nnlab.datasets.bundle import STROKE_KINDS, DataBundle, loader_options
+from nnlab.datasets.bundle import DataBundle, loader_options
 from nnlab.datasets.samplers import BatchRequest, EvalBatchSampler, TrainBatchSampler
 from nnlab.errors import ConfigError, DataError
 from nnlab.store.format import StrokeStore
@@ -116,17 +116,10 @@ def drawing_input(drawings, data) -> torch.Tensor:
                           padding=data.padding)
 
 
-def input_channels(data) -> int:
-    """The model's input channels for a run's `data` section (5 features per point for sequences)."""
-    return FEATURES if data.kind in STROKE_KINDS and data.input == "sequence" else data.channels
-
-
-def example_input_shape(data, points: int = 64) -> tuple[int, ...]:
-    """The shape of one example batch of the model's input: (1, C, H, W) images or (1, points, 5) sequences."""
-    if data.kind in STROKE_KINDS and data.input == "sequence":
-        return (1, min(points, data.max_points), FEATURES)
-    return (1, data.channels, data.image_size, data.image_size)
-
+def stroke_input_channels(data) -> int:
+    """The model's input channels for drawings: 5 features per point for sequences, else the data section's
+    channels (`nnlab.datasets.kinds.input_channels` answers for any kind)."""
+    return FEATURES if data.input == "sequence" else data.channels
 
 
 def stroke_loader(dataset: StrokeDataset, batch_size: int, *, train: bool,
@@ -187,7 +180,7 @@ def build_stroke_data(cfg, rank: int = 0, world: int = 1, pin_memory: bool = Fal
         labels[name] = np.asarray(store.labels)[idx].astype(np.int64)
     if d.input == "image" and d.channels != ENCODINGS[d.encoding]:
         raise ConfigError(f"data.channels = {d.channels} but encoding {d.encoding!r} has {ENCODINGS[d.encoding]}")
-    return DataBundle(classes=list(store.classes), in_chans=input_channels(d), image_size=d.image_size,
+    return DataBundle(classes=list(store.classes), in_chans=stroke_input_channels(d), image_size=d.image_size,
                       loaders=loaders, ids=ids, labels=labels,
                       info={"sizes": {k: len(v) for k, v in splits.items()}, "store": d.path or "synth",
                             "drawings": store.kind,  # raw drawings are framed, not simplified (runs.trained)

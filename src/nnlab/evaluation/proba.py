@@ -26,3 +26,8 @@ def predict_proba(model: nn.Module, batches: Iterable[torch.Tensor], device: str
     model.eval()
     out = [batch_proba(model, x, device, amp) for x in batches]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def proba_of_logits(logits: np.ndarray) -> np.ndarray:
+    """Softmax probabilities (B, classes) of NumPy logits, in float64 (what a served model answers)."""
+    return torch.softmax(torch.from_numpy(np.asarray(logits, dtype=np.float64)), 1).numpy()

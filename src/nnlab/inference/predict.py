@@ -5,15 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from nnlab.datasets.bundle import STROKE_KINDS
-from nnlab.datasets.images import make_transform
+from nnlab.datasets.kinds import is_drawings, model_input
 from nnlab.errors import DataError, NnlabError
 from nnlab.evaluation.proba import predict_proba
 from nnlab.evaluation.results import write_probabilities
-from nnlab.inference.ensemble import ensemble_proba
-from nnlab.inference.submission import predict_submission
+from nnlab.inference.kaggle.ensemble import ensemble_proba
+from nnlab.inference.kaggle.submission import predict_submission
 from nnlab.ingest.image_files import IMAGE_SUFFIXES, read_image
 from nnlab.progress import plural
 from nnlab.runs.run import Run
@@ -60,7 +58,7 @@ def predict_command(run_dirs: list[Path], input_path: Path, out: Path, top_k: in
     Returns the number of rows written and a warning to show (or None); strict: a bad row or a
     truncated input is an error (drawings)."""
     runs = [Run.open(p) for p in run_dirs]
-    if runs[0].config.data.kind in STROKE_KINDS:
+    if is_drawings(runs[0].config):
         return predict_submission(runs, input_path, out, top_k=top_k, tta=tta, weights=weights, balance=balance,
                                   strict=strict)
     if tta or balance:
@@ -81,8 +79,5 @@ def predict_command(run_dirs: list[Path], input_path: Path, out: Path, top_k: in
 def predict_images(run: Run, images: list[np.ndarray] | np.ndarray) -> np.ndarray:
     """Softmax probabilities (N, classes) of a run's best checkpoint for uint8 images (H, W) or (H, W, C),
     preprocessed exactly as its val/test splits were."""
-    d = run.config.data
-    transform = make_transform(train=False, image_size=d.image_size, channels=d.channels, augment=False,
-                               mean=d.mean, std=d.std)
-    x = torch.stack([transform(im) for im in images])
+    x = model_input(images, run.config)
     return predict_proba(load_trained(run), (x[i:i + BATCH_SIZE] for i in range(0, len(x), BATCH_SIZE)))

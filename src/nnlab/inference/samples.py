@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from nnlab.datasets.bundle import STROKE_KINDS
 from nnlab.datasets.images import load_image_source
+from nnlab.datasets.kinds import is_drawings
 from nnlab.datasets.splits import image_splits
 from nnlab.datasets.strokes import stroke_splits, stroke_store
 from nnlab.errors import DataError, NnlabError
+from nnlab.inference.kaggle.submission import predict_drawings
 from nnlab.inference.predict import predict_images
-from nnlab.inference.submission import predict_drawings
 from nnlab.runs.plots import save, top_losses_figure
 from nnlab.runs.run import Run
 from nnlab.store.show import show_grid
@@ -31,7 +31,7 @@ def show_run_samples(run_dir: str | os.PathLike, out: str | os.PathLike | None =
     Default `<run>/plots/samples.png`."""
     run = Run.open(run_dir)
     out = Path(out) if out is not None else run.plots / "samples.png"
-    if run.config.data.kind not in STROKE_KINDS:
+    if not is_drawings(run.config):
         return _show_images(run, out, n, split, word, wrong_only)
     store = stroke_store(run.config)
     splits = stroke_splits(run.config, store)

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from nnlab.datasets.strokes import input_channels
+from nnlab.datasets.kinds import input_channels
 from nnlab.device import load_torch_file
 from nnlab.errors import NnlabError
 from nnlab.models import build_model

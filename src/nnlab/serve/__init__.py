@@ -1,2 +1,3 @@
-"""The web demo: a FastAPI app (`app`) over the doodle model of `nnlab.inference.doodle`, with
-micro-batching of concurrent requests (`batching`)."""
+"""The web demo: a FastAPI app (`app`) with the doodle demo's router (`doodle`, over
+`nnlab.inference.models.doodle`, micro-batching concurrent requests in `batching`) or the image demo's
+(`images`)."""

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nnlab.inference.doodle import DoodleModel, prepare_strokes
+from nnlab.inference.models.doodle import DoodleModel, prepare_strokes
 
 
 class MicroBatcher:

@@ -28,8 +28,8 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from nnlab.errors import DataError, NnlabError
-from nnlab.inference.gallery import Gallery
-from nnlab.inference.image_model import DEFAULT_FPR, MAX_PIXELS, ImageModel, decode_image, load_image_model
+from nnlab.inference.faces.gallery import Gallery
+from nnlab.inference.models.image import DEFAULT_FPR, MAX_PIXELS, ImageModel, decode_image, load_image_model
 from nnlab.ingest.image_files import ImageTooLargeError
 
 MAX_IMAGE_BYTES = 8 * 1024 * 1024

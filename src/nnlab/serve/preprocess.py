@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from nnlab.errors import NnlabError
-from nnlab.inference.doodle import checked_strokes, is_simplified, prepare_strokes
+from nnlab.inference.models.doodle import checked_strokes, is_simplified, prepare_strokes
 from nnlab.strokes.simplify import scaled_ink_length
 
 # Scaled ink of the longest real raw drawings is about 32,000 px; up to this, Google's 1 px resampling.

@@ -114,7 +114,7 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 class StrokeSource(Protocol):
     """Anything that serves drawings as packed batches by index: a `StrokeStore`, or the drawings
-    of an input file (`nnlab.inference.drawing_rows`). Training, prediction and sample grids read
+    of an input file (`nnlab.inference.kaggle.drawing_rows`). Training, prediction and sample grids read
     drawings through this one interface."""
 
     def __len__(self) -> int: ...

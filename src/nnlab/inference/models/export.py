@@ -35,11 +35,12 @@ import onnxruntime
 import torch
 from torch import nn
 
-from nnlab.datasets.bundle import STROKE_KINDS
+from nnlab.datasets.kinds import is_drawings
 from nnlab.errors import ModelError, NnlabError
 from nnlab.fileio import OutputKind, staged_output_dir, write_classes
-from nnlab.inference.doodle import Preprocessing, check_stroke_run, onnx_session, validation_drawings
-from nnlab.inference.image_model import (
+from nnlab.inference.models.backends import onnx_session
+from nnlab.inference.models.doodle import Preprocessing, check_stroke_run, validation_drawings
+from nnlab.inference.models.image import (
     ImagePreprocessing,
     check_image_run,
     fingerprint,
@@ -72,7 +73,7 @@ def export_onnx(run, out_dir: str | Path, opset: int = OPSET, samples: int = SAM
     """Export `run` (a `Run` or its path) to `out_dir`; returns where and the measured parity. An
     existing export at `out_dir` is replaced only with `overwrite`; any other non-empty folder never."""
     run = run if isinstance(run, Run) else Run.open(run)
-    if run.config.data.kind in STROKE_KINDS:
+    if is_drawings(run.config):
         check_stroke_run(run)
         return _export(run, out_dir, lambda tmp: _doodle_files(run, tmp, opset, samples), overwrite)
     check_image_run(run)

@@ -19,7 +19,7 @@ import numpy as np
 
 from nnlab.errors import DataError
 from nnlab.fileio import atomic_output, check_output_file
-from nnlab.inference.image_model import BATCH, MAX_PIXELS, ImageModel
+from nnlab.inference.models.image import BATCH, MAX_PIXELS, ImageModel
 from nnlab.ingest.image_files import IMAGE_SUFFIXES, read_image
 from nnlab.ingest.images import load_folder_source
 from nnlab.progress import progress

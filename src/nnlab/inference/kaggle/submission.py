@@ -32,9 +32,9 @@ from nnlab.device import pick_device
 from nnlab.errors import DataError, NnlabError
 from nnlab.evaluation.proba import batch_proba
 from nnlab.fileio import disk_full_guard
-from nnlab.inference.balance import balanced_top_k
-from nnlab.inference.drawing_rows import DrawingRows, read_drawing_rows
-from nnlab.inference.ensemble import ensemble_proba, parse_weights
+from nnlab.inference.kaggle.balance import balanced_top_k
+from nnlab.inference.kaggle.drawing_rows import DrawingRows, read_drawing_rows
+from nnlab.inference.kaggle.ensemble import ensemble_proba, parse_weights
 from nnlab.progress import progress
 from nnlab.runs.run import Run
 from nnlab.runs.trained import load_trained, raw_handling
@@ -101,7 +101,7 @@ def predict_submission(runs: list[Run], input_path: str | os.PathLike, out: str 
     """Write a Kaggle submission (``key_id,word``, the top_k labels space-separated) for every
     drawing of `input_path`, with one run or a weighted ensemble of runs.
 
-    `balance` caps every class's first choices at its share of the parsed rows (`inference.balance`):
+    `balance` caps every class's first choices at its share of the parsed rows (`inference.kaggle.balance`):
     valid only for a test set known to be balanced, as Kaggle's is.
 
     Returns (rows written, the messages to show: a warning naming the rows that could not be parsed and

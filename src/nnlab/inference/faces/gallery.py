@@ -16,7 +16,7 @@ Identification is nearest-neighbour: an identity's similarity to a query is its 
 image's cosine (the same image-to-image score the run's verification ROC thresholds), so the
 threshold of `nnlab identify` means what it meant at training time. Below it, the answer is
 ``unknown``. The search is exact NumPy for small galleries and faiss above a size
-(`nnlab.inference.search.make_index`).
+(`nnlab.inference.faces.search.make_index`).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ import numpy as np
 from nnlab.errors import DataError, NnlabError
 from nnlab.fileio import (OutputKind, atomic_output, atomic_write_text, check_output_file, kill_point,
                           staged_output_dir)
-from nnlab.inference.embed import embed_files, list_images
-from nnlab.inference.image_model import ImageModel
-from nnlab.inference.search import make_index
+from nnlab.inference.faces.embed import embed_files, list_images
+from nnlab.inference.faces.search import make_index
+from nnlab.inference.models.image import ImageModel
 from nnlab.metrics import open_set_identification
 from nnlab.version import __version__
 

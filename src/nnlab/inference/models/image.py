@@ -29,21 +29,25 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from nnlab import metrics
-from nnlab.datasets.bundle import STROKE_KINDS
 from nnlab.datasets.images import ImageTransform, load_image_source
+from nnlab.datasets.kinds import is_drawings
 from nnlab.datasets.splits import image_splits
 from nnlab.errors import DataError, ModelError, NnlabError
-from nnlab.fileio import read_classes
-from nnlab.inference.doodle import onnx_outputs, onnx_session, torch_outputs
+from nnlab.inference.models.backends import (
+    Backend,
+    OnnxBackend,
+    TorchBackend,
+    export_task,
+    is_export_dir,
+    read_export_info,
+    trained_module,
+)
+from nnlab.inference.models.doodle import top_classes
 from nnlab.ingest.image_files import read_image
 from nnlab.runs.plots import FPR_TARGETS
 from nnlab.runs.run import Run
-from nnlab.runs.trained import load_trained
-from nnlab.scratch.losses import softmax
 
 TASKS = ("classifier", "embedding")
 DEFAULT_FPR = 1e-3
@@ -86,22 +90,11 @@ class ImagePreprocessing:
         return torch.stack([self.transform(np.ascontiguousarray(im)) for im in images]).numpy()
 
 
-class EmbeddingOutput(nn.Module):
-    """An embedding model's L2-normalised embedding as its forward (what is exported and served)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.model.features(x), dim=1)
-
-
 def check_image_run(run: Run) -> None:
     """Only torch runs on image data are image models."""
     if run.config.engine != "torch":
         raise NnlabError(f"{run.path}: a {run.config.engine} run; only torch runs can be exported or served")
-    if run.config.data.kind in STROKE_KINDS:
+    if is_drawings(run.config):
         raise NnlabError(f"{run.path}: trained on drawings (data.kind = {run.config.data.kind!r}); "
                          "use the doodle demo (nnlab serve) for it")
 
@@ -110,10 +103,7 @@ def run_module(run: Run) -> tuple[nn.Module, str]:
     """The run's best checkpoint as the module to export or serve, and its task: an embedding
     model (it has ``embed``) answers its L2-normalised embedding, any other model its logits."""
     check_image_run(run)
-    model = load_trained(run, "cpu")
-    if hasattr(model, "embed"):
-        return EmbeddingOutput(model).eval(), "embedding"
-    return model, "classifier"
+    return trained_module(run)
 
 
 def fingerprint(module: nn.Module, prep: ImagePreprocessing) -> str:
@@ -144,23 +134,28 @@ def validation_images(run: Run, limit: int = 64) -> list[np.ndarray]:
 
 
 class ImageModel:
-    """A loaded image model; `outputs` is thread-safe, so one instance serves every request."""
+    """A loaded image model on its backend (`backends.Backend`, torch or onnxruntime); thread-safe, so one
+    instance serves every request."""
 
-    backend = "?"
-
-    def __init__(self, path: Path, name: str, task: str, classes: list[str], prep: ImagePreprocessing,
+    def __init__(self, runtime: Backend, path: Path, name: str, prep: ImagePreprocessing,
                  fingerprint: str, thresholds: dict[str, float] | None = None) -> None:
-        if task not in TASKS:
-            raise ModelError(f"{path}: unknown task {task!r} (expected {' or '.join(TASKS)})")
-        self.path, self.name, self.task, self.classes = path, name, task, classes
+        if runtime.task not in TASKS:
+            raise ModelError(f"{path}: unknown task {runtime.task!r} (expected {' or '.join(TASKS)})")
+        self.runtime, self.path, self.name, self.task, self.classes = runtime, path, name, runtime.task, runtime.classes
         self.prep, self.fingerprint, self.thresholds = prep, fingerprint, dict(thresholds or {})
 
-    def outputs(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @property
+    def backend(self) -> str:
+        """"torch" or "onnxruntime"."""
+        return self.runtime.name
+
+    def outputs(self, x: np.ndarray) -> np.ndarray:
+        """The model's raw outputs (logits or embeddings) for a preprocessed batch."""
+        return self.runtime.outputs(x)
 
     def _batches(self, images: Sequence[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
         for lo in range(0, len(images), batch_size):
-            yield self.outputs(self.prep.to_input(images[lo:lo + batch_size]))
+            yield self.runtime.predict_batch(self.prep.to_input(images[lo:lo + batch_size]))
 
     def embed(self, images: Sequence[np.ndarray], batch_size: int = BATCH) -> np.ndarray:
         """(N, D) float32 unit vectors of uint8 images."""
@@ -175,12 +170,11 @@ class ImageModel:
         if self.task != "classifier":
             raise NnlabError(f"{self.path}: an embedding model; it identifies people against a gallery "
                              "(nnlab identify, nnlab serve --gallery) instead of predicting classes")
-        return np.concatenate([softmax(o.astype(np.float64)) for o in self._batches(images, batch_size)])
+        return np.concatenate(list(self._batches(images, batch_size)))
 
     def top_k(self, probs: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
         """(class, probability) of the k most probable classes of one probability row, best first."""
-        top = metrics.top_k(probs[None, :], min(k, len(self.classes)))[0]
-        return [(self.classes[j], float(probs[j])) for j in top]
+        return top_classes(self.classes, probs, k)
 
     def guess(self, images: Sequence[np.ndarray], top_k: int = 3) -> list[list[tuple[str, float]]]:
         return [self.top_k(p, top_k) for p in self.probabilities(images)]
@@ -200,45 +194,13 @@ class ImageModel:
                 "fingerprint": self.fingerprint, "preprocessing": self.prep.to_json()}
 
 
-class TorchImageModel(ImageModel):
-    backend = "torch"
-
-    def __init__(self, module: nn.Module, **kw) -> None:
-        super().__init__(**kw)
-        self.module = module
-
-    def outputs(self, x: np.ndarray) -> np.ndarray:
-        return torch_outputs(self.module, x)
-
-
-class OnnxImageModel(ImageModel):
-    backend = "onnxruntime"
-
-    def __init__(self, session, **kw) -> None:
-        super().__init__(**kw)
-        self.session = session
-
-    def outputs(self, x: np.ndarray) -> np.ndarray:
-        return onnx_outputs(self.session, x)
-
-
-def read_export_info(path: Path) -> dict[str, Any]:
-    info_file = Path(path) / "preprocessing.json"
-    try:
-        return json.loads(info_file.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{path}: no preprocessing.json (not an `nnlab export` directory)") from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{info_file}: not valid JSON ({exc})") from None
-
-
 def is_image_model(path: str | os.PathLike) -> bool:
     """Whether `path` is an image model (a run on image data, or its export) rather than a doodle model."""
     path = Path(path)
-    if (path / "model.onnx").is_file() and (path / "preprocessing.json").is_file():
+    if is_export_dir(path):
         return read_export_info(path).get("task") in TASKS
     if (path / "config.toml").is_file():
-        return Run.open(path).config.data.kind not in STROKE_KINDS
+        return not is_drawings(Run.open(path).config)
     return False
 
 
@@ -249,28 +211,25 @@ def load_image_model(path: str | os.PathLike, threads: int | None = None) -> Ima
         return _load_export(path, threads)
     if (path / "config.toml").is_file():
         run = Run.open(path)
-        module, task = run_module(run)
-        if threads:
-            torch.set_num_threads(threads)
+        check_image_run(run)
+        runtime = TorchBackend.from_run(run, threads)
         prep = ImagePreprocessing.from_config(run.config.data)
-        return TorchImageModel(module, path=path, name=run.config.model.name, task=task, classes=run.classes(),
-                               prep=prep, fingerprint=fingerprint(module, prep), thresholds=run_thresholds(run))
+        return ImageModel(runtime, path=path, name=run.config.model.name, prep=prep,
+                          fingerprint=fingerprint(runtime.module, prep), thresholds=run_thresholds(run))
     raise NnlabError(f"{path}: neither a run directory (config.toml) nor an export directory (model.onnx)")
 
 
-def _load_export(path: Path, threads: int | None) -> OnnxImageModel:
+def _load_export(path: Path, threads: int | None) -> ImageModel:
     info = read_export_info(path)
-    task = info.get("task")
+    task = export_task(info)
     if task not in TASKS:
-        raise NnlabError(f"{path}: an export of a doodle model (task {task or 'doodle'!r}); serve it with "
+        raise NnlabError(f"{path}: an export of a doodle model (task {task!r}); serve it with "
                          "`nnlab serve`, it cannot classify or embed images")
-    classes = read_classes(path / "classes.txt")
     if "fingerprint" not in info:
         raise ModelError(f"{path}/preprocessing.json: no fingerprint; export the run again")
-    return OnnxImageModel(onnx_session(path / "model.onnx", threads), path=path, name=str(info.get("model", "?")),
-                          task=task, classes=classes, prep=ImagePreprocessing.from_json(info),
-                          fingerprint=str(info["fingerprint"]),
-                          thresholds=(info.get("verification") or {}).get("threshold_at_fpr"))
+    return ImageModel(OnnxBackend.from_export(path, threads, info), path=path, name=str(info.get("model", "?")),
+                      prep=ImagePreprocessing.from_json(info), fingerprint=str(info["fingerprint"]),
+                      thresholds=(info.get("verification") or {}).get("threshold_at_fpr"))
 
 
 def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = None) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""A trained doodle model ready to guess: preprocessing, the torch or onnxruntime backend,
+"""A trained doodle model ready to guess: preprocessing, its backend (`backends`: torch or onnxruntime),
 and validation drawings to show.
 
     model = load_doodle_model("runs/doodles-...")      # a run directory (torch)
@@ -13,7 +13,6 @@ simplified drawings (integers in 0..255, no time) as they are and simplifies any
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Sequence
@@ -22,25 +21,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
-import torch
 
 from nnlab import metrics
-from nnlab.datasets.bundle import STROKE_KINDS
+from nnlab.datasets.kinds import drawing_kinds, is_drawings
 from nnlab.datasets.strokes import stroke_splits, stroke_store, to_model_input, to_sequence_input
 from nnlab.errors import DataError, ModelError, NnlabError
-from nnlab.fileio import read_classes
+from nnlab.inference.models.backends import (
+    EXPORT_FILES,
+    Backend,
+    OnnxBackend,
+    TorchBackend,
+    is_export_dir,
+    read_export_info,
+)
 from nnlab.ingest.chunks import read_drawings
 from nnlab.runs.run import Run
-from nnlab.runs.trained import load_trained, raw_handling
-from nnlab.scratch.losses import softmax
+from nnlab.runs.trained import raw_handling
 from nnlab.strokes.drawing import Drawing
 from nnlab.strokes.render import ENCODINGS, default_line_width
 from nnlab.strokes.sequence import FEATURES
 from nnlab.strokes.simplify import frame_strokes, simplify_drawing, simplify_strokes
-
-EXPORT_FILES = ("model.onnx", "preprocessing.json", "classes.txt")
-
 
 SAMPLES_FILE = "samples.ndjson"
 
@@ -161,25 +161,29 @@ def arrays_to_google(strokes: Sequence[np.ndarray]) -> list[list[list[float]]]:
 
 
 class DoodleModel:
-    """A loaded model with its classes and preprocessing; `logits` is thread-safe, so one
-    instance serves every request."""
+    """A loaded doodle model: its backend (`backends.Backend`, torch or onnxruntime), classes and
+    preprocessing; thread-safe, so one instance serves every request."""
 
-    backend = "?"
-
-    def __init__(self, path: Path, name: str, classes: list[str], prep: Preprocessing,
-                 samples: SampleSource) -> None:
+    def __init__(self, runtime: Backend, path: Path, name: str, prep: Preprocessing, samples: SampleSource) -> None:
+        self.runtime = runtime
         self.path = path
         self.name = name
-        self.classes = classes
+        self.classes = runtime.classes
         self.prep = prep
         self.samples = samples
 
-    def logits(self, images: np.ndarray) -> np.ndarray:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @property
+    def backend(self) -> str:
+        """"torch" or "onnxruntime"."""
+        return self.runtime.name
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """The model's logits for a preprocessed batch (`Preprocessing.to_input`)."""
+        return self.runtime.outputs(batch)
 
     def probabilities(self, drawings: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
         """Softmax probabilities (B, classes) for simplified drawings."""
-        return softmax(self.logits(self.prep.to_input(drawings)).astype(np.float64))
+        return self.runtime.interpret(self.logits(self.prep.to_input(drawings)))
 
     def guess(self, drawings: Sequence[Sequence[np.ndarray]], top_k: int = 3) -> list[list[tuple[str, float]]]:
         """The top_k (word, probability) pairs of each simplified drawing, best first."""
@@ -187,8 +191,7 @@ class DoodleModel:
 
     def top_k(self, probs: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
         """(word, probability) of the k most probable classes of one probability row, best first."""
-        top = metrics.top_k(probs[None, :], min(k, len(self.classes)))[0]
-        return [(self.classes[j], float(probs[j])) for j in top]
+        return top_classes(self.classes, probs, k)
 
     def warm_up(self) -> None:
         """One raw and one simplified drawing through the whole path, so that the JIT
@@ -201,55 +204,10 @@ class DoodleModel:
                 "preprocessing": self.prep.to_json()}
 
 
-class TorchDoodleModel(DoodleModel):
-    backend = "torch"
-
-    def __init__(self, module, **kw) -> None:
-        super().__init__(**kw)
-        self.module = module
-
-    def logits(self, images: np.ndarray) -> np.ndarray:
-        return torch_outputs(self.module, images)
-
-
-class OnnxDoodleModel(DoodleModel):
-    backend = "onnxruntime"
-
-    def __init__(self, session, **kw) -> None:
-        super().__init__(**kw)
-        self.session = session
-
-    def logits(self, images: np.ndarray) -> np.ndarray:
-        return onnx_outputs(self.session, images)
-
-
-def torch_outputs(module, images: np.ndarray) -> np.ndarray:
-    """A torch module's float32 outputs for a float32 (B, C, H, W) batch (no autograd)."""
-    with torch.inference_mode():
-        return module(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))).float().numpy()
-
-
-def onnx_outputs(session, images: np.ndarray) -> np.ndarray:
-    """An onnxruntime session's first output for a float32 (B, C, H, W) batch."""
-    return session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(images, dtype=np.float32)})[0]
-
-
-def onnx_session(model_file: Path, threads: int | None = None):
-    """An onnxruntime CPU session. `threads` is the intra-op pool of one inference; the default
-    (1) suits a server, where concurrent requests already keep the cores busy."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads or 1)
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        return ort.InferenceSession(str(model_file), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise ModelError(f"{model_file}: onnxruntime cannot load it ({exc})") from None
-
-
-def is_export_dir(path: Path) -> bool:
-    return (path / "model.onnx").is_file() and (path / "preprocessing.json").is_file()
+def top_classes(classes: Sequence[str], probs: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
+    """(class, probability) of the k most probable classes of one probability row, best first."""
+    top = metrics.top_k(probs[None, :], min(k, len(classes)))[0]
+    return [(classes[j], float(probs[j])) for j in top]
 
 
 def load_doodle_model(path: str | os.PathLike, threads: int | None = None) -> DoodleModel:
@@ -265,42 +223,28 @@ def load_doodle_model(path: str | os.PathLike, threads: int | None = None) -> Do
                      f"({', '.join(EXPORT_FILES)})")
 
 
-def _load_run(path: Path, threads: int | None) -> TorchDoodleModel:
+def _load_run(path: Path, threads: int | None) -> DoodleModel:
     run = Run.open(path)
     check_stroke_run(run)
-    if threads:
-        torch.set_num_threads(threads)
     raw = raw_handling(run)
-    return TorchDoodleModel(load_trained(run, "cpu"), path=path, name=run.config.model.name,
-                            classes=run.classes(), prep=Preprocessing.from_config(run.config.data, raw),
-                            samples=SampleSource(lambda: validation_drawings(run.config, raw=raw)))
+    return DoodleModel(TorchBackend.from_run(run, threads), path=path, name=run.config.model.name,
+                       prep=Preprocessing.from_config(run.config.data, raw),
+                       samples=SampleSource(lambda: validation_drawings(run.config, raw=raw)))
 
 
-def _load_export(path: Path, threads: int | None) -> OnnxDoodleModel:
-    info_file = path / "preprocessing.json"
-    try:
-        info = json.loads(info_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{info_file}: not valid JSON ({exc})") from None
-    classes_file = path / "classes.txt"
-    if not classes_file.is_file():
-        raise ModelError(f"{path}: no classes.txt")
-    classes = read_classes(classes_file)
-    if info.get("num_classes") not in (None, len(classes)):
-        raise ModelError(f"{path}: classes.txt has {len(classes)} classes, preprocessing.json says "
-                         f"{info['num_classes']}")
+def _load_export(path: Path, threads: int | None) -> DoodleModel:
+    info = read_export_info(path)
     samples_file = path / SAMPLES_FILE
-    return OnnxDoodleModel(onnx_session(path / "model.onnx", threads), path=path,
-                           name=str(info.get("model", "?")), classes=classes,
-                           prep=Preprocessing.from_json(info, str(info_file)),
-                           samples=SampleSource(lambda: _read_samples(samples_file)))
+    return DoodleModel(OnnxBackend.from_export(path, threads, info), path=path, name=str(info.get("model", "?")),
+                       prep=Preprocessing.from_json(info, str(path / "preprocessing.json")),
+                       samples=SampleSource(lambda: _read_samples(samples_file)))
 
 
 def check_stroke_run(run) -> None:
     """Only models trained on drawings can guess drawings."""
-    if run.config.data.kind not in STROKE_KINDS:
+    if not is_drawings(run.config):
         raise NnlabError(f"{run.path}: trained on data.kind = {run.config.data.kind!r}; the doodle demo needs a "
-                         f"model trained on drawings ({' or '.join(STROKE_KINDS)})")
+                         f"model trained on drawings ({' or '.join(drawing_kinds())})")
     if run.config.engine != "torch":
         raise NnlabError(f"{run.path}: a {run.config.engine} run; only torch runs can be served or exported")
 
@@ -336,7 +280,7 @@ def validation_drawings(cfg, limit: int = 200, seed: int = 0, raw: str = "simpli
     split is empty), in the 0..255 frame as the run takes them (`raw`), in a random order fixed by `seed`.
 
     synth runs regenerate their doodles from the config; strokes runs read their store."""
-    if cfg.data.kind not in STROKE_KINDS:
+    if not is_drawings(cfg):
         raise DataError(f"data.kind = {cfg.data.kind!r}: no validation drawings to show")
     store = stroke_store(cfg)
     splits = stroke_splits(cfg, store)

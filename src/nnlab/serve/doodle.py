@@ -1,0 +1,217 @@
+"""The doodle demo's routes: guess drawings while they are drawn.
+
+    GET  /               the drawing page (static/index.html, app.js, style.css; no external assets)
+    POST /api/predict    {"drawing": [[[x...], [y...]] or [[x...], [y...], [t...]], ...], "top_k": 3}
+                         -> {"predictions": [{"word": ..., "probability": ...}, ...]}
+    GET  /api/classes    {"classes": [...]}
+    GET  /api/health     {"status": "ok", "backend": ..., "model": ..., "classes": N, ...}
+    GET  /api/sample     a random validation drawing with the model's guesses
+
+The model is warmed up when the router is made; concurrent guesses share model calls (`MicroBatcher`),
+raw drawings are simplified off the event loop (`Preprocessor`), both stopped with the app (the router's
+lifespan). The body limit, the Host check and the security headers are the app's (`nnlab.serve.app.harden`).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from nnlab.errors import DataError, NnlabError
+from nnlab.inference.models.doodle import DoodleModel, arrays_to_google, google_to_arrays
+from nnlab.serve.batching import MicroBatcher
+from nnlab.serve.hardening import is_json
+from nnlab.serve.preprocess import Busy, Preprocessor
+
+MAX_BODY_BYTES = 256 * 1024
+MAX_STROKES = 256
+MAX_POINTS = 10_000
+MAX_COORDINATE = 1e9  # px or ms; beyond it the arithmetic of simplification overflows
+MAX_ERRORS_SHOWN = 5
+PAGE = Path(__file__).parent / "static" / "index.html"
+
+
+# --------------------------------------------------------------------------- request and response bodies
+
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-MAX_COORDINATE, le=MAX_COORDINATE)]
+
+
+def _check_stroke(stroke: list[list[float]]) -> list[list[float]]:
+    if len(stroke) not in (2, 3):
+        raise ValueError(f"a stroke is [[x...], [y...]] or [[x...], [y...], [t...]], got {len(stroke)} lists")
+    lengths = [len(c) for c in stroke]
+    if lengths[0] == 0:
+        raise ValueError("a stroke has no points")
+    if len(set(lengths)) > 1:
+        names = "x, y, t" if len(stroke) == 3 else "x, y"
+        raise ValueError(f"{names} have different lengths ({', '.join(map(str, lengths))})")
+    return stroke
+
+
+Stroke = Annotated[list[list[Number]], AfterValidator(_check_stroke)]
+
+
+class PredictRequest(BaseModel):
+    """A drawing in Google's format and how many guesses to return."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    drawing: list[Stroke] = Field(description="strokes: [[x...], [y...]] (simplified, 0..255) or "
+                                              "[[x...], [y...], [t...]] (raw, simplified by the server)")
+    top_k: int = Field(3, strict=True, ge=1, description="guesses to return (at most the number of classes)")
+
+    @field_validator("drawing", mode="before")
+    @classmethod
+    def _stroke_count(cls, value: Any) -> Any:
+        # checked before the strokes themselves, so an oversized drawing costs nothing to refuse
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("the drawing has no strokes")
+            if len(value) > MAX_STROKES:
+                raise ValueError(f"{len(value)} strokes; at most {MAX_STROKES} are allowed")
+        return value
+
+    @model_validator(mode="after")
+    def _point_count(self) -> PredictRequest:
+        points = sum(len(s[0]) for s in self.drawing)
+        if points > MAX_POINTS:
+            raise PydanticCustomError("too_many_points", "drawing: {points} points; at most {limit} are allowed",
+                                      {"points": points, "limit": MAX_POINTS})
+        return self
+
+
+class Guess(BaseModel):
+    word: str
+    probability: float
+
+
+def _guesses(pairs: Iterable[tuple[str, float]]) -> list[Guess]:
+    """(word, probability) pairs as the API's guesses, probabilities rounded to 6 places."""
+    return [Guess(word=w, probability=round(p, 6)) for w, p in pairs]
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Guess]
+
+
+class SampleResponse(BaseModel):
+    word: str | None = Field(description="the drawing's true class")
+    key_id: str
+    drawing: list[list[list[int]]] = Field(description="Google's simplified strokes, 0..255")
+    predictions: list[Guess]
+
+
+# --------------------------------------------------------------------------- validation messages
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """One line per pydantic error: where (drawing.3.1.7) and what."""
+    loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+    msg = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if error.get("type") == "json_invalid":
+        return f"the body is not valid JSON: {(error.get('ctx') or {}).get('error', msg)}"
+    if not loc and error.get("type") in ("model_type", "model_attributes_type", "dict_type"):
+        return "the body must be a JSON object: {\"drawing\": [...], \"top_k\": 3}"
+    if error.get("type") == "extra_forbidden":
+        return f"{'.'.join(loc)}: unknown field (allowed: drawing, top_k)"
+    if error.get("type") == "finite_number":
+        msg = "NaN and infinity are not coordinates"
+    if error.get("type") == "too_many_points":
+        return msg
+    return f"{'.'.join(loc) or 'body'}: {msg}"
+
+
+def _unprocessable(messages: list[str]) -> JSONResponse:
+    return JSONResponse({"detail": "; ".join(messages[:MAX_ERRORS_SHOWN])
+                         + (f"; and {len(messages) - MAX_ERRORS_SHOWN} more" if len(messages) > MAX_ERRORS_SHOWN
+                            else ""),
+                         "errors": messages[:50]}, status_code=422)
+
+
+# --------------------------------------------------------------------------- the routes
+
+
+def doodle_router(model: DoodleModel, page_headers: dict[str, str] | None = None) -> APIRouter:
+    """The routes of the doodle demo for a loaded model (warmed up here, its samples loading meanwhile)."""
+    model.warm_up()
+    model.samples.prefetch()
+    batcher = MicroBatcher(model)
+    prep = Preprocessor(raw=model.prep.raw)
+
+    @asynccontextmanager
+    async def lifespan(app: Any):
+        yield
+        batcher.close()
+        prep.close()
+
+    router = APIRouter(lifespan=lifespan)
+    rng = random.Random()
+    rng_lock = threading.Lock()
+
+    @router.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(PAGE, headers={"Cache-Control": "no-cache", **(page_headers or {})})
+
+    @router.post("/api/predict", response_model=PredictResponse,
+                 openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                     "schema": PredictRequest.model_json_schema()}}}})
+    async def predict(request: Request) -> Response:
+        """The model's top_k guesses for one drawing."""
+        # parsed and validated by pydantic-core straight from the bytes: FastAPI's body
+        # handling and response encoding cost more than the model on a small CPU
+        if not is_json(request.headers.get("content-type")):
+            return JSONResponse({"detail": "send the drawing as JSON (Content-Type: application/json)"},
+                                status_code=415)
+        raw = await request.body()
+        if not raw.strip():
+            return _unprocessable(["the body is empty (send JSON: {\"drawing\": [...], \"top_k\": 3})"])
+        try:
+            body = PredictRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            return _unprocessable([_describe(e) for e in exc.errors()])
+        if body.top_k > len(model.classes):
+            return _unprocessable([f"top_k: must be between 1 and {len(model.classes)} (the number of classes), "
+                                   f"got {body.top_k}"])
+        try:
+            probs = await batcher.probabilities(await prep(google_to_arrays(body.drawing)))
+        except Busy as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+        except DataError as exc:
+            return _unprocessable([f"drawing: {exc}"])
+        answer = PredictResponse(predictions=_guesses(model.top_k(probs, body.top_k)))
+        return Response(answer.model_dump_json(), media_type="application/json")
+
+    @router.get("/api/classes")
+    def classes() -> dict[str, list[str]]:
+        return {"classes": model.classes}
+
+    @router.get("/api/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", **model.info(), "limits": {"body_bytes": MAX_BODY_BYTES, "strokes": MAX_STROKES,
+                                                           "points": MAX_POINTS}}
+
+    @router.get("/api/sample", response_model=SampleResponse)
+    def sample() -> SampleResponse | JSONResponse:
+        """A random validation drawing and what the model makes of it."""
+        try:
+            drawings = model.samples.drawings()
+        except NnlabError as exc:
+            return JSONResponse({"detail": f"no validation drawings to show: {exc}"}, status_code=404)
+        if not drawings:
+            return JSONResponse({"detail": "this model has no validation drawings to show"}, status_code=404)
+        with rng_lock:
+            d = drawings[rng.randrange(len(drawings))]
+        strokes = [s[:, :2] for s in d.strokes]
+        return SampleResponse(word=d.word, key_id=str(d.key_id), drawing=arrays_to_google(strokes),
+                              predictions=_guesses(model.guess([strokes], min(3, len(model.classes)))[0]))
+
+    return router
