@@ -59,7 +59,7 @@ def test_unknown_main_metric(tmp_path):
 
 
 def test_overrides_are_typed_and_validated(tmp_path):
-    cfg = load_config(write(tmp_path, BASE), ["optim.lr=0.05", "model.hidden=[32, 16]", "name=other",
+    cfg = load_config(write(tmp_path, BASE), ["optim.lr=0.05", "model.name=mlp", "model.hidden=[32, 16]", "name=other",
                                               "data.kind=npz"])
     assert cfg.optim.lr == 0.05 and cfg.model.hidden == [32, 16] and cfg.name == "other" and cfg.data.kind == "npz"
     with pytest.raises(ConfigError, match="optim.lrr"):

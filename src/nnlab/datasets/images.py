@@ -12,8 +12,8 @@ import torch.utils.data
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from nnlab.config import ExperimentConfig, did_you_mean, options_for
-from nnlab.datasets.bundle import STROKE_KINDS, DataBundle, loader_options
+from nnlab.config import ExperimentConfig, options_for
+from nnlab.datasets.bundle import DataBundle, loader_options
 from nnlab.datasets.identity import open_set_source
 from nnlab.datasets.samplers import EpochSampler
 from nnlab.datasets.splits import image_splits
@@ -201,12 +201,9 @@ class ImageBatches(torch.utils.data.Dataset):
         return self.dataset.batch(positions)
 
 
-def load_image_source(cfg: ExperimentConfig):
-    kind = cfg.data.kind
-    if kind not in LOADERS:
-        known = sorted([*LOADERS, *STROKE_KINDS])
-        raise DataError(f"data.kind: unknown kind {kind!r}{did_you_mean(kind, known)} (known: {', '.join(known)})")
-    return load_source(kind, **options_for(LOADERS[kind], cfg.data))
+def load_image_source(cfg: ExperimentConfig) -> ImageSource:
+    """The image source of an image kind (the schema has checked the kind and its options)."""
+    return load_source(cfg.data.kind, **options_for(LOADERS[cfg.data.kind], cfg.data))
 
 
 def build_image_data(cfg: ExperimentConfig, run_dir: Path | None, rank: int, world: int,
