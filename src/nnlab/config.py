@@ -491,13 +491,6 @@ def set_key(raw: dict[str, Any], key: str, value: Any, where: str = "config") ->
         _SWITCHES[key][1](raw)
 
 
-#: the keys that pick a section's class of options: their default, and what drops the options of another
-_SWITCHES: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
-    "data.kind": ("digits", lambda raw: _foreign_data_options(raw)),
-    "model.name": ("lenet", lambda raw: _foreign_model_options(raw)),
-}
-
-
 def did_you_mean(word: str, choices: Sequence[str]) -> str:
     """'; did you mean 'x'?' for the closest choice, or '' (the hint every unknown-name error gives)."""
     close = difflib.get_close_matches(word, list(choices), n=1)
@@ -563,6 +556,13 @@ def _foreign_model_options(raw: dict[str, Any]) -> list[str]:
         del model[key]
     return [f"model.{key}: not an option of model {name!r} (it belongs to {', '.join(_MODEL_OPTION_FAMILIES[key])}; "
             f"{model_family(name)} takes: {', '.join(sorted(allowed))})" for key in foreign]
+
+
+#: the keys that pick a section's class of options: their default, and what drops the options of another
+_SWITCHES: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
+    "data.kind": ("digits", _foreign_data_options),
+    "model.name": ("lenet", _foreign_model_options),
+}
 
 
 def error_lines(exc: ValidationError, root: type[BaseModel], noun: str = "key",
