@@ -41,7 +41,8 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
     for model in ("lenet_alpha", "mlp"):
         cfg = root / f"{model}.toml"
         cfg.write_text(CONFIG.format(model=model))
-        proc = nnlab("run", cfg, "--out", root / model, "--set", "model.hidden=[64]")
+        hidden = ["--set", "model.hidden=[64]"] if model == "mlp" else []  # an mlp option: refused for lenet
+        proc = nnlab("run", cfg, "--out", root / model, *hidden)
         assert f"run directory: {root / model}" in proc.stdout and f"finished: {root / model}" in proc.stdout
         out.append(root / model)
     return tuple(out)

@@ -1,7 +1,11 @@
 """The experiment schema: one TOML file, validated, with `--set section.key=value` overrides.
 
 Every section forbids unknown keys, so a misspelt key fails with one line that names the
-key, the file and what is allowed instead of being silently ignored.
+key, the file and what is allowed instead of being silently ignored. `data.kind` picks one
+class per kind declaring only its options; a model family takes only its own options; every
+problem of a file is reported at once, one line each. Validation never looks at the machine:
+a config valid here is valid anywhere (`nnlab.training.resources` checks this machine when
+training starts).
 """
 
 from __future__ import annotations
@@ -9,15 +13,25 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
-import os
 import re
 import tomllib
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
 from nnlab.errors import ConfigError
 
@@ -65,30 +79,19 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DataConfig(Section):
-    """Where the examples come from and how they are split and batched."""
+class DataSection(Section):
+    """What every data kind shares: the model input's size and normalisation, the split fractions,
+    batching and loader workers. Each kind below adds only its own options (`data.kind` picks one)."""
 
-    kind: str = Field("digits", description="data set kind: digits, idx, npz, folder, bitmap, csv, strokes, synth")
-    path: str | None = Field(None, description="file or folder of the data set")
-    test_path: str | None = Field(None, description="a separate test file (csv kind)")
-    download: bool = Field(False, description="fetch the official files when missing (idx kind)")
-    dataset: str | None = Field(None, description="which official data set to download: mnist or fashion-mnist")
-    images_key: str = "images"
-    labels_key: str = "labels"
-    shape: list[int] | None = Field(None, description="image shape of flat feature rows (csv kind)")
-    header: bool | Literal["auto"] = "auto"
-    scale: float | None = Field(None, gt=0, description="largest feature value, mapped to 255 (csv kind)")
-    max_per_class: int | None = Field(None, ge=1)
-    on_bad: Literal["skip", "error"] = "error"
+    #: what the kind yields ("images" or "drawings"), for registries that dispatch on it
+    modality: ClassVar[str] = "images"
+
+    kind: str = Field(description="data set kind: digits, idx, npz, folder, bitmap, csv, strokes, synth")
     image_size: int = Field(28, ge=4, le=1024, description="side of the square model input in pixels")
     channels: Literal[1, 3] = 1
     mean: float = 0.5
     std: float = Field(0.5, gt=0)
     augment: bool = Field(False, description="augment the training split (never val or test)")
-    split: Literal["stratified", "identity"] = Field("stratified", description="image sets: by class, or by identity "
-                                                     "(open set); stroke data always splits by key_id hash")
-    open_set_identities: int | None = Field(None, ge=1, description="identity split: how many identities are held "
-                                            "out unseen (default: test_fraction of them)")
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.2, ge=0, lt=1, description="ignored where the source has an official test part")
     batch_size: int = Field(128, ge=1, le=65536)
@@ -98,32 +101,155 @@ class DataConfig(Section):
                                      "(num_workers > 0)")
     prefetch_factor: int | None = Field(None, ge=1, le=64, description="batches each worker keeps ready "
                                         "(num_workers > 0; default torch's 2)")
-    # Stroke data (Quick, Draw!): rendering and synthetic doodles.
-    input: Literal["image", "sequence"] = Field("image", description="stroke data: rendered images, or point "
-                                                "sequences for stroke_rnn / stroke_gru")
+
+    @property
+    def input_modality(self) -> str:
+        """What the model receives: "images", "drawings" (rendered) or "sequences" (point sequences)."""
+        return self.modality
+
+
+class ImageData(DataSection):
+    """Image kinds: split by class, or by identity for open-set evaluation."""
+
+    split: Literal["stratified", "identity"] = Field("stratified", description="by class, or by identity "
+                                                     "(open set: unseen people at test time)")
+    open_set_identities: int | None = Field(None, ge=1, description="identity split: how many identities are held "
+                                            "out unseen (default: test_fraction of them)")
+
+
+class DigitsData(ImageData):
+    """scikit-learn's bundled 8x8 digits (no options of its own)."""
+
+    kind: Literal["digits"] = "digits"
+
+
+class IdxData(ImageData):
+    """MNIST / Fashion-MNIST IDX files in a folder, optionally downloaded."""
+
+    kind: Literal["idx"] = "idx"
+    path: str | None = Field(None, description="the folder of the IDX files")
+    download: bool = Field(False, description="fetch the official files when missing")
+    dataset: Literal["mnist", "fashion-mnist"] | None = Field(None, description="which official data set to "
+                                                               "download (default mnist)")
+
+
+class NpzData(ImageData):
+    """Two arrays of an .npz file."""
+
+    kind: Literal["npz"] = "npz"
+    path: str | None = Field(None, description="the .npz file")
+    images_key: str = "images"
+    labels_key: str = "labels"
+
+
+class FolderData(ImageData):
+    """One sub-folder of image files per class."""
+
+    kind: Literal["folder"] = "folder"
+    path: str | None = Field(None, description="the folder of class folders")
+    on_bad: Literal["skip", "error"] = Field("error", description="an unreadable image: stop, or leave it out")
+
+
+class BitmapData(ImageData):
+    """Google's Quick, Draw! full_numpy_bitmap_<word>.npy files."""
+
+    kind: Literal["bitmap"] = "bitmap"
+    path: str | None = Field(None, description="the folder of .npy files")
+    max_per_class: int | None = Field(None, ge=1)
+
+
+class CsvData(ImageData):
+    """Rows of pixel values then the class (UCI optdigits style)."""
+
+    kind: Literal["csv"] = "csv"
+    path: str | None = Field(None, description="the CSV file")
+    test_path: str | None = Field(None, description="a separate test file")
+    shape: list[int] | None = Field(None, description="image shape of the flat feature rows")
+    header: bool | Literal["auto"] = "auto"
+    scale: float | None = Field(None, gt=0, description="largest feature value, mapped to 255")
+
+
+class DrawingData(DataSection):
+    """Quick, Draw! drawings, rendered into images or fed as point sequences (always split by key_id hash)."""
+
+    modality: ClassVar[str] = "drawings"
+
+    input: Literal["image", "sequence"] = Field("image", description="rendered images, or point sequences for "
+                                                "stroke_rnn / stroke_gru")
     max_points: int = Field(256, ge=2, le=100_000, description="sequence input: longer drawings are resampled")
     encoding: Literal["binary", "time-decay", "order-velocity-time", "order-stroke-time"] = "time-decay"
     line_width: float | None = Field(None, gt=0, description="stroke width in output pixels")
     padding: float = Field(0.0, ge=0, lt=0.5, description="margin as a fraction of the image side")
-    classes: int | list[str] | None = Field(None, description="synthetic doodle classes: a count or names")
+    flip: float = Field(0.0, ge=0, le=1, description="with augment: probability of mirroring a training drawing "
+                        "left-right (most doodles mean the same mirrored; pairs with `predict --tta flip`)")
+
+    @property
+    def input_modality(self) -> str:
+        return "sequences" if self.input == "sequence" else "drawings"
+
+
+class StrokesData(DrawingData):
+    """A packed stroke store made by `nnlab data prepare`."""
+
+    kind: Literal["strokes"] = "strokes"
+    path: str | None = Field(None, description="the stroke store folder")
+    recognized_only: bool = Field(False, description="keep only the drawings the game recognised")
+
+
+class SynthData(DrawingData):
+    """Synthetic doodles drawn on the fly."""
+
+    kind: Literal["synth"] = "synth"
+    classes: int | list[str] | None = Field(None, description="synthetic doodle classes: a count or names "
+                                            "(default 12)")
     per_class: int = Field(300, ge=1, description="synthetic drawings per class")
-    recognized_only: bool = False
-    flip: float = Field(0.0, ge=0, le=1, description="stroke data with augment: probability of mirroring a "
-                        "training drawing left-right (most doodles mean the same mirrored; pairs with "
-                        "`predict --tta flip`)")
+
+    @field_validator("classes")
+    @classmethod
+    def _some_classes(cls, value: int | list[str] | None) -> int | list[str] | None:
+        if isinstance(value, int) and value < 1 or isinstance(value, list) and not value:
+            raise ValueError("at least 1 class")
+        return value
+
+
+#: every data kind by its `kind` tag (the classes declare their own options and `modality`)
+DATA_KINDS: dict[str, type[DataSection]] = {
+    cls.model_fields["kind"].default: cls
+    for cls in (DigitsData, IdxData, NpzData, FolderData, BitmapData, CsvData, StrokesData, SynthData)}
+
+#: the `[data]` section: one class per kind, picked by `kind`
+DataConfig = Annotated[DigitsData | IdxData | NpzData | FolderData | BitmapData | CsvData | StrokesData | SynthData,
+                       Field(discriminator="kind")]
+
+
+def _owners(classes: dict[str, set[str]]) -> dict[str, list[str]]:
+    """option -> the names whose option set holds it."""
+    owners: dict[str, list[str]] = {}
+    for name, options in classes.items():
+        for option in options:
+            owners.setdefault(option, []).append(name)
+    return owners
+
+
+_DATA_OPTION_KINDS = _owners({kind: set(cls.model_fields) for kind, cls in DATA_KINDS.items()})
 
 
 class ModelConfig(Section):
-    """A registered builder (`nnlab models`) or any timm model as `timm:<name>`."""
+    """A registered builder (`nnlab models`) or any timm model as `timm:<name>`.
+
+    Options of one model family (`MODEL_FAMILIES`) are refused for a model of another; the
+    embedding/head options and `weights`, `dropout` apply to every model. A name outside the
+    families (a builder registered by the user) takes any option its builder declares."""
 
     name: str = "lenet"
     pretrained: bool = Field(False, description="download pretrained timm weights (online only)")
     weights: str | None = Field(None, description="a local state dict (.pt) or .safetensors file to start from")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    # mlp
     hidden: list[Annotated[int, Field(ge=1, le=1_000_000)]] = Field(default_factory=lambda: [512, 128, 64],
                                                                     description="mlp hidden sizes")
     activation: Literal["relu", "sigmoid", "tanh", "gelu"] = "relu"
     batchnorm: bool = True
-    dropout: float = Field(0.0, ge=0, lt=1)
     # Stroke-sequence models (stroke_rnn, stroke_gru; data.input = "sequence").
     conv_filters: list[int] = Field(default_factory=lambda: [48, 64, 96], description="conv1d filters per layer")
     conv_kernels: list[int] = Field(default_factory=lambda: [5, 5, 3], description="conv1d kernel sizes")
@@ -146,6 +272,43 @@ class ModelConfig(Section):
     def embedding_model(self) -> bool:
         """Whether the model is backbone -> embedding -> head (see `nnlab.models.heads`)."""
         return self.head != "linear" or self.embedding_dim is not None or self.triplet_weight > 0
+
+    @model_serializer(mode="wrap")
+    def _family_options_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # a dump (config.toml, study cells) holds what this model takes, so it validates back strictly
+        allowed = model_options(self.name)
+        return {k: v for k, v in handler(self).items() if allowed is None or k in allowed}
+
+
+#: options of every model; each family adds its own (`model_family` maps a name to its family)
+COMMON_MODEL_OPTIONS = ("name", "weights", "dropout", "head", "embedding_dim", "embedding_bn", "margin", "scale",
+                        "easy_margin", "triplet_weight", "triplet_margin")
+MODEL_FAMILIES: dict[str, tuple[str, ...]] = {
+    "timm:*": ("pretrained",),
+    "lenet*": (),
+    "mlp": ("hidden", "activation", "batchnorm"),
+    "stroke_rnn/stroke_gru": ("conv_filters", "conv_kernels", "rnn_hidden", "rnn_layers"),
+}
+_MODEL_OPTION_FAMILIES = _owners({family: set(options) for family, options in MODEL_FAMILIES.items()})
+
+
+def model_family(name: str) -> str | None:
+    """The family of model `name` (a key of MODEL_FAMILIES), or None for a name outside them."""
+    if name.startswith("timm:"):
+        return "timm:*"
+    if name.startswith("lenet"):
+        return "lenet*"
+    if name in ("mlp", "mlp_numpy"):
+        return "mlp"
+    if name in ("stroke_rnn", "stroke_gru"):
+        return "stroke_rnn/stroke_gru"
+    return None
+
+
+def model_options(name: str) -> set[str] | None:
+    """The model-section options model `name` takes (None: any, for a name outside the families)."""
+    family = model_family(name)
+    return None if family is None else {*COMMON_MODEL_OPTIONS, *MODEL_FAMILIES[family]}
 
 
 class LossConfig(Section):
@@ -223,12 +386,13 @@ class StudyConfig(Section):
 
 
 class ExperimentConfig(Section):
-    """One experiment: the root of the TOML file."""
+    """One experiment: the root of the TOML file. Validation checks the file against itself only,
+    never against this machine (`nnlab.training.resources` checks memory when training starts)."""
 
     name: str = Field("experiment", min_length=1, pattern=r"^[A-Za-z0-9_.+-]+$")
     seed: int = Field(0, ge=0)
     engine: Literal["torch", "numpy"] = "torch"
-    data: DataConfig = Field(default_factory=DataConfig)
+    data: DataConfig = Field(default_factory=DigitsData)
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -239,63 +403,45 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
-        try:
-            higher_is_better(self.eval.main_metric)
-        except ConfigError as exc:
-            raise ValueError(f"eval.main_metric: {exc}") from None
-        if self.engine == "numpy" and (self.train.channels_last or self.train.compile):
-            raise ValueError("train.channels_last and train.compile apply to the torch engine only; "
-                             "remove them or set engine = 'torch'")
-        _check_sizes(self)
-        if self.data.split == "identity" and (self.engine != "torch" or not self.model.embedding_model):
-            raise ValueError("data.split = 'identity' (open-set evaluation) needs an embedding model: engine = "
-                             "'torch' and model.embedding_dim set, or model.head = 'arcface' or 'cosface'")
+        problems = cross_field_problems(self)
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 
-def _check_sizes(cfg: ExperimentConfig) -> None:
-    """What would otherwise fail after an epoch or deep in NumPy/torch: the top-k of the main
-    metric, data.classes outside synth, and a first batch or MLP too large for this machine's memory."""
-    base = re.sub(r"^(val|train|test)_", "", cfg.eval.main_metric)
-    m = re.fullmatch(r"map(\d+)|top(\d+)_accuracy", base)
-    if m and int(m.group(1) or m.group(2)) != cfg.eval.top_k:
-        raise ValueError(f"eval.main_metric = {cfg.eval.main_metric!r} is computed with eval.top_k = "
-                         f"{int(m.group(1) or m.group(2))}, but eval.top_k = {cfg.eval.top_k}; set one to match")
+def cross_field_problems(cfg: ExperimentConfig) -> list[str]:
+    """The rules between keys, one line each naming its keys (what would otherwise fail after an
+    epoch or deep in NumPy/torch)."""
+    problems = []
     d = cfg.data
-    if d.classes is not None and d.kind != "synth":
-        raise ValueError(f"data.classes is for kind = 'synth' only (here kind = {d.kind!r}); remove it")
-    if isinstance(d.classes, int) and d.classes < 1 or isinstance(d.classes, list) and not d.classes:
-        raise ValueError(f"data.classes: at least 1 class, got {d.classes!r}")
-    memory = _memory_bytes()
-    if memory is None:
-        return
-    pixels = d.image_size * d.image_size * (3 if d.kind == "synth" or d.kind == "strokes" else d.channels)
-    batch = max(d.batch_size, d.eval_batch_size or 0) * pixels * 4
-    if batch > memory // 4:
-        raise ValueError(f"data.batch_size = {d.batch_size} at data.image_size = {d.image_size}: one batch takes "
-                         f"{batch / 2**30:.1f} GiB of this machine's {memory / 2**30:.1f} GiB; lower one of them")
-    sizes = [pixels, *cfg.model.hidden]
-    params = sum(a * b for a, b in zip(sizes, sizes[1:]))
-    if cfg.model.name == "mlp" or cfg.engine == "numpy":
-        if params * 4 * 4 > memory // 2:  # weights, gradients and two optimiser moments
-            raise ValueError(f"model.hidden = {cfg.model.hidden}: about {params:,} parameters, more than "
-                             f"{memory / 2**30:.1f} GiB of memory can train; lower the hidden sizes")
-
-
-def _memory_bytes() -> int | None:
-    """This machine's physical memory (None where the OS does not say)."""
+    if d.val_fraction + d.test_fraction >= 1:
+        problems.append(f"data.val_fraction + data.test_fraction must be < 1, got {d.val_fraction} + "
+                        f"{d.test_fraction}; lower one of them")
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
+        higher_is_better(cfg.eval.main_metric)
+        base = re.sub(r"^(val|train|test)_", "", cfg.eval.main_metric)
+        m = re.fullmatch(r"map(\d+)|top(\d+)_accuracy", base)
+        if m and int(m.group(1) or m.group(2)) != cfg.eval.top_k:
+            problems.append(f"eval.main_metric = {cfg.eval.main_metric!r} is computed with eval.top_k = "
+                            f"{int(m.group(1) or m.group(2))}, but eval.top_k = {cfg.eval.top_k}; set one to match")
+    except ConfigError as exc:
+        problems.append(f"eval.main_metric: {exc}")
+    if cfg.engine == "numpy" and (cfg.train.channels_last or cfg.train.compile):
+        problems.append("train.channels_last and train.compile apply to the torch engine only; "
+                        "remove them or set engine = 'torch'")
+    if getattr(d, "split", None) == "identity" and (cfg.engine != "torch" or not cfg.model.embedding_model):
+        problems.append("data.split = 'identity' (open-set evaluation) needs an embedding model: engine = "
+                        "'torch' and model.embedding_dim set, or model.head = 'arcface' or 'cosface'")
+    return problems
 
 
 # --------------------------------------------------------------------------- loading
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
-                base: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Read a TOML experiment (or start from `base`), apply `section.key=value` overrides, validate."""
+                base: dict[str, Any] | None = None, lenient: bool = False) -> ExperimentConfig:
+    """Read a TOML experiment (or start from `base`), apply `section.key=value` overrides, validate
+    (`lenient`: a saved run's config.toml, see `validate`)."""
     source = str(path) if path is not None else "config"
     raw: dict[str, Any] = copy.deepcopy(base or {})  # overrides must not reach into the caller's dicts
     if path is not None:
@@ -312,7 +458,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
             raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
     for item in overrides:
         apply_override(raw, item)
-    return validate(raw, source)
+    return validate(raw, source, lenient)
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -328,14 +474,21 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 
 
 def set_key(raw: dict[str, Any], key: str, value: Any, where: str = "config") -> None:
-    """Set the dotted `key` (`a.b.c`) of a nested dict to an already typed value."""
+    """Set the dotted `key` (`a.b.c`) of a nested dict to an already typed value.
+
+    Setting `data.kind` or `model.name` to another kind or family drops the section's options the
+    new one does not take (the ones of the old kind), so `--set data.kind=npz` or a study variant
+    `model.name = "lenet"` switch cleanly; options set after the switch are checked strictly."""
     *parents, leaf = key.split(".")
     node = raw
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"{where}: {part} is not a section")
+    switched = key in _SWITCHES and node.get(leaf, _SWITCHES[key][0]) != value
     node[leaf] = value
+    if switched:
+        _SWITCHES[key][1](raw)
 
 
 def did_you_mean(word: str, choices: Sequence[str]) -> str:
@@ -344,31 +497,130 @@ def did_you_mean(word: str, choices: Sequence[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def validate(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
+def validate(raw: dict[str, Any], source: str = "config", lenient: bool = False) -> ExperimentConfig:
+    """Validate a config dict; every problem is reported at once, one line each (`source: key: what`).
+
+    `lenient` (for the config.toml of a saved run, written when every kind had every option) drops
+    the options of another data kind or model family instead of refusing them."""
+    raw = copy.deepcopy(raw)
+    problems = unknown_kind(raw)
+    if problems:
+        del raw["data"]  # its options cannot be checked without a kind
+    foreign = own_options(raw)
+    problems += [] if lenient else foreign
     try:
-        return ExperimentConfig.model_validate(raw)
+        cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, raw, source)) from None
+        problems += error_lines(exc, ExperimentConfig)
+    if problems:
+        raise ConfigError("\n".join(f"{source}: {line}" for line in problems))
+    return cfg
 
 
-def _describe(exc: ValidationError, raw: dict[str, Any], source: str) -> str:
-    """One line for the first error: file, dotted key, what is wrong and what is allowed."""
-    err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
-    key = ".".join(loc) or "(root)"
-    if err["type"] == "extra_forbidden":
-        model: type[BaseModel] = ExperimentConfig
-        for part in loc[:-1]:
-            annotation = model.model_fields[part].annotation
-            model = next(a for a in (annotation, *getattr(annotation, "__args__", ())) if
-                         isinstance(a, type) and issubclass(a, BaseModel))
+def unknown_kind(raw: dict[str, Any]) -> list[str]:
+    """The line refusing `data.kind` when it names no kind (none when it does or is left out)."""
+    data = raw.get("data")
+    kind = data.get("kind", "digits") if isinstance(data, dict) else "digits"
+    if isinstance(kind, str) and kind in DATA_KINDS:
+        return []
+    return [f"data.kind: unknown kind {kind!r}{did_you_mean(str(kind), DATA_KINDS)} (known: {', '.join(DATA_KINDS)})"]
+
+
+def own_options(raw: dict[str, Any]) -> list[str]:
+    """Take the options of another data kind or model family out of `raw` (in place), and return
+    the lines refusing them, each naming the kinds or families the option belongs to."""
+    return _foreign_data_options(raw) + _foreign_model_options(raw)
+
+
+def _foreign_data_options(raw: dict[str, Any]) -> list[str]:
+    data = raw.get("data")
+    if not isinstance(data, dict) or unknown_kind(raw):
+        return []
+    kind = data.setdefault("kind", "digits")
+    own = DATA_KINDS[kind].model_fields
+    foreign = [k for k in data if k not in own and k in _DATA_OPTION_KINDS]
+    for key in foreign:
+        del data[key]
+    return [f"data.{key}: not an option of kind {kind!r} (it belongs to kinds: {', '.join(_DATA_OPTION_KINDS[key])})"
+            for key in foreign]
+
+
+def _foreign_model_options(raw: dict[str, Any]) -> list[str]:
+    model = raw.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("name", "lenet"), str):
+        return []
+    name = model.get("name", "lenet")
+    allowed = model_options(name) or set(ModelConfig.model_fields)
+    foreign = [k for k in model if k not in allowed and k in _MODEL_OPTION_FAMILIES]
+    for key in foreign:
+        del model[key]
+    return [f"model.{key}: not an option of model {name!r} (it belongs to {', '.join(_MODEL_OPTION_FAMILIES[key])}; "
+            f"{model_family(name)} takes: {', '.join(sorted(allowed))})" for key in foreign]
+
+
+#: the keys that pick a section's class of options: their default, and what drops the options of another
+_SWITCHES: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
+    "data.kind": ("digits", _foreign_data_options),
+    "model.name": ("lenet", _foreign_model_options),
+}
+
+
+def error_lines(exc: ValidationError, root: type[BaseModel], noun: str = "key",
+                skip: Sequence[str] = (), show_input: bool = True) -> list[str]:
+    """Every error of `exc` as one line: dotted key, what is wrong and what is allowed (the one
+    formatter of pydantic errors: configs here, request bodies in `nnlab.serve`)."""
+    lines = []
+    for err in exc.errors():
+        lines += describe_error(err, root, noun, skip, show_input).split("\n")
+    return lines
+
+
+def describe_error(err: ErrorDetails | dict[str, Any], root: type[BaseModel], noun: str = "key",
+                   skip: Sequence[str] = (), show_input: bool = True) -> str:
+    """One pydantic error as `key: message (got value)`; loc parts in `skip` (e.g. FastAPI's "body")
+    and union tags are left out of the key. A model-level check's message names its keys itself."""
+    model, loc = _located(root, [p for p in err.get("loc", ()) if str(p) not in skip
+                                 and not str(p).startswith("function-")])
+    key = ".".join(map(str, loc)) or "(root)"
+    message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden" and model is not None:
         allowed = sorted(model.model_fields)
-        hint = did_you_mean(loc[-1], allowed)
-        return f"{source}: {key}: unknown key{hint} (allowed: {', '.join(allowed)})"
-    message = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "value_error" and not loc:  # a whole-file check: its message names the keys
-        return f"{source}: {message}"
-    return f"{source}: {key}: {message} (got {err.get('input')!r})"
+        return f"{key}: unknown {noun}{did_you_mean(str(loc[-1]), allowed)} (allowed: {', '.join(allowed)})"
+    if err.get("type") == "value_error" and (not loc or model is not None and str(loc[-1]) not in
+                                             model.model_fields):
+        return message  # a whole-file or whole-section check
+    shown = repr(err.get("input"))
+    if not show_input:
+        return f"{key}: {message}"
+    return f"{key}: {message} (got {shown if len(shown) <= 80 else shown[:77] + '...'})"
+
+
+def _located(root: type[BaseModel], loc: Sequence[Any]) -> tuple[type[BaseModel] | None, list[Any]]:
+    """The model class holding the last part of `loc` (None past a list or dict), and `loc` without
+    the tags a discriminated union puts in it (data.folder.path -> data.path)."""
+    model: type[BaseModel] | None = root
+    key: list[Any] = []
+    parts, i = list(loc), 0
+    while i < len(parts):
+        key.append(parts[i])
+        i += 1
+        if model is None or i == len(parts):
+            continue
+        field = model.model_fields.get(str(parts[i - 1]))
+        classes = _model_classes(field.annotation) if field is not None else []
+        tagged = [c for c in classes if "kind" in c.model_fields and c.model_fields["kind"].default == parts[i]]
+        if len(classes) > 1 and tagged:  # a union member: skip its tag
+            model, i = tagged[0], i + 1
+        else:
+            model = classes[0] if len(classes) == 1 else None
+    return model, key
+
+
+def _model_classes(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation names (through Optional, unions and Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [c for arg in typing.get_args(annotation) for c in _model_classes(arg)]
 
 
 def save_config(cfg: ExperimentConfig, path: Path) -> None:

@@ -61,7 +61,7 @@ def identity_split(labels: np.ndarray, cfg: ExperimentConfig, names: list[str] |
         raise DataError("identity split: the data set holds no images")
     few = present[counts < need]
     if len(few):
-        if d.on_bad == "error":
+        if getattr(d, "on_bad", "error") == "error":  # only the folder kind can skip bad images
             shown = ", ".join(repr(names[i]) if names else str(i) for i in few[:5])
             raise DataError(f"identity split: {len(few)} identities have fewer than {need} images (one gallery "
                             f"image per eval.gallery_per_id = {cfg.eval.gallery_per_id}, plus one probe), e.g. "

@@ -12,7 +12,7 @@ import torch.utils.data
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from nnlab.config import ExperimentConfig, did_you_mean, options_for
+from nnlab.config import ExperimentConfig, options_for
 from nnlab.datasets.bundle import DataBundle, loader_options
 from nnlab.datasets.identity import open_set_source
 from nnlab.datasets.samplers import EpochSampler
@@ -201,13 +201,9 @@ class ImageBatches(torch.utils.data.Dataset):
         return self.dataset.batch(positions)
 
 
-def load_image_source(cfg: ExperimentConfig):
-    kind = cfg.data.kind
-    if kind not in LOADERS:
-        known = sorted(LOADERS)
-        raise DataError(f"data.kind: {kind!r} is not an image kind{did_you_mean(kind, known)} "
-                        f"(image kinds: {', '.join(known)})")
-    return load_source(kind, **options_for(LOADERS[kind], cfg.data))
+def load_image_source(cfg: ExperimentConfig) -> ImageSource:
+    """The image source of an image kind (the schema has checked the kind and its options)."""
+    return load_source(cfg.data.kind, **options_for(LOADERS[cfg.data.kind], cfg.data))
 
 
 def build_image_data(cfg: ExperimentConfig, run_dir: Path | None, rank: int, world: int,

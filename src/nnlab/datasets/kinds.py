@@ -47,12 +47,14 @@ class DataKind:
     model_input: Callable[[Sequence[Any], Any], torch.Tensor]
     summary: str
     source: Callable[..., ImageSource] | None = None
-    section: str | None = None  # the class name in nnlab.config; default "<Name>DataConfig"
+    section: str | None = None  # the class name in nnlab.config; default: config.DATA_KINDS[name]
 
     @property
     def config_class(self) -> type:
-        """The kind's pydantic section class, looked up by name (the shared `DataConfig` while there is none)."""
-        return getattr(config, self.section or f"{self.name.capitalize()}DataConfig", config.DataConfig)
+        """The kind's pydantic section class (`nnlab.config.DATA_KINDS`, the schema's one list of kinds)."""
+        if self.section:
+            return getattr(config, self.section)
+        return config.DATA_KINDS.get(self.name, config.DataSection)
 
 
 def image_input(images: Sequence[Any], data: Any) -> torch.Tensor:

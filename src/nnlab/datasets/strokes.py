@@ -153,7 +153,7 @@ def stroke_splits(cfg, store) -> dict[str, np.ndarray]:
     ones when `data.recognized_only`): what training, evaluation and the web demo's samples use."""
     d = cfg.data
     keep = np.asarray(store.labels) >= 0  # unlabelled drawings (test files) cannot be trained on
-    if d.recognized_only:
+    if getattr(d, "recognized_only", False):  # a strokes option (synth drawings are all recognized)
         keep &= np.asarray(store.recognized, dtype=bool)
     return {name: idx[keep[idx]] for name, idx in store.split(d.val_fraction, d.test_fraction).items()}
 
@@ -162,10 +162,11 @@ def build_stroke_data(cfg, rank: int = 0, world: int = 1, pin_memory: bool = Fal
     """The `strokes` (a store from `nnlab data prepare`) and `synth` (doodles drawn on the fly) kinds:
     split by key_id hash, rendered per batch; ids are key_ids so MAP@3 is keyed by key_id."""
     d = cfg.data
+    where = getattr(d, "path", None) or "synth"  # the strokes kind's store, or synthetic doodles
     store = stroke_store(cfg)
     splits = stroke_splits(cfg, store)
     if not len(splits["train"]):
-        raise DataError(f"{d.path or 'synth'}: no labelled drawings in the training split")
+        raise DataError(f"{where}: no labelled drawings in the training split")
     augment = StrokeAugment(flip=d.flip) if d.augment else None
     loaders, ids, labels = {}, {}, {}
     for name, idx in splits.items():
@@ -182,7 +183,7 @@ def build_stroke_data(cfg, rank: int = 0, world: int = 1, pin_memory: bool = Fal
         raise ConfigError(f"data.channels = {d.channels} but encoding {d.encoding!r} has {ENCODINGS[d.encoding]}")
     return DataBundle(classes=list(store.classes), in_chans=stroke_input_channels(d), image_size=d.image_size,
                       loaders=loaders, ids=ids, labels=labels,
-                      info={"sizes": {k: len(v) for k, v in splits.items()}, "store": d.path or "synth",
+                      info={"sizes": {k: len(v) for k, v in splits.items()}, "store": where,
                             "drawings": store.kind,  # raw drawings are framed, not simplified (runs.trained)
                             "skipped": store.meta.get("skipped", {}),
                             # per class, for the fallback guess of unreadable drawings at prediction time

@@ -30,7 +30,7 @@ def evaluate_split(model: nn.Module, data: DataBundle, split: str, device: str, 
                    run: Run | None = None) -> tuple[dict, np.ndarray | None]:
     """`evaluate`, except on the unseen people of an identity split (`data.split = 'identity'`, test):
     identification and verification metrics, with plots written into `run` when given, and no probabilities."""
-    if split == "test" and cfg.data.split == "identity":
+    if split == "test" and getattr(cfg.data, "split", None) == "identity":  # image kinds only
         return evaluate_open_set(model, data, split, device, cfg, run), None
     return evaluate(model, data, split, device, cfg.train.amp, cfg.eval.top_k)
 

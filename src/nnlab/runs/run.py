@@ -73,7 +73,8 @@ class Run:
         path = Path(path)
         if not (path / "config.toml").is_file():
             raise NnlabError(f"{path}: not a run directory (no config.toml)")
-        return cls(path, load_config(path / "config.toml"))
+        # lenient: runs written before the per-kind schema saved every kind's options
+        return cls(path, load_config(path / "config.toml", lenient=True))
 
     # ----------------------------------------------------------------- the training lock
     def hold(self) -> None:
@@ -265,10 +266,10 @@ def resolve_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     cfg = cfg.model_copy(deep=True)
     for section, key in PATH_FIELDS:
         part = getattr(cfg, section)
-        value = getattr(part, key)
+        value = getattr(part, key, None)  # digits and synth have no path, only csv a test_path
         if value:
             path = Path(value).expanduser()
-            will_download = section == "data" and cfg.data.download
+            will_download = section == "data" and getattr(cfg.data, "download", False)
             if not path.is_absolute() and not path.exists() and not will_download:
                 raise DataError(f"{section}.{key}: {value} not found (a relative path is resolved against the "
                                 f"current directory {Path.cwd()}; give an absolute path or run from elsewhere)")

@@ -26,6 +26,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from nnlab.config import describe_error
 from nnlab.errors import DataError, NnlabError
 from nnlab.inference.models.doodle import DoodleModel, arrays_to_google, google_to_arrays
 from nnlab.serve.batching import MicroBatcher
@@ -114,20 +115,21 @@ class SampleResponse(BaseModel):
 
 
 def _describe(error: dict[str, Any]) -> str:
-    """One line per pydantic error: where (drawing.3.1.7) and what."""
+    """One line per pydantic error: where (drawing.3.1.7) and what (`nnlab.config.describe_error`, the
+    one formatter of pydantic errors, after the messages peculiar to a request body)."""
     loc = [str(p) for p in error.get("loc", ()) if p != "body"]
     msg = str(error.get("msg", "invalid")).removeprefix("Value error, ")
     if error.get("type") == "json_invalid":
         return f"the body is not valid JSON: {(error.get('ctx') or {}).get('error', msg)}"
     if not loc and error.get("type") in ("model_type", "model_attributes_type", "dict_type"):
         return "the body must be a JSON object: {\"drawing\": [...], \"top_k\": 3}"
-    if error.get("type") == "extra_forbidden":
-        return f"{'.'.join(loc)}: unknown field (allowed: drawing, top_k)"
-    if error.get("type") == "finite_number":
-        msg = "NaN and infinity are not coordinates"
     if error.get("type") == "too_many_points":
         return msg
-    return f"{'.'.join(loc) or 'body'}: {msg}"
+    if not loc:
+        return f"body: {msg}"
+    if error.get("type") == "finite_number":
+        error = {**error, "msg": "NaN and infinity are not coordinates"}
+    return describe_error(error, PredictRequest, noun="field", skip=("body",), show_input=False)
 
 
 def _unprocessable(messages: list[str]) -> JSONResponse:

@@ -11,6 +11,7 @@ from pathlib import Path
 from nnlab.config import ExperimentConfig
 from nnlab.runs.run import Run
 from nnlab.training.loop import fit_torch
+from nnlab.training.resources import check_resources
 from nnlab.training.numpy_engine import fit_numpy
 
 
@@ -22,8 +23,10 @@ def fit(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | 
     `announce` is called with the new run before training starts (the CLI prints its path);
     `stop_after_epoch` ends the session after that epoch as an interruption would (torch engine; for tests);
     `echo` prints one line per epoch (always written to RUN/train.log).
-    A new run that fails before its first epoch ends (unknown model, unreadable data...) leaves no directory.
+    A new run that fails before its first epoch ends (unknown model, unreadable data...) leaves no directory;
+    a config this machine cannot train (`check_resources`) fails before one is made.
     """
+    check_resources(cfg)
     created: list[Run] = []
     if resume_run is not None and os.environ.get("RANK", "0") == "0":  # DDP: the main process writes the run
         resume_run.hold()

@@ -119,7 +119,7 @@ def run_thresholds(run: Run) -> dict[str, float]:
     """The open-set verification thresholds the run measured at training time, by FPR ("0.001": cosine)."""
     try:
         found = (run.read_json("metrics.json").get("test") or {}).get("threshold_at_fpr") or {}
-    except (OSError, ValueError):
+    except (OSError, json.JSONDecodeError):  # NnlabError (no metrics.json) is a ValueError too: it propagates
         return {}
     return {k: float(v) for k, v in found.items() if v is not None}
 
