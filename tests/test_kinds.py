@@ -3,12 +3,14 @@ and a kind registered in one place is what build_data, the model input and the d
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pytest
 import torch
 from pydantic import BaseModel
 
-from nnlab.config import validate
+from nnlab.config import DrawingData, ImageData, unregister_data_section, validate
 from nnlab.datasets import build_data
 from nnlab.datasets.bundle import DataBundle
 from nnlab.datasets.kinds import (
@@ -44,8 +46,10 @@ def test_queries_take_a_name_a_config_or_its_data_section():
     assert data_kind("npz").name == "npz" and data_kind(cfg) is data_kind(cfg.data) is KINDS["synth"]
     assert is_drawings(cfg) and is_drawings("strokes") and not is_drawings("digits")
     assert takes_sequences(cfg) and not takes_sequences(validate({"data": {"kind": "synth"}}))
-    # data.input means nothing for images: an image run never reads point sequences
-    assert not takes_sequences(validate({"data": {"kind": "digits", "input": "sequence"}}))
+    # data.input means nothing for images: the schema refuses it, and an image run never reads sequences
+    assert not takes_sequences(validate({"data": {"kind": "digits"}}))
+    with pytest.raises(ConfigError, match="data.input: not an option of kind 'digits'"):
+        validate({"data": {"kind": "digits", "input": "sequence"}})
 
 
 def test_model_input_and_shapes_follow_the_kind():
@@ -82,6 +86,7 @@ def fake_kinds():
     for name in added:
         KINDS.pop(name, None)
         LOADERS.pop(name, None)
+        unregister_data_section(name)
 
 
 def test_a_kind_with_its_own_builder_is_what_build_data_uses(fake_kinds):
@@ -91,8 +96,11 @@ def test_a_kind_with_its_own_builder_is_what_build_data_uses(fake_kinds):
         seen.update(kind=cfg.data.kind, rank=rank, world=world)
         return DataBundle(classes=["a", "b"], in_chans=1, image_size=cfg.data.image_size, loaders={})
 
+    class ConstantData(DrawingData):
+        kind: Literal["constant"] = "constant"
+
     fake_kinds.append("constant")
-    register_kind(DataKind("constant", "drawings", build_constant, model_input, "a test kind"))
+    register_kind(DataKind("constant", "drawings", build_constant, model_input, "a test kind"), ConstantData)
     bundle = build_data(validate({"data": {"kind": "constant", "image_size": 12}}), rank=1, world=2)
     assert bundle.classes == ["a", "b"] and bundle.image_size == 12
     assert seen == {"kind": "constant", "rank": 1, "world": 2}
@@ -106,10 +114,14 @@ def test_an_image_kind_needs_only_its_reader(fake_kinds):
         images = np.stack([board] * per_class + [255 - board] * per_class)
         return ImageSource(images=images, labels=np.repeat([0, 1], per_class), classes=["even", "odd"])
 
+    class CheckersData(ImageData):
+        kind: Literal["checkers"] = "checkers"
+        per_class: int = 1
+
     fake_kinds.append("checkers")
     image_kind = KINDS["npz"]
     register_kind(DataKind("checkers", "images", image_kind.build, image_kind.model_input, "two checkerboards",
-                           source=load_checkerboards))
+                           source=load_checkerboards), CheckersData)
     cfg = validate({"data": {"kind": "checkers", "image_size": 8, "val_fraction": 0.25, "test_fraction": 0.25,
                              "batch_size": 4, "per_class": 6}})  # the reader's option, from the data section
     bundle = build_data(cfg)

@@ -74,10 +74,14 @@ def _build_drawings(cfg: Any, run_dir: Path | None = None, rank: int = 0, world:
 KINDS: dict[str, DataKind] = {}
 
 
-def register_kind(kind: DataKind) -> DataKind:
-    """Add a kind (an image kind's `source` also becomes an `nnlab.ingest.image_kinds` loader)."""
+def register_kind(kind: DataKind, section: type | None = None) -> DataKind:
+    """Add a kind: its entry, its config `section` class if the schema does not know the kind yet (a
+    `config.DataSection` subclass whose `kind` is a Literal of the name), and for an image kind its
+    `source` as an `nnlab.ingest.image_kinds` loader."""
     if kind.modality not in ("images", "drawings"):
         raise ConfigError(f"data kind {kind.name!r}: modality must be 'images' or 'drawings', got {kind.modality!r}")
+    if section is not None:
+        config.register_data_section(section)
     if kind.source is not None:
         LOADERS.setdefault(kind.name, kind.source)
     KINDS[kind.name] = kind
