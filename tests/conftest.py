@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,33 @@ def shared_data() -> Path:
 def cli():
     """`cli("report", run)`: an `nnlab` command in process, returning (returncode, stdout, stderr)."""
     return run_cli
+
+
+DDP_CONFIG = """
+name = "ddp"
+seed = 1
+[data]
+kind = "digits"
+image_size = 16
+batch_size = 32
+[model]
+name = "lenet_alpha"
+[optim]
+lr = 0.003
+[train]
+epochs = 2
+"""
+
+
+@pytest.fixture(scope="session")
+def ddp_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """`torchrun --nproc_per_node 2 -m nnlab run` (two CPU processes, gloo) of DDP_CONFIG, as a user would
+    launch it: the process and its run directory. Made once; test_ddp and test_gpu_check read it."""
+    root = tmp_path_factory.mktemp("ddp")
+    (root / "exp.toml").write_text(DDP_CONFIG)
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "nnlab", "run", str(root / "exp.toml"), "--out", str(root / "run")],
+                          capture_output=True, text=True, timeout=540, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, root / "run"
