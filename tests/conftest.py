@@ -25,6 +25,15 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for a browser test module (tests/browser.py); pages come from chromium_page."""
+    from browser import chromium
+
+    with chromium() as browser:
+        yield browser
+
+
 @pytest.fixture
 def cli():
     """`cli("report", run)`: an `nnlab` command in process, returning (returncode, stdout, stderr)."""
