@@ -30,10 +30,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from paired import paired_ratios, print_ratio
 
 from nnlab.strokes.drawing import StrokeBatch
 from nnlab.strokes.render import render
-from paired import paired_ratios, print_ratio
 
 DATA = Path(os.environ.get("NNLAB_SHARED_DATA",
                            Path(__file__).resolve().parents[1].parent / "shared" / "data"))

@@ -22,6 +22,7 @@ from pathlib import Path
 os.environ.setdefault("NNLAB_PROGRESS", "0")
 
 import torch  # noqa: E402
+from paired import paired_ratios, print_ratio  # noqa: E402
 from torch import nn  # noqa: E402
 
 from nnlab.config import validate
@@ -29,7 +30,6 @@ from nnlab.datasets.images import make_transform
 from nnlab.ingest.image_kinds import load_source
 from nnlab.models import build_model
 from nnlab.training import fit
-from paired import paired_ratios, print_ratio
 
 BITMAPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "quickdraw" / "bitmap28"
 
