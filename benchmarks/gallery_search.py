@@ -19,7 +19,9 @@ Run (quiet machine; 1M needs ~6 GB of memory and some minutes):
     .venv/bin/python benchmarks/gallery_search.py --sizes 10000         # a quick try
     .venv/bin/python benchmarks/gallery_search.py --sizes 10000 100000 --engines faiss-ivf faiss-hnsw
 Ends with ``RESULT gallery_<size>_<engine>_<figure> <value>`` lines and
-``RESULT gallery_<size>_speedup_<engine> <x>`` (queries/s over NumPy's).
+``RESULT gallery_<size>_speedup_<engine> <x>`` (queries/s over NumPy's): the median of --repeat
+rounds that each time one search of the engine and one of NumPy's, interleaved, with ``..._iqr``
+(benchmarks/paired.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from memory import peak_rss_mib, reset_peak_rss  # benchmarks/memory.py
+from paired import paired_ratios, print_ratio
 
 from nnlab.inference.faces.search import faiss_available, make_index
 
@@ -56,6 +59,12 @@ def samples(centres: np.ndarray, ids: np.ndarray, rng: np.random.Generator, chun
     return out
 
 
+def search_seconds(index, queries: np.ndarray, k: int) -> float:
+    t = time.perf_counter()
+    index.search(queries, k)
+    return time.perf_counter() - t
+
+
 def measure(engine: str, gallery: np.ndarray, queries: np.ndarray, k: int, repeat: int) -> dict:
     reset_peak_rss()
     base = peak_rss_mib()
@@ -68,7 +77,7 @@ def measure(engine: str, gallery: np.ndarray, queries: np.ndarray, k: int, repea
         _, rows = index.search(queries, k)
         best = min(best, time.perf_counter() - t)
     return {"engine": index.name, "build_s": build, "qps": len(queries) / best, "top1": rows[:, 0],
-            "peak_mb": peak_rss_mib() - base}
+            "peak_mb": peak_rss_mib() - base, "index": index}
 
 
 def main() -> None:
@@ -77,7 +86,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--engines", nargs="+", default=["faiss-flat", "faiss-ivf", "faiss-pq"],
                     help="faiss engines to compare with NumPy (add faiss-hnsw: far longer to build at 1M)")
-    ap.add_argument("--repeat", type=int, default=3, help="search passes per engine; the fastest counts")
+    ap.add_argument("--repeat", type=int, default=5,
+                    help="search passes per engine (the fastest gives queries/s) and paired rounds against NumPy")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if not faiss_available():
@@ -90,7 +100,14 @@ def main() -> None:
         queries = samples(centres, rng.integers(0, identities, args.queries), rng)
         k = PER_ID + 1
         exact = measure("numpy", gallery, queries, k, args.repeat)
-        results = [exact] + [measure(e, gallery, queries, k, args.repeat) for e in args.engines]
+        results, speedups = [exact], {}
+        for engine in args.engines:  # one faiss index alive at a time, beside NumPy's
+            results.append(measure(engine, gallery, queries, k, args.repeat))
+            index = results[-1].pop("index")
+            speedups[index.name] = paired_ratios(lambda: search_seconds(exact["index"], queries, k),
+                                                 lambda: search_seconds(index, queries, k), args.repeat,
+                                                 label=f"{n:,} {index.name} speedup, ")
+            del index
         print(f"\n{n:,} vectors ({identities:,} identities x {PER_ID}), dimension {DIM}, {len(queries)} queries, k={k}")
         print(f"{'engine':<12} {'build s':>9} {'queries/s':>11} {'recall@1':>9} {'peak MB':>9}")
         for r in results:
@@ -103,8 +120,8 @@ def main() -> None:
             print(f"RESULT {name}_build_s {r['build_s']:.3f}")
             print(f"RESULT {name}_peak_mb {r['peak_mb']:.0f}")
             if r is not exact:
-                print(f"RESULT gallery_{n}_speedup_{r['engine'].replace('-', '_')} {r['qps'] / exact['qps']:.2f}")
-        del gallery
+                print_ratio(f"gallery_{n}_speedup_{r['engine'].replace('-', '_')}", speedups[r["engine"]], digits=2)
+        del gallery, exact
 
 
 if __name__ == "__main__":

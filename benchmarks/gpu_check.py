@@ -19,6 +19,9 @@ it working:
 
     python benchmarks/gpu_check.py              # on the CUDA machine
     python benchmarks/gpu_check.py --dry-run    # anywhere, about a minute
+
+`--torchrun-run RUN` reads step 4's figures from RUN, a run torchrun has already made (the test suite
+passes its own DDP run, so that one torchrun serves both tests), instead of launching another.
 """
 
 from __future__ import annotations
@@ -168,14 +171,17 @@ def loader_only(cfg, store: StrokeStore, p: dict, workers: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def torchrun_step(cfg, work: Path, p: dict) -> dict[str, float]:
-    save_config(cfg, work / "torchrun.toml")
-    out = work / "torchrun-run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
-           "-m", "nnlab", "run", str(work / "torchrun.toml"), "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=os.environ | {"OMP_NUM_THREADS": str(p["threads"])})
-    if proc.returncode != 0:
-        raise RuntimeError(f"torchrun exited {proc.returncode}: {proc.stderr[-3000:]}")
+def torchrun_step(cfg, work: Path, p: dict, done: Path | None = None) -> dict[str, float]:
+    """One torchrun of `cfg`, or `done`, a run torchrun made before."""
+    out = done or work / "torchrun-run"
+    if done is None:
+        save_config(cfg, work / "torchrun.toml")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+               "-m", "nnlab", "run", str(work / "torchrun.toml"), "--out", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                              env=os.environ | {"OMP_NUM_THREADS": str(p["threads"])})
+        if proc.returncode != 0:
+            raise RuntimeError(f"torchrun exited {proc.returncode}: {proc.stderr[-3000:]}")
     with open(out / "history.csv", newline="") as f:
         row = list(csv.DictReader(f))[-1]
     return {f"torchrun_{p['dist']}_ok": 1, f"torchrun_{p['dist']}_images_per_second": float(row["images_per_second"])}
@@ -185,6 +191,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="every step on the CPU at toy sizes")
     parser.add_argument("--budget", type=float, default=450, help="seconds after which no step starts")
+    parser.add_argument("--torchrun-run", type=Path, help="a run torchrun already made: step 4 reads it")
     args = parser.parse_args()
     p = DRY if args.dry_run else REAL
     if p["device"] == "cuda" and not torch.cuda.is_available():
@@ -216,7 +223,7 @@ def main() -> None:
                 ratio = {f"loader_vs_model_{workers}w": speed / reference} if reference else {}
                 return {f"loader_{workers}w_images_per_second": speed} | ratio
             check.step(f"loader_{workers}w", loader_step)
-        check.step("torchrun", lambda: torchrun_step(base, work, p))
+        check.step("torchrun", lambda: torchrun_step(base, work, p, args.torchrun_run))
         check.step("export", lambda: {"export_ok": 1,
                                       "export_max_abs_diff": export_onnx(trained, work / "export").max_abs_diff})
     if check.failed:

@@ -11,10 +11,11 @@ the resident size after imports, the parser's working set, is printed too.
 The CSV is built in a temporary folder by repeating the 8,600 shared simplified drawings
 (``../shared/data/quickdraw/simplified``) with fresh key_ids.
 
-    .venv/bin/python benchmarks/ingest.py [--rows 206400] [--repeat 3]
+    .venv/bin/python benchmarks/ingest.py [--rows 206400] [--rounds 5]
 
-Each side makes `repeat` passes and its fastest counts (the machine may be shared); CPU seconds
-are printed too.
+Each round runs one pass of each side back to back (the order alternating, a fresh subprocess each)
+and gives one paired ratio; the speedups are the median of those ratios, with the interquartile
+range (benchmarks/paired.py). Rates are the median over the rounds, memory that of the largest peak.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from memory import peak_rss_mib, status_mib  # benchmarks/memory.py
+from paired import paired_ratios, print_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 SIMPLIFIED = ROOT.parent / "shared" / "data" / "quickdraw" / "simplified"
@@ -102,15 +104,13 @@ def run_pandas(csv_path: Path, chunksize: int = 20000) -> dict:
             "points": points, "checksum": checksum}
 
 
-def worker(which: str, csv_path: Path, repeat: int) -> None:
+def worker(which: str, csv_path: Path) -> None:
     if which == "nnlab":
         import nnlab.ingest.chunks  # noqa: F401  (imports outside the measured working set)
     else:
         import pandas  # noqa: F401
     base = status_mib("VmRSS") or 0.0
-    runs = [run_nnlab(csv_path) if which == "nnlab" else run_pandas(csv_path) for _ in range(repeat)]
-    out = min(runs, key=lambda r: r["seconds"])  # best of `repeat`: the machine may be shared
-    out["cpu_seconds"] = min(r["cpu_seconds"] for r in runs)
+    out = run_nnlab(csv_path) if which == "nnlab" else run_pandas(csv_path)
     out["peak_rss_mb"] = peak_rss_mib()
     out["base_rss_mb"] = base
     print(json.dumps(out))
@@ -119,12 +119,12 @@ def worker(which: str, csv_path: Path, repeat: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=206_400)
-    ap.add_argument("--repeat", type=int, default=3, help="passes per side; the fastest counts")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of one pass per side")
     ap.add_argument("--worker", choices=["nnlab", "pandas"])
     ap.add_argument("--csv", type=Path)
     args = ap.parse_args()
     if args.worker:
-        worker(args.worker, args.csv, args.repeat)
+        worker(args.worker, args.csv)
         return
     if not SIMPLIFIED.is_dir():
         sys.exit(f"needs {SIMPLIFIED} (the shared Quick, Draw! sample)")
@@ -133,15 +133,21 @@ def main() -> None:
         rows = build_csv(csv_path, args.rows)
         size_mb = csv_path.stat().st_size / 2**20
         print(f"CSV: {rows:,} drawings, {size_mb:.0f} MB ({csv_path.name}, Kaggle train_simplified columns)")
-        res = {}
-        for which in ("pandas", "nnlab"):
-            proc = subprocess.run([sys.executable, __file__, "--worker", which, "--csv", str(csv_path),
-                                   "--repeat", str(args.repeat)],
+        passes: dict[str, list[dict]] = {"pandas": [], "nnlab": []}
+
+        def one_pass(which: str, figure: str) -> float:
+            proc = subprocess.run([sys.executable, __file__, "--worker", which, "--csv", str(csv_path)],
                                   capture_output=True, text=True, check=True)
-            res[which] = json.loads(proc.stdout.strip().splitlines()[-1])
-    a, b = res["pandas"], res["nnlab"]
-    if (a["drawings"], a["points"], a["checksum"]) != (b["drawings"], b["points"], b["checksum"]):
-        sys.exit(f"the two parsers disagree: pandas {a}, nnlab {b}")
+            passes[which].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            return passes[which][-1][figure]
+
+        wall = paired_ratios(lambda: one_pass("pandas", "seconds"), lambda: one_pass("nnlab", "seconds"),
+                             args.rounds, label="wall seconds, pandas / nnlab, ")
+    cpu = [a["cpu_seconds"] / b["cpu_seconds"] for a, b in zip(passes["pandas"], passes["nnlab"], strict=True)]
+    for a, b in zip(passes["pandas"], passes["nnlab"], strict=True):
+        if (a["drawings"], a["points"], a["checksum"]) != (b["drawings"], b["points"], b["checksum"]):
+            sys.exit(f"the two parsers disagree: pandas {a}, nnlab {b}")
+    a, b = (typical(passes[which]) for which in ("pandas", "nnlab"))
     for name, r in (("pandas+json.loads", a), ("nnlab", b)):
         print(f"{name:<18} {r['drawings'] / r['seconds']:>10,.0f} drawings/s  {r['seconds']:6.2f} s "
               f"(cpu {r['cpu_seconds']:5.2f} s)  "
@@ -153,9 +159,16 @@ def main() -> None:
     print(f"RESULT ingest_parse_rss_mb {b['peak_rss_mb'] - b['base_rss_mb']:.0f}")
     print(f"RESULT ingest_reference_peak_rss_mb {a['peak_rss_mb']:.0f}")
     print(f"RESULT ingest_reference_parse_rss_mb {a['peak_rss_mb'] - a['base_rss_mb']:.0f}")
-    print(f"RESULT ingest_cpu_speedup {a['cpu_seconds'] / b['cpu_seconds']:.2f}")
-    print(f"RESULT ingest_speedup {a['seconds'] / b['seconds']:.2f}")
+    print_ratio("ingest_cpu_speedup", cpu, digits=2)
+    print_ratio("ingest_speedup", wall, digits=2)
 
+
+def typical(passes: list[dict]) -> dict:
+    """One side's passes as one: the median times, the memory of its pass with the largest peak."""
+    def median(key: str) -> float:
+        return float(np.median([r[key] for r in passes]))
+    return max(passes, key=lambda r: r["peak_rss_mb"]) | {"seconds": median("seconds"),
+                                                           "cpu_seconds": median("cpu_seconds")}
 
 if __name__ == "__main__":
     main()

@@ -6,9 +6,11 @@ and renders, as training does (the recipe's augmentation, batch size and line wi
 and 2 worker processes; the first batch (worker start-up) is not timed. The reference is the
 recipe's model (recipes/quickdraw.toml) training on ready-made tensors: forward, backward and
 AdamW step, at each size. `loader_vs_model_64` is the 64 px, 1-channel, 1-worker loader over the
-model at 64 px: above 1 the model, not the data, sets the pace.
+model at 64 px: above 1 the model, not the data, sets the pace. It is the median of --rounds rounds
+that each time the two back to back (the order alternating), with `loader_vs_model_64_iqr`
+(benchmarks/paired.py).
 
-    python benchmarks/loader_throughput.py [--batches 30] [--model-steps 10] [--model-batch 64]
+    python benchmarks/loader_throughput.py [--batches 30] [--model-steps 10] [--model-batch 64] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 os.environ.setdefault("NNLAB_PROGRESS", "0")
 
 import torch  # noqa: E402
+from paired import paired_ratios, print_ratio  # noqa: E402
 from torch import nn  # noqa: E402
 
 from nnlab.config import load_config  # noqa: E402
@@ -82,6 +85,7 @@ def main() -> None:
     parser.add_argument("--model-batch", type=int, default=64, help="the model's batch size on this CPU")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rounds", type=int, default=5, help="paired rounds of loader_vs_model")
     args = parser.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"loader_throughput: {SHARED} not found (the shared Quick, Draw! drawings)")
@@ -105,9 +109,12 @@ def main() -> None:
             print(f"model {cfg.model.name} {size:>3} px (batch {args.model_batch}): {speed:,.0f} images/s",
                   file=sys.stderr)
             print(f"RESULT model_images_per_second_{size}px {speed:.0f}")
-            one_worker = results.get((size, 1, 1))
-            if one_worker is not None:
-                print(f"RESULT loader_vs_model_{size} {one_worker / speed:.2f}")
+            if (size, 1, 1) in results:
+                ratios = paired_ratios(lambda: loader_speed(store, cfg, size, 1, 1, args.batches),
+                                       lambda: model_speed(cfg, size, len(store.classes), args.model_batch,
+                                                           args.model_steps),
+                                       args.rounds, label=f"loader / model {size} px, ")
+                print_ratio(f"loader_vs_model_{size}", ratios, digits=2)
 
 
 if __name__ == "__main__":

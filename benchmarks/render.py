@@ -12,10 +12,12 @@ time-decay colours and 6 px lines (at 256 px), at 64 and 128 px.
 Neither side's input preparation (JSON parsing, packing) is timed, and both drop each
 image as soon as it is drawn, as a data loader's consumer would. Times are the CPU time
 of this process (`time.process_time`), so that other programs on a shared machine skew
-the ratio less; wall-clock rates are printed alongside. The JIT is warmed up first (and
-cached on disk); then one timed pass each over the same drawings.
+the ratio less. The JIT is warmed up first (and cached on disk); then, per size, --rounds
+rounds of passes over the same drawings (at least --min-seconds of CPU time a side), the order
+alternating; the RESULT is the median of the rounds' paired ratios, with the interquartile
+range (benchmarks/paired.py).
 
-Run: .venv/bin/python benchmarks/render.py
+Run: .venv/bin/python benchmarks/render.py [--rounds 5]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from paired import paired_ratios, print_ratio
 
 from nnlab.strokes.drawing import StrokeBatch
 from nnlab.strokes.render import render
@@ -81,17 +84,22 @@ def our_pass(batches: list[StrokeBatch], size: int) -> None:
         render(b, size=size, encoding="time-decay")
 
 
-def timed(fn) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) of one call."""
-    c, w = time.process_time(), time.perf_counter()
-    fn()
-    return time.process_time() - c, time.perf_counter() - w
+def passes_per_cpu_second(fn, min_seconds: float) -> float:
+    """Calls of `fn` per CPU second, calling it again until `min_seconds` of CPU time are spent (a pass
+    of ours takes a few hundredths of a second: too short to time alone)."""
+    calls, start = 0, time.process_time()
+    while (spent := time.process_time() - start) < min_seconds:
+        fn()
+        calls += 1
+    return calls / spent
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA / "quickdraw" / "simplified")
     parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--min-seconds", type=float, default=1.0, help="CPU seconds per side and round")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     raw = load(args.data)
@@ -99,15 +107,13 @@ def main() -> None:
     batches = pack(raw, args.batch_size)
     render(batches[0], size=64, encoding="time-decay")  # warm the JIT (compiles or loads the cache)
     print(f"{n} drawings from {args.data}; ours in batches of {args.batch_size}; one process, one thread")
-    results = []
-    for size in (64, 128):
-        ref_cpu, ref_wall = timed(lambda: reference_pass(raw, size))
-        our_cpu, our_wall = timed(lambda: our_pass(batches, size))
-        print(f"{size:>4} px  reference draw_cv2 {n / ref_cpu:>9,.0f} drawings/s (wall {n / ref_wall:>9,.0f})"
-              f"   nnlab.strokes.render {n / our_cpu:>9,.0f} drawings/s (wall {n / our_wall:>9,.0f})")
-        results.append((size, ref_cpu / our_cpu))
-    for size, ratio in results:  # the RESULT lines last, so scripts can read them
-        print(f"RESULT render_speedup_{size} {ratio:.2f}")
+    results = {}
+    for size in (64, 128):  # ours / reference in passes over the drawings per CPU second
+        results[size] = paired_ratios(lambda: passes_per_cpu_second(lambda: our_pass(batches, size), args.min_seconds),
+                                      lambda: passes_per_cpu_second(lambda: reference_pass(raw, size), args.min_seconds),
+                                      args.rounds, label=f"{size} px ")
+    for size, ratios in results.items():  # the RESULT lines last, so scripts can read them
+        print_ratio(f"render_speedup_{size}", ratios, digits=2)
 
 
 if __name__ == "__main__":

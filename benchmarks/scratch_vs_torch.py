@@ -11,14 +11,15 @@ MNIST's shape (throughput does not depend on the pixel values).
 
 Each engine runs in its own fresh subprocess, so peak memory is measured
 cleanly: peak RSS of the process, its growth during training, and for NumPy
-also tracemalloc's peak of array allocations during one epoch. The engines
-alternate for ``--rounds`` rounds of ``--epochs`` timed epochs each, and the
-best epoch of each engine counts (median and worst are printed too): other
-work on a shared machine only ever slows an epoch down. Usage::
+also tracemalloc's peak of array allocations during one epoch. Each of
+``--rounds`` rounds runs both engines back to back (the order alternating) for
+``--epochs`` timed epochs and gives one paired ratio of their median epochs'
+images/s; the RESULT is the median of those ratios, with the interquartile range
+(benchmarks/paired.py). Usage::
 
-    python benchmarks/scratch_vs_torch.py [--threads 2] [--epochs 3] [--rounds 2]
+    python benchmarks/scratch_vs_torch.py [--threads 2] [--epochs 3] [--rounds 5]
 
-Prints ``RESULT scratch_vs_torch <numpy images/s / torch images/s>`` last.
+Prints ``RESULT scratch_vs_torch <numpy images/s / torch images/s>`` and ``..._iqr`` last.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import time
 from pathlib import Path
 
 from memory import peak_rss_mib, reset_peak_rss  # benchmarks/memory.py
+from paired import paired_ratios, print_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = Path(os.environ.get("NNLAB_SHARED_DATA", ROOT.parent / "shared" / "data")) \
@@ -141,7 +143,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per round")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--worker", choices=["numpy", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -149,23 +151,24 @@ def main() -> None:
         return
 
     results: dict[str, list[dict]] = {"numpy": [], "torch": []}
-    for _ in range(args.rounds):
-        for engine in results:
-            results[engine].append(run_worker(engine, args.threads, args.epochs))
+
+    def median_rate(engine: str) -> float:
+        results[engine].append(run_worker(engine, args.threads, args.epochs))
+        return statistics.median(results[engine][-1]["epoch_images_per_s"])
+
+    ratios = paired_ratios(lambda: median_rate("numpy"), lambda: median_rate("torch"), args.rounds)
     print(f"data: {load_data()[2]}; 784-{'-'.join(map(str, HIDDEN))}-{CLASSES}, ReLU, BatchNorm1d, "
           f"Dropout {DROPOUT}, Adam, batch {BATCH}, float32, {args.threads} thread(s), "
-          f"best of {args.epochs} timed epochs x {args.rounds} rounds")
-    best = {}
+          f"{args.epochs} timed epochs x {args.rounds} rounds")
     for engine, runs in results.items():
         rates = [rate for r in runs for rate in r["epoch_images_per_s"]]
-        best[engine] = max(rates)
-        spread = f"median {statistics.median(rates):,.0f}, worst {min(rates):,.0f}"
+        spread = f"median {statistics.median(rates):,.0f}, best {max(rates):,.0f}, worst {min(rates):,.0f}"
         mem = (f"peak RSS while training {max(r['peak_rss_mib'] for r in runs):.0f} MiB, "
                f"{max(r['rss_growth_mib'] for r in runs):.1f} MiB above the RSS before training")
         if "tracemalloc_peak_mib" in runs[0]:
             mem += f", tracemalloc peak {max(r['tracemalloc_peak_mib'] for r in runs):.1f} MiB"
-        print(f"{engine:>5}: {best[engine]:,.0f} images/s in its best epoch ({spread}); {mem}")
-    print(f"RESULT scratch_vs_torch {best['numpy'] / best['torch']:.3f}")
+        print(f"{engine:>5}: images/s of its epochs: {spread}; {mem}")
+    print_ratio("scratch_vs_torch", ratios)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 Both are timed over the same span, the batches of an epoch (data, forward, backward, step), in
 process CPU time: on a shared machine wall time measures the neighbours, CPU time the work.
 Ours runs through `nnlab.training.fit` (DataLoader, sampler, NaN guard, schedule, metrics);
-the bare loop slices pre-made tensors. Rounds alternate; the best of each side counts.
+the bare loop slices pre-made tensors. Each round runs both sides back to back (the order
+alternating) and gives one paired ratio; the RESULT is their median, with the interquartile range
+(benchmarks/paired.py). Rounds of a few seconds a side keep one scheduler hiccup from deciding one.
 
-    python benchmarks/trainer_overhead.py [--epochs 4] [--rounds 3]
+    python benchmarks/trainer_overhead.py [--epochs 8] [--rounds 7]
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 os.environ.setdefault("NNLAB_PROGRESS", "0")
 
 import torch  # noqa: E402
+from paired import paired_ratios, print_ratio  # noqa: E402
 from torch import nn  # noqa: E402
 
 from nnlab.config import validate
@@ -94,23 +97,16 @@ def bare(raw: dict) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=8, help="epochs per side and round")
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both (default 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     raw = config(args.epochs, args.batch)
     print(f"data {raw['data']['kind']}, model lenet_alpha, batch {args.batch}, {args.epochs} epochs x "
-          f"{args.rounds} rounds, {args.threads} threads", file=sys.stderr)
-    results = {"ours": [], "bare": []}
-    for r in range(args.rounds):
-        for name, fn in (("bare", bare), ("ours", ours)) if r % 2 == 0 else (("ours", ours), ("bare", bare)):
-            results[name].append(fn(raw))
-            print(f"round {r + 1}: {name:<4} {results[name][-1]:,.0f} images/s", file=sys.stderr)
-    best_ours, best_bare = max(results["ours"]), max(results["bare"])
-    print(f"ours {best_ours:,.0f} images/s, bare {best_bare:,.0f} images/s of CPU time (best of {args.rounds})")
-    print(f"RESULT trainer_overhead_ratio {best_ours / best_bare:.3f}")
+          f"{args.rounds} rounds, {args.threads} threads; ours / bare images/s of CPU time", file=sys.stderr)
+    print_ratio("trainer_overhead_ratio", paired_ratios(lambda: ours(raw), lambda: bare(raw), args.rounds))
 
 
 if __name__ == "__main__":

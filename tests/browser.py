@@ -1,11 +1,10 @@
 """Shared by the browser tests (not a test module itself): an app served by uvicorn in a thread on a
-free loopback port, and a headless Chromium page (Playwright) that can reach nothing but it."""
+free loopback port, one headless Chromium (Playwright) per module, and pages in it that can reach
+nothing but the app."""
 
 from __future__ import annotations
 
-import shutil
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -43,23 +42,32 @@ def served(app) -> Iterator[str]:
 
 
 @contextmanager
-def chromium_page(sync_api, server_url: str):
-    """A fresh headless Chromium page; `page.problems` collects console errors and failed requests."""
-    profile = Path(tempfile.mkdtemp(prefix="nnlab-chromium-"))
+def chromium():
+    """One headless Chromium for a module's tests (starting it takes seconds); each test opens its own
+    page in a fresh context (no cookies, storage or cache of another test)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextmanager
+def chromium_page(browser, server_url: str):
+    """A page of `browser` in a fresh context; `page.problems` collects console errors and failed requests."""
+    context = browser.new_context(viewport={"width": 1180, "height": 780}, device_scale_factor=1,
+                                  bypass_csp=True)  # the page forbids eval, which Playwright's wait_for_function uses
     try:
-        with sync_api.sync_playwright() as p:
-            context = p.chromium.launch_persistent_context(
-                str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-                viewport={"width": 1180, "height": 780}, device_scale_factor=1,
-                bypass_csp=True)  # the page forbids eval, which Playwright's wait_for_function uses
-            # nothing but the demo server may be reached
-            context.route(lambda url: not url.startswith(server_url), lambda route: route.abort())
-            page = context.pages[0] if context.pages else context.new_page()
-            page.problems = []
-            page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
-            page.on("pageerror", lambda e: page.problems.append(str(e)))
-            page.on("requestfailed", lambda r: page.problems.append(f"failed: {r.url}"))
-            yield page
-            context.close()
+        # nothing but the demo server may be reached
+        context.route(lambda url: not url.startswith(server_url), lambda route: route.abort())
+        page = context.new_page()
+        page.problems = []
+        page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
+        page.on("pageerror", lambda e: page.problems.append(str(e)))
+        page.on("requestfailed", lambda r: page.problems.append(f"failed: {r.url}"))
+        yield page
     finally:
-        shutil.rmtree(profile, ignore_errors=True)
+        context.close()

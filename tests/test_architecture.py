@@ -205,6 +205,7 @@ BLOCK = textwrap.dedent("""
 
 
 def run_without_torch(*args: str) -> subprocess.CompletedProcess:
+    """A fresh interpreter with torch blocked: what it imports is the thing tested."""
     env = dict(os.environ, NNLAB_PROGRESS="0")
     return subprocess.run([sys.executable, "-c", BLOCK, *args], capture_output=True, text=True, env=env,
                           timeout=300)

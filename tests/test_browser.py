@@ -28,8 +28,8 @@ def server_url():
 
 
 @pytest.fixture()
-def page(server_url):
-    with chromium_page(sync_api, server_url) as page:
+def page(browser, server_url):
+    with chromium_page(browser, server_url) as page:
         yield page
 
 

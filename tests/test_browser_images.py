@@ -26,7 +26,7 @@ def _shown(page) -> list[tuple[str, str]]:
                                      "[e.querySelector('.word').textContent, e.querySelector('.pct').textContent])")
 
 
-def test_pick_an_image_and_see_the_top_3(tmp_path):
+def test_pick_an_image_and_see_the_top_3(tmp_path, browser):
     from fastapi.testclient import TestClient
 
     from nnlab.inference.models.image import validation_images
@@ -38,7 +38,7 @@ def test_pick_an_image_and_see_the_top_3(tmp_path):
     app = create_app(digits_export())
     expected = TestClient(app).post("/api/predict?top_k=3", content=file.read_bytes(),
                                     headers={"content-type": "image/png"}).json()["predictions"]
-    with served(app) as url, chromium_page(sync_api, url) as page:
+    with served(app) as url, chromium_page(browser, url) as page:
         page.goto(url + "/")
         page.wait_for_function("document.getElementById('class-count').textContent === '(10)'")
         assert "backend: onnxruntime" in page.text_content("#backend")
@@ -59,7 +59,7 @@ def test_pick_an_image_and_see_the_top_3(tmp_path):
         assert not [p for p in page.problems if "422" not in p], page.problems
 
 
-def test_pick_a_face_and_see_who_it_is(tmp_path, shared_data):
+def test_pick_a_face_and_see_who_it_is(tmp_path, shared_data, browser):
     from nnlab.inference.faces.embed import list_images
     from nnlab.inference.faces.gallery import build_gallery
     from nnlab.inference.models.image import load_image_model
@@ -74,7 +74,7 @@ def test_pick_a_face_and_see_who_it_is(tmp_path, shared_data):
     matches = gallery.identify(model.embed([read_image(p) for p in probes.paths]), model.threshold())
     known = next(i for i, m in enumerate(matches) if m.accepted and m.best == probes.labels[i])
     face = _png(read_image(probes.paths[known]), tmp_path / "face.png")
-    with served(create_app(faces_export(), gallery=gallery_dir)) as url, chromium_page(sync_api, url) as page:
+    with served(create_app(faces_export(), gallery=gallery_dir)) as url, chromium_page(browser, url) as page:
         page.goto(url + "/")
         page.wait_for_function("document.getElementById('mode').textContent === 'faces'")
         assert "10 people enrolled" in page.text_content("#model-info")

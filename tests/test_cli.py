@@ -1,15 +1,14 @@
-"""The core commands end to end through the real entry point."""
+"""The core commands end to end through the real entry point (`nnlab.cli.main`, in process)."""
 
 from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runner import run_cli as nnlab
 from PIL import Image
 
 CONFIG = """
@@ -25,13 +24,6 @@ lr = 0.003
 [train]
 epochs = 2
 """
-
-
-def nnlab(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "nnlab", *map(str, args)], capture_output=True, text=True, timeout=300)
-    if ok:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -95,10 +95,9 @@ def test_resolved_config_round_trips(tmp_path):
     (BASE + "[modle]\nname = 'x'\n", "modle: unknown key"),
     (BASE.replace('kind = "digits"', 'kind = "npz"\npath = "does/not/exist.npz"'), "does/not/exist.npz"),
 ])
-def test_cli_prints_one_line_and_exits_2(tmp_path, text, expected):
+def test_cli_prints_one_line_and_exits_2(tmp_path, text, expected, cli):
     path = write(tmp_path, text)
-    proc = subprocess.run([sys.executable, "-m", "nnlab", "run", str(path), "--out", str(tmp_path / "run")],
-                          capture_output=True, text=True, timeout=120)
+    proc = cli("run", path, "--out", tmp_path / "run", ok=False)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr

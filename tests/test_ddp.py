@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,31 +11,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-CONFIG = """
-name = "ddp"
-seed = 1
-[data]
-kind = "digits"
-image_size = 16
-batch_size = 32
-[model]
-name = "lenet_alpha"
-[optim]
-lr = 0.003
-[train]
-epochs = 2
-"""
-
 
 @pytest.mark.timeout(600)
-def test_two_process_gloo_run(tmp_path: Path):
-    (tmp_path / "exp.toml").write_text(CONFIG)
-    out = tmp_path / "run"
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "nnlab", "run", str(tmp_path / "exp.toml"), "--out", str(out)],
-                          capture_output=True, text=True, timeout=540, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_two_process_gloo_run(ddp_run):
+    proc, out = ddp_run
     assert proc.stdout.count("finished:") == 1  # only rank 0 reports
     env_json = json.loads((out / "env.json").read_text())
     assert env_json["world_size"] == 2

@@ -14,10 +14,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.timeout(600)
-def test_gpu_check_dry_run_runs_every_step():
+def test_gpu_check_dry_run_runs_every_step(ddp_run):
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--budget", "900"],
-                          capture_output=True, text=True, timeout=580, env=env, cwd=ROOT)
+    # the torchrun step reads test_ddp's torchrun run rather than launching a second one
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--budget", "900",
+                           "--torchrun-run", str(ddp_run[1])], capture_output=True, text=True, timeout=580, env=env,
+                          cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = {}
     for line in proc.stdout.splitlines():

@@ -156,7 +156,8 @@ def test_open_set_report_on_ideal_and_confused_embeddings():
     assert roc is None and "verification skipped" in report["note"] and report["rank1"] == 1.0
 
 
-def test_train_and_eval_an_open_set_run(tmp_path):
+def test_train_and_eval_an_open_set_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNLAB_PLOTS", "1")
     from nnlab.evaluation.evaluate import evaluate_run
     from nnlab.training import fit
 

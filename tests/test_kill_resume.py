@@ -1,14 +1,16 @@
 """kill -9 at any moment of a short CPU run, then `resume`: the result equals the uninterrupted run
 in weights, optimiser state, history.csv (timings aside), the best checkpoints and metrics.json's
-epochs, and no partial file is left. The kill moment is picked with the NNLAB_TEST_KILL_AT hook
-(`nnlab.fileio.kill_point`), in a `nnlab run` subprocess."""
+epochs, and no partial file is left. One training passes every moment: at each, the run directory is
+copied as a kill -9 would leave it (what is written is on disk, nothing more happens), and each copy
+is resumed. One moment is a real SIGKILL of a `nnlab run` process, by the NNLAB_TEST_KILL_AT hook
+(`nnlab.fileio.kill_point`)."""
 
 from __future__ import annotations
 
 import csv
 import json
-import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import nnlab.evaluation.results
+import nnlab.fileio
+import nnlab.runs.run
+import nnlab.training.checkpoint
 from nnlab.config import load_config
 from nnlab.fileio import KILL_AT_ENV
 from nnlab.runs.run import Run
@@ -69,8 +75,23 @@ def recipe(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(recipe, tmp_path_factory) -> Run:
-    return fit(load_config(recipe), out=tmp_path_factory.mktemp("ref") / "run")
+def reference(recipe, tmp_path_factory) -> tuple[Run, dict[str, Path]]:
+    """The uninterrupted run, and a copy of its directory at each of MOMENTS (keyed `point:occurrence`)."""
+    root = tmp_path_factory.mktemp("ref")
+    out, snapshots, counts = root / "run", {}, {}
+
+    def snapshot(name: str) -> None:  # in place of kill_point: the directory at that instant
+        counts[name] = counts.get(name, 0) + 1
+        if (name, counts[name]) in MOMENTS:
+            moment = f"{name}:{counts[name]}"
+            snapshots[moment] = shutil.copytree(out, root / moment.replace(":", "-"))
+
+    with pytest.MonkeyPatch.context() as mp:
+        for module in (nnlab.fileio, nnlab.runs.run, nnlab.training.checkpoint, nnlab.evaluation.results):
+            mp.setattr(module, "kill_point", snapshot)
+        run = fit(load_config(recipe), out=out)
+    assert sorted(snapshots) == sorted(f"{p}:{n}" for p, n in MOMENTS)  # every moment was reached
+    return run, snapshots
 
 
 def history(run: Run) -> list[dict[str, str]]:
@@ -88,30 +109,23 @@ def same(a, b) -> bool:
     return a == b
 
 
-def _train_in_child(recipe: Path, out: Path, moment: str) -> None:
-    os.environ[KILL_AT_ENV] = moment
-    fit(load_config(recipe), out=out)
-
-
-def killed_run(recipe: Path, out: Path, moment: str, cli: bool) -> int:
-    """Train until the kill at `moment`; returns the exit status (the signal, negated). `cli`: as
-    `nnlab run` in a new interpreter; else in a forked copy of this one (no start-up cost)."""
-    if cli:
-        env = os.environ | {KILL_AT_ENV: moment}
-        return subprocess.run([sys.executable, "-m", "nnlab", "run", str(recipe), "--out", str(out)], env=env,
-                              capture_output=True, text=True, timeout=600).returncode
-    child = multiprocessing.get_context("fork").Process(target=_train_in_child, args=(recipe, out, moment))
-    child.start()
-    child.join(600)
-    return child.exitcode
+def killed_run(recipe: Path, out: Path, moment: str) -> int:
+    """`nnlab run` in a new interpreter until the kill at `moment`; returns the exit status (the signal,
+    negated). A real process: that SIGKILL leaves what the snapshots stand for is the thing tested."""
+    env = os.environ | {KILL_AT_ENV: moment}
+    return subprocess.run([sys.executable, "-m", "nnlab", "run", str(recipe), "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=600).returncode
 
 
 @pytest.mark.parametrize(("point", "occurrence"), MOMENTS, ids=[f"{p}-{n}" for p, n in MOMENTS])
 def test_kill_then_resume_equals_uninterrupted(recipe, reference, tmp_path, point, occurrence):
+    reference, snapshots = reference
     out = tmp_path / "run"
-    # the issue's moment (last.pt replaced, history not yet appended) through the real command line
-    status = killed_run(recipe, out, f"{point}:{occurrence}", cli=(point, occurrence) == ("checkpoint-saved", 2))
-    assert status == -signal.SIGKILL
+    if (point, occurrence) == ("checkpoint-saved", 2):
+        # the issue's moment (last.pt replaced, history not yet appended) through the real command line
+        assert killed_run(recipe, out, f"{point}:{occurrence}") == -signal.SIGKILL
+    else:
+        shutil.copytree(snapshots[f"{point}:{occurrence}"], out)
     resumed = fit(Run.open(out).config, resume_run=Run.open(out))
     a = torch.load(reference.checkpoints / "last.pt", weights_only=True)
     b = torch.load(resumed.checkpoints / "last.pt", weights_only=True)

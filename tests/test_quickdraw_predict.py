@@ -7,8 +7,6 @@ import csv
 import gzip
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -309,8 +307,9 @@ def test_training_counts_are_recomputed_for_runs_without_them(run, tmp_path):
     assert counts.tolist() == saved and sum(saved) < sum(COUNTS.values())
 
 
-def test_demo_recipe_smoke(tmp_path):
+def test_demo_recipe_smoke(tmp_path, monkeypatch):
     """The embedded demo's recipe, cut to a few steps: a run with plots and a sample grid."""
+    monkeypatch.setenv("NNLAB_PLOTS", "1")
     out = tmp_path / "demo"
     cfg = load_config(ROOT / "recipes" / "doodles-demo.toml",
                       ["train.epochs=1", "train.steps_per_epoch=3", "data.per_class=30", "data.num_workers=0"])
@@ -325,9 +324,8 @@ def test_demo_recipe_smoke(tmp_path):
     assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG" and str(png) in result.output
 
 
-def test_predict_errors_through_the_entry_point(run, tmp_path):
+def test_predict_errors_through_the_entry_point(run, tmp_path, cli):
     """A user error is one line on stderr and exit status 2."""
-    proc = subprocess.run([sys.executable, "-m", "nnlab", "predict", str(run.path), str(tmp_path / "missing.csv"),
-                           "--out", str(tmp_path / "s.csv")], capture_output=True, text=True, timeout=300)
+    proc = cli("predict", run.path, tmp_path / "missing.csv", "--out", tmp_path / "s.csv", ok=False)
     assert proc.returncode == 2 and "missing.csv" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s.csv").exists()

@@ -22,6 +22,7 @@ def test_quickstart_notebook_runs_in_a_kernel(tmp_path, monkeypatch):
     pytest.importorskip("ipykernel")
     monkeypatch.setenv("NNLAB_QUICKSTART_OUT", str(tmp_path))
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's own inline backend, as in Jupyter
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as the test process (conftest): tiny models, a shared CPU
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOK.parents[1])}}).execute()

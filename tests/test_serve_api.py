@@ -255,6 +255,7 @@ def test_serve_command_binds_loopback_and_prints_the_url(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # a real process: the test is a server listening on a socket until terminated
     proc = subprocess.Popen([sys.executable, "-m", "nnlab", "serve", str(tiny_export()), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -276,9 +277,8 @@ def test_serve_command_binds_loopback_and_prints_the_url(tmp_path):
     assert f"at http://127.0.0.1:{port}/" in out
 
 
-def test_serve_command_rejects_what_it_cannot_serve(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "nnlab", "serve", str(tmp_path)], capture_output=True, text=True,
-                          timeout=120)
+def test_serve_command_rejects_what_it_cannot_serve(tmp_path, cli):
+    proc = cli("serve", tmp_path, ok=False)
     assert proc.returncode == 2 and "neither a run directory" in proc.stderr
 
 

@@ -285,6 +285,7 @@ def test_memory_stays_bounded_as_drawings_grow(shared_data, tmp_path):
             print(peak - base)
     """)
     args = [str(a) for n in (1, 4) for a in (make(n), tmp_path / f"s{n}")]
+    # a fresh process: its peak RSS is the measurement
     out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, check=True)
     peaks = dict(zip((1, 4), (int(v) / 1024 for v in out.stdout.split()[-2:])))  # MB above the start
     for n in (1, 4):

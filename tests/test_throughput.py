@@ -4,9 +4,6 @@ switches (channels_last, compile, loader options), on tiny CPU runs of scikit-le
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -133,15 +130,15 @@ def test_compile_flag_compiles_the_model_in_place(tmp_path, monkeypatch):
     assert run.history()[0]["train_loss"] < 2.3  # it trained (chance is ln 10 = 2.303)
 
 
-def test_flags_rejected_cleanly_where_unsupported(tmp_path):
+def test_flags_rejected_cleanly_where_unsupported(tmp_path, cli, monkeypatch):
     with pytest.raises(ConfigError, match="train.channels_last and train.compile apply to the torch engine only"):
         validate({"engine": "numpy", "model": {"name": "mlp"}, "train": {"compile": True}})
     cfg = tmp_path / "exp.toml"
     cfg.write_text('name = "c"\n[data]\nkind = "digits"\n[train]\nepochs = 1\ncompile = true\n')
     # no C++ compiler on PATH: torch.compile cannot build CPU kernels, so the run stops before it starts
-    env = {k: v for k, v in os.environ.items() if k != "CXX"} | {"PATH": str(tmp_path / "empty")}
-    proc = subprocess.run([sys.executable, "-m", "nnlab", "run", str(cfg), "--out", str(tmp_path / "run")],
-                          capture_output=True, text=True, timeout=300, env=env)
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    proc = cli("run", cfg, "--out", tmp_path / "run", ok=False)
     assert proc.returncode == 2, proc.stderr
     assert "train.compile on the CPU needs a C++ compiler" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()

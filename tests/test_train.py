@@ -27,7 +27,8 @@ def weights(run: Run) -> dict[str, torch.Tensor]:
     return torch.load(run.checkpoints / "last.pt", weights_only=True)["model"]
 
 
-def test_run_directory_contents_and_accuracy(tmp_path):
+def test_run_directory_contents_and_accuracy(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNLAB_PLOTS", "1")
     run = fit(digits_cfg(epochs=4), out=tmp_path / "run")
     for name in ("config.toml", "env.json", "history.csv", "metrics.json", "classes.txt", "splits.json",
                  "checkpoints/last.pt", "plots/history.png", "plots/confusion.png", "predictions/test.csv"):

@@ -8,11 +8,12 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runner import CliResult
+from cli_runner import run_cli as nnlab_cli
 from sklearn.datasets import load_digits
 
 import nnlab
@@ -42,20 +43,14 @@ LINE = re.compile(r"^epoch (\d+)/(\d+)  train_loss (\d+\.\d{4})  val_accuracy (\
                   r"data wait \d+%  \d+\.\d s  ETA \S+( s)?$")
 
 
-def nnlab_cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "nnlab", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
-    if ok:
-        assert proc.returncode == 0, proc.stderr
-    return proc
-
-
 @pytest.fixture(scope="module")
-def cli_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """A 2-epoch run through `nnlab run`, stdout a pipe (not a terminal), TensorBoard on."""
+def cli_run(tmp_path_factory) -> tuple[Path, CliResult]:
+    """A 2-epoch run through `nnlab run`, stdout a pipe (not a terminal), TensorBoard on, plots drawn."""
     root = tmp_path_factory.mktemp("wf")
     (root / "wf.toml").write_text(CONFIG)
-    proc = nnlab_cli("run", root / "wf.toml", "--out", root / "run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NNLAB_PLOTS", "1")
+        proc = nnlab_cli("run", root / "wf.toml", "--out", root / "run")
     return root / "run", proc
 
 

@@ -1,0 +1,54 @@
+"""`nnlab` commands run in the test process (not a test module itself): the real entry point
+`nnlab.cli.main` with its own argv, stdout and stderr, minus the 1 to 6 s a fresh interpreter pays to
+start and import torch. A test whose subject is the process boundary (signals, torchrun, the server,
+torch-free `data` commands) keeps a real subprocess and says so."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import traceback
+import warnings
+from dataclasses import dataclass
+from unittest import mock
+
+
+@dataclass(frozen=True)
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args, ok: bool = True) -> CliResult:
+    """`nnlab ARGS...` in process; with ok, assert it exits 0 (stderr in the failure message)."""
+    from nnlab.cli import main, state
+
+    argv = ["nnlab", *map(str, args)]
+    out, err = io.StringIO(), io.StringIO()
+    state.pop("run_dir", None)  # left by a previous command's run; a fresh process has none
+    with (mock.patch.object(sys, "argv", argv), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err),
+          warnings.catch_warnings(record=True) as caught):
+        warnings.simplefilter("always")
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except Exception:  # what the interpreter does with an exception main() lets through (--debug)
+            traceback.print_exc(file=err)
+            code = 1
+    _print_warnings(caught, err)
+    result = CliResult(code, out.getvalue(), err.getvalue())
+    if ok:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def _print_warnings(caught, stream) -> None:
+    """Warnings on stderr as a fresh interpreter shows them (deprecations of imported libraries aside), so
+    that a test can still see them although pytest would otherwise collect them."""
+    for w in caught:
+        if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning)):
+            stream.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno))
