@@ -56,6 +56,8 @@ def read_image(path: PathLike | BinaryIO, name: str | None = None, max_pixels: i
             return np.asarray(img, dtype=np.uint8).copy()
     except FileNotFoundError:
         raise DataError(f"image file not found: {shown}") from None
+    except DataError:  # ours already (a DataError is a ValueError, which _PIL_ERRORS catches)
+        raise
     except _PIL_ERRORS as err:
         raise DataError(f"cannot read image {shown}: {err} (corrupt or truncated?)") from None
 

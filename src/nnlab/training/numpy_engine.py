@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from nnlab.config import ExperimentConfig
 from nnlab.datasets import DataBundle
+from nnlab.datasets.kinds import is_drawings
 from nnlab.datasets.images import ImageDataset, load_image_source, make_transform
 from nnlab.datasets.splits import image_splits
 from nnlab.errors import ConfigError
@@ -41,7 +42,7 @@ def check_config(cfg: ExperimentConfig) -> None:
         problems.append(f"model.name = {cfg.model.name!r} (the NumPy engine trains model.name = 'mlp')")
     if cfg.data.augment:
         problems.append("data.augment = true (not available in the NumPy engine)")
-    if cfg.data.kind in ("strokes", "synth"):
+    if is_drawings(cfg):
         problems.append(f"data.kind = {cfg.data.kind!r} (the NumPy engine takes image data sets)")
     if problems:
         raise ConfigError("engine = 'numpy': unsupported " + "; ".join(problems))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from nnlab.config import ExperimentConfig
+from nnlab.datasets.kinds import is_drawings
 
 #: Above this share of an epoch spent waiting for batches, the run says once what to change.
 DATA_WAIT_HINT = 0.2
@@ -36,7 +37,7 @@ def data_wait_hint(cfg: ExperimentConfig, epoch: int, fraction: float) -> str | 
     cpus = os.cpu_count() or 1
     fixes = [f"more data.num_workers (now {d.num_workers}; this machine has {cpus} CPUs)" if d.num_workers < cpus
              else f"fewer other processes on the CPUs (data.num_workers = {d.num_workers} already)"]
-    if d.kind in ("strokes", "synth"):
+    if is_drawings(d):
         fixes.append(f"a smaller data.image_size (now {d.image_size}) or a cheaper data.encoding (now {d.encoding!r})")
     else:
         fixes.append(f"a smaller data.image_size (now {d.image_size}) or data.augment = false")
