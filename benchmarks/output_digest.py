@@ -30,6 +30,7 @@ SHARED = Path(os.environ.get("NNLAB_SHARED_DATA", ROOT.parent / "shared" / "data
 TIMING = re.compile(r"seconds|_s$|time|per_s|img_s|date|created|started|finished_at|elapsed|duration|wait|"
                     r"host|python|torch_version|commit|path|throughput", re.I)
 SKIP_SUFFIXES = {".png", ".log", ".lock"}
+SKIP_NAMES = {".lock"}  # the training lock: an empty file
 
 QUICK = ["--set", "train.threads=1"]
 JOBS: list[tuple[str, list[list[str]]]] = [
@@ -93,10 +94,10 @@ def _strip(value):
     return value
 
 
-def digest_file(path: Path) -> str | None:
-    if path.suffix in SKIP_SUFFIXES or "tensorboard" in path.parts:
+def digest_file(path: Path, work: Path) -> str | None:
+    if path.suffix in SKIP_SUFFIXES or path.name in SKIP_NAMES or "tensorboard" in path.parts:
         return None
-    data = path.read_bytes()
+    data = path.read_bytes().replace(str(work).encode(), b"{work}")  # where the jobs ran is no output
     if path.suffix == ".json":
         try:
             data = json.dumps(_strip(json.loads(data)), sort_keys=True).encode()
@@ -139,7 +140,7 @@ def digest(work: Path) -> dict[str, str]:
     out = {}
     for path in sorted(work.rglob("*")):
         if path.is_file():
-            value = digest_file(path)
+            value = digest_file(path, work)
             if value is not None:
                 out[str(path.relative_to(work))] = value
     return out
@@ -161,9 +162,13 @@ def main() -> int:
     p.add_argument("--out", type=Path, help="digest JSON to write")
     p.add_argument("--work", type=Path, help="folder for the outputs (default: a temporary one)")
     p.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"))
+    p.add_argument("--rehash", action="store_true", help="hash the outputs already in --work, without running")
     args = p.parse_args()
     if args.compare:
         return compare(*args.compare)
+    if args.rehash:
+        args.out.write_text(json.dumps(digest(args.work), indent=1, sort_keys=True))
+        return 0
     if not args.out:
         p.error("--out or --compare is required")
     if not SHARED.is_dir():
