@@ -145,7 +145,7 @@ def cell_state(cell: Cell) -> str:
     if not saved_file.is_file():
         return "new"
     try:
-        saved = load_config(saved_file).model_dump(mode="json")
+        saved = load_config(saved_file, lenient=True)  # written by an older nnlab, perhaps.model_dump(mode="json")
     except ConfigError:
         saved = {}
     expected = cell.config.model_dump(mode="json")
