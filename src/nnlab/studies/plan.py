@@ -145,7 +145,8 @@ def cell_state(cell: Cell) -> str:
     if not saved_file.is_file():
         return "new"
     try:
-        saved = load_config(saved_file, lenient=True)  # written by an older nnlab, perhaps.model_dump(mode="json")
+        # leniently, as a saved run: the cell may have been written by an older nnlab
+        saved = load_config(saved_file, lenient=True).model_dump(mode="json")
     except ConfigError:
         saved = {}
     expected = cell.config.model_dump(mode="json")
