@@ -113,3 +113,33 @@ def test_damaged_history_or_metrics_make_one_row_unreadable_not_the_listing(fini
     shutil.copytree(finished, tmp_path / "good")
     status = {r.path.name: r.status for r in list_runs(tmp_path)}
     assert status == {"bad-history": "unreadable", "bad-metrics": "unreadable", "good": "finished"}
+
+
+def test_a_failed_resume_epochs_changes_nothing(tmp_path):
+    """Data moved away, an epoch count past the schema's bound, a string: refused before a file changes."""
+    import numpy as np
+
+    data = tmp_path / "digits.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, images=rng.integers(0, 255, (60, 8, 8), dtype=np.uint8), labels=np.repeat([0, 1, 2], 20))
+    cfg = {"name": "npz", "data": {"kind": "npz", "path": str(data), "image_size": 8, "batch_size": 32},
+           "model": {"name": "mlp", "hidden": [8]}, "train": {"epochs": 1}}
+    out = tmp_path / "run"
+    nnlab.fit(cfg, out=out, echo=False)
+    before = {name: (out / name).read_bytes() for name in ("config.toml", "metrics.json", "history.csv")}
+    with pytest.raises(nnlab.ConfigError, match="train.epochs"):
+        nnlab.resume(out, epochs=200000, echo=False)
+    with pytest.raises(nnlab.NnlabError, match="whole number"):
+        nnlab.resume(out, epochs="5", echo=False)
+    data.rename(tmp_path / "moved.npz")
+    with pytest.raises(nnlab.DataError, match="no longer exists"):
+        nnlab.resume(out, epochs=3, echo=False)
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert nnlab.load_run(out).metrics["test"]  # report still works
+    # a failure inside training, before a new epoch, puts config.toml and metrics.json back too
+    (tmp_path / "moved.npz").write_bytes(b"not an npz any more")
+    (tmp_path / "moved.npz").rename(data)
+    with pytest.raises(nnlab.DataError):
+        nnlab.resume(out, epochs=3, echo=False)
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert not list(out.glob("*.tmp"))

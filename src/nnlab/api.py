@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from nnlab.config import ExperimentConfig, load_config, save_config, set_key, validate
 from nnlab.datasets.kinds import is_drawings
 from nnlab.errors import NnlabError
+from nnlab.fileio import atomic_write_bytes
 from nnlab.evaluation.evaluate import evaluate_run
 from nnlab.inference.kaggle.drawing_rows import read_drawing_rows
 from nnlab.inference.kaggle.submission import predict_drawings
@@ -195,16 +196,33 @@ def resume(run: TrainedRun | str | os.PathLike, epochs: int | None = None, echo:
     finished = (d.path / "metrics.json").is_file()
     done = len(d.history())
     if epochs is not None and epochs != d.config.train.epochs:
+        if isinstance(epochs, bool) or not isinstance(epochs, int):
+            raise NnlabError(f"resume: epochs must be a whole number, got {epochs!r}")
         if epochs < done:
             raise NnlabError(f"{d.path}: --epochs {epochs}: the run already has {done} epochs")
-        d.config.train.epochs = epochs
+        extended = validate(d.config.model_dump(mode="json", exclude_none=True) | {
+            "train": d.config.train.model_dump(mode="json", exclude_none=True) | {"epochs": epochs}},
+            f"{d.path}/config.toml with --epochs {epochs}")
+        rundir.check_inputs_exist(d.config, str(d.path))  # before a file changes
+        saved = {name: (d.path / name).read_bytes() for name in ("config.toml", "metrics.json")
+                 if (d.path / name).is_file()}
+        d.config = extended
         save_config(d.config, d.path / "config.toml")
         (d.path / "metrics.json").unlink(missing_ok=True)
-    elif finished:
+        try:
+            train(d.config, resume_run=d, echo=echo)
+        except BaseException:
+            if len(d.history()) == done:  # not one new epoch: the run is put back as it was
+                for name, data in saved.items():
+                    atomic_write_bytes(d.path / name, data)
+            raise
+        return TrainedRun(d.path)
+    if finished:
         if echo:
             print(f"{d.path} is finished ({plural(done, 'epoch')} of {d.config.train.epochs}); nothing to resume "
                   f"(extend it with `nnlab resume {d.path} --epochs N`)", flush=True)
         return TrainedRun(d.path)
+    rundir.check_inputs_exist(d.config, str(d.path))
     train(d.config, resume_run=d, echo=echo)
     return TrainedRun(d.path)
 

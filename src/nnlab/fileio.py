@@ -37,6 +37,13 @@ def kill_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """`atomic_write_text` for bytes (a file put back as it was)."""
+    with atomic_output(Path(path), "wb") as fh:
+        fh.write(data)
+    return Path(path)
+
+
 def umask_mode(directory: bool = False) -> int:
     """The mode a new file (0666) or directory (0777) gets under the current umask; mkstemp and
     mkdtemp make theirs private (0600, 0700), which an atomic rename would otherwise keep."""

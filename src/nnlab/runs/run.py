@@ -277,6 +277,16 @@ def resolve_paths(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg
 
 
+def check_inputs_exist(cfg: ExperimentConfig, where: str) -> None:
+    """The files a saved run reads again (its data, its starting weights) still exist: one DataError
+    naming the first that is gone (`nnlab resume` asks before it changes anything)."""
+    for section, key in PATH_FIELDS:
+        value = getattr(getattr(cfg, section), key, None)
+        if value and not Path(value).exists() and not (section == "data" and getattr(cfg.data, "download", False)):
+            raise DataError(f"{where}: {section}.{key} = {value} no longer exists; put it back (or edit "
+                            f"{section}.{key} in config.toml) and resume again; nothing was changed")
+
+
 def is_being_trained(path: Path) -> bool:
     """Whether a live process holds the run's training lock (see `Run.hold`)."""
     try:
