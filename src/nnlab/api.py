@@ -129,7 +129,8 @@ class TrainedRun:
         return frame.astype({"epoch": int}).set_index("epoch") if len(frame) else frame
 
     def predict(self, inputs: Any) -> Predictions:
-        """Predict images (a path to an image, a folder or an .npz; an array (H, W[, C]) or (N, H, W[, C]);
+        """Predict images (a path to an image, a folder or an .npz; an array (H, W[, C]) or (N, H, W[, C]),
+        C = 1, 3 or 4, a 3-D array with such a last axis being one image;
         a list of arrays or paths) or, for a drawing run, `Drawing`s, stroke lists or a drawings file;
         preprocessed exactly as `nnlab predict` does."""
         if is_drawings(self.config):
@@ -302,13 +303,24 @@ def study(config: ConfigLike, grid: Mapping[str, Mapping[str, Any]] | Sequence[s
 # --------------------------------------------------------------------------- inputs
 
 
+CHANNEL_COUNTS = (1, 3, 4)  # the last axis of one image: grey, RGB, RGBA
+
+
 def _image_inputs(inputs: Any) -> tuple[list[str], list[np.ndarray]]:
+    """Ids and images of what `TrainedRun.predict` was given. A 3-D array whose last axis is 1, 3 or 4
+    is one image (H, W, C); any other 3-D array is a stack of grey images (N, H, W)."""
     if isinstance(inputs, (str, os.PathLike)):
         return read_image_inputs(Path(inputs))
     if isinstance(inputs, np.ndarray):
-        stack = inputs if inputs.ndim == 4 or (inputs.ndim == 3 and inputs.shape[-1] not in (1, 3)) else inputs[None]
+        one = inputs.ndim == 2 or inputs.ndim == 3 and inputs.shape[-1] in CHANNEL_COUNTS
+        if not (one or inputs.ndim in (3, 4)) or not inputs.size:
+            raise NnlabError(f"predict: an array of shape {inputs.shape} is not an image (H, W[, C]) or a stack of "
+                             "them (N, H, W[, C]); C is 1, 3 or 4 (RGBA: alpha is dropped)")
+        stack = inputs[None] if one else inputs
         return [str(i) for i in range(len(stack))], list(stack)
     items = list(inputs)
+    if not items:
+        raise NnlabError("predict: no images given (an empty list)")
     images = [read_image(Path(x)) if isinstance(x, (str, os.PathLike)) else np.asarray(x) for x in items]
     ids = [str(x) if isinstance(x, (str, os.PathLike)) else str(i) for i, x in enumerate(items)]
     return ids, images
