@@ -285,6 +285,8 @@ def study(config: ConfigLike, grid: Mapping[str, Mapping[str, Any]] | Sequence[s
 
     `grid`: {variant: {dotted key: value}} or `--grid` strings ("NAME=key=value,..."); default the config's
     study.grid. `seeds`: K (seeds 0..K-1) or a list. `announce(study)` is called once planned."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise NnlabError(f"study: workers = {workers!r}: give a whole number of parallel cells >= 1 (or None)")
     strings = [] if grid is None or isinstance(grid, Mapping) else list(grid)
     base = make_config(config, overrides)
     raw = base.model_dump(mode="json", exclude_none=True)

@@ -89,8 +89,8 @@ class DataSection(Section):
     kind: str = Field(description="data set kind: digits, idx, npz, folder, bitmap, csv, strokes, synth")
     image_size: int = Field(28, ge=4, le=1024, description="side of the square model input in pixels")
     channels: Literal[1, 3] = 1
-    mean: float = 0.5
-    std: float = Field(0.5, gt=0)
+    mean: float = Field(0.5, allow_inf_nan=False)
+    std: float = Field(0.5, gt=0, allow_inf_nan=False)
     augment: bool = Field(False, description="augment the training split (never val or test)")
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.2, ge=0, lt=1, description="ignored where the source has an official test part")

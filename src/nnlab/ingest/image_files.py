@@ -58,8 +58,10 @@ def read_image(path: PathLike | BinaryIO, name: str | None = None, max_pixels: i
         raise DataError(f"image file not found: {shown}") from None
     except DataError:  # ours already (a DataError is a ValueError, which _PIL_ERRORS catches)
         raise
+    except Image.DecompressionBombError as err:  # over Pillow's own limit: too large, not corrupt
+        raise ImageTooLargeError(f"image {shown}: {_plain(err, path, shown)}") from None
     except _PIL_ERRORS as err:
-        raise DataError(f"cannot read image {shown}: {err} (corrupt or truncated?)") from None
+        raise DataError(f"cannot read image {shown}: {_plain(err, path, shown)} (corrupt or truncated?)") from None
 
 
 def verify_image(path: Path, how: str) -> None:
@@ -72,3 +74,11 @@ def verify_image(path: Path, how: str) -> None:
             img.verify()
     except _PIL_ERRORS as err:
         raise DataError(f"cannot read image {path}: {err} (corrupt or truncated?)") from None
+
+
+def _plain(err: BaseException, path, shown) -> str:
+    """Pillow's message without the repr of a file object it names (`<_io.BytesIO object at 0x...>`)."""
+    text = str(err)
+    if not isinstance(path, (str, os.PathLike)):
+        text = text.replace(repr(path), str(shown))
+    return text

@@ -54,6 +54,10 @@ def lr_find(cfg: ExperimentConfig, start_lr: float = 1e-7, end_lr: float = 10.0,
         raise ConfigError(f"lr-find: need 0 < --start-lr < --end-lr (got {start_lr:g}, {end_lr:g})")
     if steps < 10:
         raise ConfigError(f"lr-find: --steps {steps}: give at least 10 steps")
+    if not 0 <= beta < 1:
+        raise ConfigError(f"lr-find: beta = {beta!r}: the loss smoothing needs 0 <= beta < 1 (default 0.98)")
+    if not diverge > 1:
+        raise ConfigError(f"lr-find: diverge = {diverge!r}: stop at a multiple > 1 of the best loss (default 4)")
     if cfg.engine != "torch":
         raise ConfigError("lr-find: needs engine = 'torch' (the range test trains the torch model)")
     device = pick_device(cfg.train.device)

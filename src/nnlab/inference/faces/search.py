@@ -27,6 +27,7 @@ import numpy as np
 from nnlab.errors import NnlabError
 
 AUTO_FAISS_SIZE = 50_000  # below this, exact NumPy search answers in milliseconds
+PQ_MIN_VECTORS = 256  # faiss trains each 4-bit sub-quantiser's 16 centroids on at least this many vectors
 REFINE_FACTOR = 8  # faiss-pq re-ranks this many candidates per neighbour asked for, exactly
 BLOCK_ELEMENTS = 8_000_000  # bounds one (queries, vectors) similarity block: 32 MB of float32
 BACKENDS = ("auto", "numpy", "faiss-flat", "faiss-ivf", "faiss-hnsw", "faiss-pq")
@@ -92,6 +93,10 @@ class FaissIndex:
             sample = np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)
             index.train(x[np.sort(sample)])
             index.nprobe = min(nprobe, nlist)
+        elif kind == "pq" and n < PQ_MIN_VECTORS:  # too few to train the codebooks: exact search is exact
+            index = faiss.IndexFlatIP(d)
+            self.note = (f"{n:,} vectors: faiss-pq needs {PQ_MIN_VECTORS} to train its codebooks; "
+                         "exact faiss-flat search used")
         elif kind == "pq":
             index = _pq_refine(faiss, x)
         else:
@@ -152,5 +157,5 @@ def make_index(vectors: np.ndarray, backend: str = "auto") -> NumpyIndex | Faiss
         else:
             backend, note = "numpy", f"{len(vectors):,} vectors: exact NumPy search ({FAISS_MISSING})"
     index = NumpyIndex(vectors) if backend == "numpy" else FaissIndex(vectors, backend.removeprefix("faiss-"))
-    index.note = note
+    index.note = note or getattr(index, "note", "")
     return index
