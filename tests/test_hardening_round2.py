@@ -57,3 +57,17 @@ def test_faiss_pq_on_a_small_gallery_searches_exactly_and_says_so():
     assert str(PQ_MIN_VECTORS) in index.note
     scores, rows = index.search(v[:5], 3)
     assert (rows[:, 0] == np.arange(5)).all() and np.allclose(scores[:, 0], 1.0, atol=1e-5)
+
+
+def test_predict_on_a_damaged_or_wrong_npz_is_one_line(tmp_path):
+    from image_models import digits_run
+
+    from nnlab.inference.predict import read_image_inputs
+
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    np.savez(tmp_path / "flat.npz", images=np.zeros(10, np.uint8))
+    for name, message in (("bad.npz", "not a readable .npz"), ("flat.npz", r"expected \(N, H, W")):
+        with pytest.raises(nnlab.DataError, match=message):
+            read_image_inputs(tmp_path / name)
+    with pytest.raises(nnlab.DataError, match="not a readable"):
+        nnlab.load_run(digits_run()).predict(tmp_path / "bad.npz")

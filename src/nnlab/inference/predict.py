@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +30,17 @@ def read_image_inputs(path: Path, on_bad: str = "error") -> tuple[list[str], lis
     if not path.exists():
         raise DataError(f"{path}: input not found")
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            if "images" not in z:
-                raise DataError(f"{path}: no 'images' array (has: {', '.join(z.files)})")
-            images = z["images"]
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "images" not in z:
+                    raise DataError(f"{path}: no 'images' array (has: {', '.join(z.files)})")
+                images = z["images"]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            if isinstance(exc, DataError):
+                raise
+            raise DataError(f"{path}: not a readable .npz of images without pickle ({exc})") from None
+        if images.ndim not in (3, 4) or not len(images):
+            raise DataError(f"{path}: 'images' has shape {images.shape}; expected (N, H, W[, C]) with N >= 1")
         return [str(i) for i in range(len(images))], list(images)
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
