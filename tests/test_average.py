@@ -113,3 +113,18 @@ def test_keep_last_keeps_the_last_epochs_by_number_past_epoch_999(tmp_path):
     for epoch in (997, 998, 999, 1000, 1001):  # files epoch-e998.pt ... epoch-e1002.pt
         keep_epoch_weights(run, epoch, weights)
     assert [p.name for p in epoch_checkpoints(run)] == ["epoch-e1001.pt", "epoch-e1002.pt"]
+
+
+def test_a_damaged_best_record_is_left_out_with_a_word_not_a_traceback(trained, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained.path, copy)
+    records = sorted((copy / "checkpoints").glob("best-*.json"))
+    assert records
+    records[0].write_text("{not json")
+    with pytest.raises(NnlabError, match="unreadable best-"):
+        average_run(copy, tmp_path / "avg", best=len(records))
+    from nnlab.runs.run import Run
+
+    assert len(Run.open(copy).best_metas()) == len(records) - 1

@@ -294,3 +294,18 @@ def test_embed_and_identify_outputs_say_what_they_wrote_and_quote_formulas(model
     rows = list(csv.reader(out.open()))
     assert rows[1][1:3] == ["'-1+1", "'=HYPERLINK(\"x\")"] and rows[1][5] == "'@SUM(A1)"
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_adding_the_same_folder_twice_enrols_nothing_twice_and_unknown_is_no_name(model, gallery, folders,
+                                                                                tmp_path):
+    grown = Gallery.load(gallery.save(tmp_path / "g"))
+    before = (len(grown), list(grown.identities))
+    assert grown.add(model, folders["enrol"]) == 0 and grown.skipped == before[0]
+    assert (len(grown), list(grown.identities)) == before
+    stranger = tmp_path / "people" / "unknown"
+    first = sorted((folders["probes"] / sorted(p.name for p in folders["probes"].iterdir())[0]).iterdir())[0]
+    stranger.mkdir(parents=True)
+    shutil.copy(first, stranger / first.name)
+    with pytest.raises(DataError, match="answer for a face nobody enrolled"):
+        grown.add(model, tmp_path / "people")
+    assert (len(grown), list(grown.identities)) == before

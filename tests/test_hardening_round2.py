@@ -71,3 +71,16 @@ def test_predict_on_a_damaged_or_wrong_npz_is_one_line(tmp_path):
             read_image_inputs(tmp_path / name)
     with pytest.raises(nnlab.DataError, match="not a readable"):
         nnlab.load_run(digits_run()).predict(tmp_path / "bad.npz")
+
+
+def test_class_folders_whose_names_cannot_be_a_line_of_classes_txt_are_refused(tmp_path):
+    from nnlab.ingest.images import load_folder_source
+
+    img = np.zeros((8, 8), np.uint8)
+    for bad in (" ", "b\nc", " cat"):
+        root = tmp_path / f"set{len(bad)}{bad.strip()[:1]}"
+        for name in ("a", bad, "z"):
+            (root / name).mkdir(parents=True)
+            Image.fromarray(img).save(root / name / "0.png")
+        with pytest.raises(nnlab.DataError, match="rename the folder"):
+            load_folder_source(root)

@@ -69,6 +69,8 @@ def gallery_add(model_path: Path = typer.Argument(..., metavar="MODEL", help=MOD
     gallery.check_model(model, str(gallery_dir))
     before = len(gallery.identities)
     added = gallery.add(model, folder, batch_size)
+    if gallery.skipped:
+        typer.echo(f"skipped {gallery.skipped} images already in the gallery")
     gallery.save(gallery_dir, overwrite=True)
     typer.echo(f"added {added} images ({len(gallery.identities) - before} new people); "
                f"the gallery holds {len(gallery.identities)} people -> {gallery_dir}")

@@ -218,6 +218,10 @@ def load_folder_source(path: PathLike | None = None, on_bad: Literal["error", "s
         raise ConfigError(f"folder: verify must be 'full', 'header' or 'none', got {verify!r}")
     found = sorted((d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
                    key=_natural_key)
+    odd = [name for name in found if name != name.strip() or any(c in name for c in "\n\r")]
+    if odd:  # classes.txt holds one stripped name per line: such a name would shift every label after it
+        raise DataError(f"{root}: class folder {odd[0]!r} has a line break or surrounding spaces; a class name is "
+                        "one line of text: rename the folder")
     if classes is not None:
         missing = [c for c in classes if c not in found]
         if missing:

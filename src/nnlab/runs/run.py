@@ -182,17 +182,23 @@ class Run:
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
             file, value = str(meta["file"]), float(meta["value"])
+            epoch, higher = int(meta["epoch"]), bool(meta["higher_is_better"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
         if Path(file).name != file or file in ("", ".", ".."):
             raise NnlabError(f"{path}: \"file\" is {file!r}, outside the run's checkpoints folder; refused "
                              "(delete this file if you did not write it)")
-        return meta | {"value": value}
+        return meta | {"value": value, "epoch": epoch, "higher_is_better": higher}
+
+    def best_metas(self) -> list[dict[str, Any]]:
+        """The kept best checkpoints' records (file, epoch, value, higher_is_better) whose JSON is readable
+        and whose checkpoint exists; a damaged record is left out, never a traceback."""
+        metas = [self._best_meta(p) for p in sorted(self.checkpoints.glob("best-*.json"))]
+        return [m for m in metas if m is not None and (self.checkpoints / m["file"]).is_file()]
 
     def best_checkpoint(self) -> Path:
         """The best checkpoint by the main metric, else the last one (.pt for torch, .npz for numpy)."""
-        metas = [self._best_meta(p) for p in sorted(self.checkpoints.glob("best-*.json"))]
-        metas = [m for m in metas if m is not None and (self.checkpoints / m["file"]).is_file()]
+        metas = self.best_metas()
         if metas:
             sign = 1 if metas[0]["higher_is_better"] else -1
             return self.checkpoints / max(metas, key=lambda m: (sign * m["value"], m["epoch"]))["file"]

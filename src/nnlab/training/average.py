@@ -7,7 +7,6 @@ new run is evaluated and reported like any other, so predict, export, serve and 
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -55,10 +54,12 @@ def chosen_checkpoints(run: Run, best: int | None, last: int | None) -> list[Pat
     if (best is None) == (last is None):
         raise NnlabError("average: give exactly one of --best K and --last N")
     if best is not None:
-        metas = [json.loads(p.read_text()) for p in run.checkpoints.glob("best-*.json")]
+        metas = run.best_metas()
         if len(metas) < best:
-            raise NnlabError(f"{run.path}: {len(metas)} best checkpoints kept, {best} asked; train with "
-                             f"train.keep_best >= {best}")
+            damaged = len(list(run.checkpoints.glob("best-*.json"))) - len(metas)
+            raise NnlabError(f"{run.path}: {len(metas)} best checkpoints kept" +
+                             (f" ({damaged} with an unreadable best-*.json or a missing checkpoint)" if damaged else "")
+                             + f", {best} asked; train with train.keep_best >= {best}")
         sign = 1 if metas[0]["higher_is_better"] else -1
         # best first, later epochs first among equals: the order Run.best_checkpoint picks by
         metas = sorted(metas, key=lambda m: (sign * m["value"], m["epoch"]), reverse=True)[:best]

@@ -74,6 +74,7 @@ class Gallery:
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     paths: list[str] = field(default_factory=list)
     search_backend: str = "auto"
+    skipped: int = field(default=0, repr=False, compare=False)  # images the last `add` found enrolled already
 
     def __post_init__(self) -> None:
         self._index = None
@@ -109,6 +110,9 @@ class Gallery:
             raise DataError(f"enrol: {emb.shape} embeddings for {len(identities)} identities and {len(paths)} paths")
         if self.embeddings is not None and emb.shape[1] != self.dimension:
             raise DataError(f"enrol: embeddings of dimension {emb.shape[1]}; the gallery holds {self.dimension}")
+        if UNKNOWN in identities:
+            raise DataError(f"enrol: a person named {UNKNOWN!r}: that is the answer for a face nobody enrolled, so "
+                            "the name would be ambiguous; rename the folder")
         where = {name: i for i, name in enumerate(self.identities)}
         for name in identities:
             if name not in where:
@@ -121,15 +125,20 @@ class Gallery:
         self._index = None
 
     def add(self, model: ImageModel, folder: str | os.PathLike, batch_size: int = 64) -> int:
-        """Enrol a folder with one sub-folder of images per person; returns the images added."""
+        """Enrol a folder with one sub-folder of images per person; returns the images added. An image
+        already in the gallery (the same file, as a path) is not enrolled twice: `skipped` counts them."""
         files = list_images([folder])
         if files.labels is None:
             raise DataError(f"{folder}: expected one sub-folder of images per person (the folder name is the "
                             "identity), found images directly inside")
         self.check_model(model)
-        self.enroll(embed_files(model, files.paths, batch_size, desc="enrol"), files.labels, files.paths,
-                    model.fingerprint)
-        return len(files.paths)
+        enrolled = {str(Path(p).resolve()) for p in self.paths}
+        new = [i for i, p in enumerate(files.paths) if str(Path(p).resolve()) not in enrolled]
+        self.skipped = len(files.paths) - len(new)
+        if new:
+            paths, labels = [files.paths[i] for i in new], [files.labels[i] for i in new]
+            self.enroll(embed_files(model, paths, batch_size, desc="enrol"), labels, paths, model.fingerprint)
+        return len(new)
 
     # ------------------------------------------------------------------ identifying
     def index(self):
