@@ -196,35 +196,35 @@ def resume(run: TrainedRun | str | os.PathLike, epochs: int | None = None, echo:
     d = rundir.Run.open(run.path if isinstance(run, TrainedRun) else run)
     finished = (d.path / "metrics.json").is_file()
     done = len(d.history())
-    if epochs is not None and epochs != d.config.train.epochs:
+    extend = epochs is not None and epochs != d.config.train.epochs
+    if extend:
         if isinstance(epochs, bool) or not isinstance(epochs, int):
             raise NnlabError(f"resume: epochs must be a whole number, got {epochs!r}")
         if epochs < done:
             raise NnlabError(f"{d.path}: --epochs {epochs}: the run already has {done} epochs")
-        extended = validate(d.config.model_dump(mode="json", exclude_none=True) | {
-            "train": d.config.train.model_dump(mode="json", exclude_none=True) | {"epochs": epochs}},
-            f"{d.path}/config.toml with --epochs {epochs}")
-        rundir.check_inputs_exist(d.config, str(d.path))  # before a file changes
+        raw = d.config.model_dump(mode="json", exclude_none=True)
+        raw["train"]["epochs"] = epochs
+        extended = validate(raw, f"{d.path}/config.toml with --epochs {epochs}")
+    elif finished:
+        if echo:
+            print(f"{d.path} is finished ({plural(done, 'epoch')} of {d.config.train.epochs}); nothing to resume "
+                  f"(extend it with `nnlab resume {d.path} --epochs N`)", flush=True)
+        return TrainedRun(d.path)
+    rundir.check_inputs_exist(d.config, str(d.path))  # before a file changes
+    saved: dict[str, bytes] = {}
+    if extend:
         saved = {name: (d.path / name).read_bytes() for name in ("config.toml", "metrics.json")
                  if (d.path / name).is_file()}
         d.config = extended
         save_config(d.config, d.path / "config.toml")
         (d.path / "metrics.json").unlink(missing_ok=True)
-        try:
-            train(d.config, resume_run=d, echo=echo)
-        except BaseException:
-            if len(d.history()) == done:  # not one new epoch: the run is put back as it was
-                for name, data in saved.items():
-                    atomic_write_bytes(d.path / name, data)
-            raise
-        return TrainedRun(d.path)
-    if finished:
-        if echo:
-            print(f"{d.path} is finished ({plural(done, 'epoch')} of {d.config.train.epochs}); nothing to resume "
-                  f"(extend it with `nnlab resume {d.path} --epochs N`)", flush=True)
-        return TrainedRun(d.path)
-    rundir.check_inputs_exist(d.config, str(d.path))
-    train(d.config, resume_run=d, echo=echo)
+    try:
+        train(d.config, resume_run=d, echo=echo)
+    except BaseException:
+        if saved and len(d.history()) == done:  # not one new epoch: the run is put back as it was
+            for name, data in saved.items():
+                atomic_write_bytes(d.path / name, data)
+        raise
     return TrainedRun(d.path)
 
 

@@ -238,17 +238,22 @@ def register_data_section(section: type[DataSection]) -> None:
     """Add a data kind's section class (its `kind` field a Literal tag) to the schema: the `[data]` union,
     the known kinds and the owners of each option (`datasets.kinds.register_kind` calls it)."""
     DATA_KINDS[section.model_fields["kind"].default] = section
-    _DATA_OPTION_KINDS.clear()
-    _DATA_OPTION_KINDS.update(_owners({kind: set(cls.model_fields) for kind, cls in DATA_KINDS.items()}))
-    ExperimentConfig.model_fields["data"].annotation = Annotated[Union[tuple(DATA_KINDS.values())],  # noqa: UP007
-                                                                 Field(discriminator="kind")]
-    ExperimentConfig.model_rebuild(force=True)
+    _rebuild_data_schema()
 
 
 def unregister_data_section(kind: str) -> None:
     """Remove a kind that `register_data_section` added (tests)."""
     if DATA_KINDS.pop(kind, None) is not None:
-        register_data_section(next(iter(DATA_KINDS.values())))
+        _rebuild_data_schema()
+
+
+def _rebuild_data_schema() -> None:
+    """The option owners and the `[data]` union of ExperimentConfig, from DATA_KINDS as it is now."""
+    _DATA_OPTION_KINDS.clear()
+    _DATA_OPTION_KINDS.update(_owners({kind: set(cls.model_fields) for kind, cls in DATA_KINDS.items()}))
+    ExperimentConfig.model_fields["data"].annotation = Annotated[Union[tuple(DATA_KINDS.values())],  # noqa: UP007
+                                                                 Field(discriminator="kind")]
+    ExperimentConfig.model_rebuild(force=True)
 
 
 class ModelConfig(Section):

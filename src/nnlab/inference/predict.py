@@ -32,13 +32,11 @@ def read_image_inputs(path: Path, on_bad: str = "error") -> tuple[list[str], lis
     if path.suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as z:
-                if "images" not in z:
-                    raise DataError(f"{path}: no 'images' array (has: {', '.join(z.files)})")
-                images = z["images"]
+                names, images = z.files, (z["images"] if "images" in z.files else None)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            if isinstance(exc, DataError):
-                raise
             raise DataError(f"{path}: not a readable .npz of images without pickle ({exc})") from None
+        if images is None:
+            raise DataError(f"{path}: no 'images' array (has: {', '.join(names)})")
         if images.ndim not in (3, 4) or not len(images):
             raise DataError(f"{path}: 'images' has shape {images.shape}; expected (N, H, W[, C]) with N >= 1")
         return [str(i) for i in range(len(images))], list(images)

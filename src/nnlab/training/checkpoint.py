@@ -45,8 +45,11 @@ def keep_epoch_weights(run: Run, epoch: int, weights: dict[str, Any]) -> None:
 
 def epoch_checkpoints(run: Run) -> list[Path]:
     """The kept epoch-e<k>.pt files in epoch order (by number: e1000 comes after e999)."""
-    found = [(p, re.fullmatch(r"epoch-e(\d+)\.pt", p.name)) for p in run.checkpoints.glob("epoch-e*.pt")]
-    return [p for p, m in sorted(((p, m) for p, m in found if m), key=lambda pm: int(pm[1].group(1)))]
+    epochs = {}
+    for path in run.checkpoints.glob("epoch-e*.pt"):
+        if m := re.fullmatch(r"epoch-e(\d+)\.pt", path.name):
+            epochs[path] = int(m.group(1))
+    return sorted(epochs, key=epochs.__getitem__)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
