@@ -143,3 +143,17 @@ def test_a_failed_resume_epochs_changes_nothing(tmp_path):
         nnlab.resume(out, epochs=3, echo=False)
     assert {name: (out / name).read_bytes() for name in before} == before
     assert not list(out.glob("*.tmp"))
+
+
+def test_a_run_failing_before_its_first_epoch_in_an_existing_folder_removes_only_what_it_wrote(tmp_path):
+    out = tmp_path / "project"
+    (out / "plots").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    (out / "plots" / "figure.png").write_bytes(b"mine too")
+    cfg = {"name": "bad", "data": {"kind": "npz", "path": str(tmp_path / "missing.npz")},
+           "model": {"name": "mlp", "hidden": [8]}, "train": {"epochs": 1}}
+    (tmp_path / "missing.npz").write_bytes(b"not an npz")
+    with pytest.raises(nnlab.DataError):
+        nnlab.fit(cfg, out=out, echo=False)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "plots"]
+    assert (out / "plots" / "figure.png").read_bytes() == b"mine too"

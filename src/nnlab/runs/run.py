@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ class Run:
         self.path = Path(path)
         self.config = config
         self._lock: int | None = None
+        self._found: set[str] | None = None  # what `out` held before `create` (None: create made the folder)
 
     # ----------------------------------------------------------------- create / open
     @classmethod
@@ -61,9 +63,11 @@ class Run:
         if (path / "config.toml").exists():
             raise NnlabError(f"{path} already holds a run; use `nnlab resume {path}` or another --out")
         cfg = resolve_paths(cfg)
+        found = set(os.listdir(path)) if path.is_dir() else None
         for sub in ("checkpoints", "plots", "predictions"):
             (path / sub).mkdir(parents=True, exist_ok=True)
         run = cls(path, cfg)
+        run._found = found
         run.hold()
         save_config(cfg, path / "config.toml")
         return run
@@ -95,6 +99,20 @@ class Run:
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
+
+    def discard(self) -> None:
+        """Remove what `create` and training wrote, for a run that failed before its first epoch: the whole
+        folder when `create` made it, else only the entries that were not there before (a user's files stay)."""
+        self.release()
+        if self._found is None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for entry in self.path.iterdir():
+            if entry.name not in self._found:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
 
     # ----------------------------------------------------------------- files
     @property

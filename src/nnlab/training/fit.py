@@ -4,7 +4,6 @@ run directory, so reports, studies and comparisons treat them alike."""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,7 +42,7 @@ def fit(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | 
                          announce=on_create, echo=echo)
     except BaseException:
         if created and not created[0].history():
-            shutil.rmtree(created[0].path, ignore_errors=True)
+            created[0].discard()
         raise
     finally:
         for run in (resume_run, *created):
