@@ -371,6 +371,10 @@ class TrainConfig(Section):
                                 description="CPU threads: torch's, or BLAS's for the NumPy engine (default: the library's)")
     freeze_first: int = Field(0, ge=0, description="freeze the first N parameterised layers")
     train_last: int | None = Field(None, ge=1, description="train only the last K parameterised layers")
+    unfreeze_epoch: int | None = Field(None, ge=1, description="train every layer after this many epochs with "
+                                       "freeze_first / train_last frozen (fine-tuning a pretrained start)")
+    layer_decay: float | None = Field(None, gt=0, le=1, description="layer-wise lr decay: each layer's rate is "
+                                      "decay ** (layers above it) times the schedule's (timm's grouping)")
     early_stop_patience: int | None = Field(None, ge=1, description="epochs without improvement before stopping")
     keep_best: int = Field(1, ge=0, le=100, description="best checkpoints kept besides last.pt")
     channels_last: bool = Field(False, description="NHWC memory layout for the model and its inputs "
@@ -452,6 +456,11 @@ def cross_field_problems(cfg: ExperimentConfig) -> list[str]:
     if cfg.engine == "numpy" and (cfg.train.channels_last or cfg.train.compile):
         problems.append("train.channels_last and train.compile apply to the torch engine only; "
                         "remove them or set engine = 'torch'")
+    t = cfg.train
+    if cfg.engine == "numpy" and (t.layer_decay is not None or t.unfreeze_epoch is not None):
+        problems.append("train.layer_decay and train.unfreeze_epoch apply to the torch engine only")
+    if t.unfreeze_epoch is not None and not (t.freeze_first or t.train_last):
+        problems.append("train.unfreeze_epoch needs frozen layers: set train.freeze_first or train.train_last")
     if getattr(d, "split", None) == "identity" and (cfg.engine != "torch" or not cfg.model.embedding_model):
         problems.append("data.split = 'identity' (open-set evaluation) needs an embedding model: engine = "
                         "'torch' and model.embedding_dim set, or model.head = 'arcface' or 'cosface'")

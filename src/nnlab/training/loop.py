@@ -52,7 +52,7 @@ from nnlab.runs.trained import EMA_KEY, trained_weights
 from nnlab.training.checkpoint import load_checkpoint, save_checkpoint
 from nnlab.training.ema import make_ema, update_ema
 from nnlab.training.epochs import EpochLog, best_tracker, epoch_row, run_metrics, stop_early
-from nnlab.training.optim import apply_schedule, build_optimizer, freeze_layers
+from nnlab.training.optim import apply_schedule, base_lr, build_optimizer, freeze_layers, unfreeze_all
 from nnlab.training.schedule import Schedule
 from nnlab.training.tensorboard import TensorBoardLog
 from nnlab.training.throughput import LOG_EVERY, data_wait_hint, throughput
@@ -113,7 +113,7 @@ def train_one_epoch(model, loader, optimizer, schedule: Schedule, scaler, criter
         seen += len(y)
         bar.update()
         if tb is not None:
-            tb.step(epoch * steps + step, loss.detach(), optimizer.param_groups[0]["lr"])
+            tb.step(epoch * steps + step, loss.detach(), base_lr(optimizer))
         if step % LOG_EVERY == 0 and not bar.disable:
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}",
                             data_wait=f"{waited / (time.perf_counter() - start):.0%}")
@@ -168,6 +168,9 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     ema = make_ema(cfg, model)  # copied before compiling: the copy must not share the compiled forward
     if cfg.train.compile:
         model = prepare_model(model, device, compile=True, compile_mode=cfg.train.compile_mode)
+    if ddp.world > 1 and cfg.train.unfreeze_epoch is not None:
+        raise TrainingError("train.unfreeze_epoch is not supported with DistributedDataParallel (it fixes the "
+                            "trained parameters when it wraps the model); train on one process")
     if ddp.world > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[ddp.local_rank] if device != "cpu" else None)
     optimizer = build_optimizer(cfg, model)
@@ -192,6 +195,9 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
         for holder in (data.loaders["train"].sampler, getattr(data.loaders["train"], "batch_sampler", None)):
             if hasattr(holder, "set_epoch"):
                 holder.set_epoch(epoch)
+        if cfg.train.unfreeze_epoch is not None and epoch >= cfg.train.unfreeze_epoch and unfreeze_all(model) \
+                and ddp.main and echo:
+            print(f"epoch {epoch + 1}: every layer trains from now on (train.unfreeze_epoch)", flush=True)
         stats = train_one_epoch(model, data.loaders["train"], optimizer, schedule, scaler, criterion, cfg,
                                 device, epoch, steps, show=ddp.main, ema=ema, tb=tb)
         train_seconds += stats["seconds"]
@@ -204,7 +210,7 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
         value = val[best.metric] if val is not None else None
         schedule.end_epoch(value)
         apply_schedule(optimizer, schedule, (epoch + 1) * schedule.steps_per_epoch)  # lr: the next step's rate
-        row = epoch_row(epoch, optimizer.param_groups[0]["lr"], stats, val, stats["seconds"],
+        row = epoch_row(epoch, base_lr(optimizer), stats, val, stats["seconds"],
                         stats["images_per_second"])
         if ddp.main:  # history first: a kill between the two leaves a row that resume drops and trains again
             run.append_history(row)

@@ -27,7 +27,7 @@ from nnlab.models import build_model
 from nnlab.progress import progress
 from nnlab.runs.plots import lr_find_figure, save
 from nnlab.training.loop import forward_loss
-from nnlab.training.optim import build_optimizer, freeze_layers
+from nnlab.training.optim import build_optimizer, freeze_layers, set_lr
 
 
 @dataclass
@@ -74,8 +74,7 @@ def lr_find(cfg: ExperimentConfig, start_lr: float = 1e-7, end_lr: float = 10.0,
     batches = _endless(data.loaders["train"])
     for step in progress(range(steps), desc="lr-find", unit="batch"):
         lr = start_lr * ratio ** step
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr)
         x, y = next(batches)[:2]
         x, y = x.to(device), y.to(device)
         with autocast(device, cfg.train.amp):
