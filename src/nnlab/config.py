@@ -101,6 +101,10 @@ class DataSection(Section):
                                      "(num_workers > 0)")
     prefetch_factor: int | None = Field(None, ge=1, le=64, description="batches each worker keeps ready "
                                         "(num_workers > 0; default torch's 2)")
+    mixup: float = Field(0.0, ge=0, le=100, description="MixUp's Beta alpha for training batches (0: off)")
+    cutmix: float = Field(0.0, ge=0, le=100, description="CutMix's Beta alpha (0: off; with mixup, half each)")
+    mix_prob: float = Field(1.0, ge=0, le=1, description="share of training batches mixed (mixup / cutmix)")
+    mix_off_epochs: int = Field(0, ge=0, description="train the last N epochs unmixed (mixup / cutmix)")
 
     @property
     def input_modality(self) -> str:
@@ -358,6 +362,15 @@ class ScheduleConfig(Section):
     patience: int = Field(2, ge=0, description="epochs without improvement before a decay (plateau)")
 
 
+class DistillConfig(Section):
+    """Knowledge distillation (`nnlab distill`): loss = (1 - alpha) CE(labels) + alpha T^2 KL(teachers || student)
+    at temperature T, the teachers' probabilities averaged."""
+
+    teachers: list[str] = Field(min_length=1, description="run directories of the teachers (same model input)")
+    temperature: float = Field(4.0, gt=0, le=100, description="T: both sides' logits are divided by it")
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the teachers' term")
+
+
 class TrainConfig(Section):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)  # epochs = "15" is an error
 
@@ -392,6 +405,7 @@ class TrainConfig(Section):
                            "for `nnlab average --last N`")
     tensorboard: bool = Field(False, description="write TensorBoard events under RUN/tensorboard/")
     tensorboard_every: int = Field(50, ge=1, description="batches between the per-step TensorBoard scalars")
+    distill: DistillConfig | None = Field(None, description="learn from trained teachers too (nnlab distill)")
 
 
 class EvalConfig(Section):
@@ -459,6 +473,14 @@ def cross_field_problems(cfg: ExperimentConfig) -> list[str]:
     t = cfg.train
     if cfg.engine == "numpy" and (t.layer_decay is not None or t.unfreeze_epoch is not None):
         problems.append("train.layer_decay and train.unfreeze_epoch apply to the torch engine only")
+    mixing = d.mixup > 0 or d.cutmix > 0
+    if (mixing or t.distill) and (cfg.engine != "torch" or cfg.model.head != "linear" or cfg.model.triplet_weight):
+        problems.append("data.mixup / data.cutmix and train.distill need engine = 'torch' and a classifier head "
+                        "(model.head = 'linear', no triplet term)")
+    if mixing and d.input_modality == "sequences":
+        problems.append("data.mixup / data.cutmix mix images: not with data.input = 'sequence'")
+    if mixing and d.mix_off_epochs >= t.epochs:
+        problems.append(f"data.mix_off_epochs = {d.mix_off_epochs} must be < train.epochs = {t.epochs}")
     if t.unfreeze_epoch is not None and not (t.freeze_first or t.train_last):
         problems.append("train.unfreeze_epoch needs frozen layers: set train.freeze_first or train.train_last")
     if getattr(d, "split", None) == "identity" and (cfg.engine != "torch" or not cfg.model.embedding_model):

@@ -50,8 +50,10 @@ from nnlab.progress import progress
 from nnlab.runs.run import Run
 from nnlab.runs.trained import EMA_KEY, trained_weights
 from nnlab.training.checkpoint import load_checkpoint, save_checkpoint
+from nnlab.training.distill import Teachers, make_teachers
 from nnlab.training.ema import make_ema, update_ema
 from nnlab.training.epochs import EpochLog, best_tracker, epoch_row, run_metrics, stop_early
+from nnlab.training.mix import BatchMixer, make_mixer, soft_target_loss
 from nnlab.training.optim import apply_schedule, base_lr, build_optimizer, freeze_layers, unfreeze_all
 from nnlab.training.schedule import Schedule
 from nnlab.training.tensorboard import TensorBoardLog
@@ -60,9 +62,12 @@ from nnlab.training.throughput import LOG_EVERY, data_wait_hint, throughput
 
 def train_one_epoch(model, loader, optimizer, schedule: Schedule, scaler, criterion, cfg: ExperimentConfig,
                     device: str, epoch: int, steps: int, show: bool, ema=None,
-                    tb: TensorBoardLog | None = None) -> dict[str, float]:
+                    tb: TensorBoardLog | None = None, mixer: BatchMixer | None = None,
+                    teachers: Teachers | None = None) -> dict[str, float]:
     """One pass over `steps` batches (after each optimiser step the EMA, if any, is updated and the
     schedule sets the next step's rate); returns mean loss, accuracy and throughput (`throughput.py`).
+    `mixer` mixes the batches (MixUp/CutMix, soft targets), `teachers` adds the distillation term;
+    the accuracy is on the hard labels either way.
 
     The host never waits for the GPU except once per LOG_EVERY steps (the NaN check), so the time
     spent in `next(batches)` is the time the loop waited for data."""
@@ -84,8 +89,9 @@ def train_one_epoch(model, loader, optimizer, schedule: Schedule, scaler, criter
         waited += time.perf_counter() - asked
         x = x.to(device, non_blocking=True, memory_format=input_layout(x, t.channels_last))
         y = y.to(device, non_blocking=True)
+        x, target = mixer(x, y, epoch) if mixer is not None else (x, y)
         with amp:
-            logits, loss = forward_loss(model, x, y, criterion)
+            logits, loss = forward_loss(model, x, target, criterion, teachers)
         nonfinite |= ~torch.isfinite(loss.detach())
         if (step % check_every == 0 or step + 1 == steps) and nonfinite.item():
             where = f"step {step + 1}" if check_every == 1 else f"by step {step + 1}"
@@ -129,14 +135,17 @@ def train_one_epoch(model, loader, optimizer, schedule: Schedule, scaler, criter
             **throughput(seen_total, elapsed, waited_total / world)}  # the ranks' mean wait
 
 
-def forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and loss. Margin heads (ArcFace, CosFace) need the labels inside the forward pass:
-    such a model sets `needs_labels` and returns (logits with the margin, an extra loss term)."""
+def forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion,
+                 teachers: Teachers | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and loss (`y`: labels, or a mixed batch's soft targets; `teachers`: distillation). Margin
+    heads (ArcFace, CosFace) need the labels inside the forward pass: such a model sets `needs_labels`
+    and returns (logits with the margin, an extra loss term)."""
     if getattr(unwrap(model), "needs_labels", False):
         logits, extra = model(x, y)
         return logits, criterion(logits, y) + extra
     logits = model(x)
-    return logits, criterion(logits, y)
+    loss = criterion(logits, y)
+    return logits, loss if teachers is None else teachers.loss(loss, logits, x)
 
 
 def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | None = None,
@@ -177,7 +186,8 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     steps = cfg.train.steps_per_epoch or len(data.loaders["train"])
     schedule = Schedule(cfg, math.ceil(steps / cfg.train.grad_accum))  # per optimiser step
     scaler = torch.amp.GradScaler("cuda") if device.startswith("cuda") and cfg.train.amp == "fp16" else None
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.loss.label_smoothing)
+    mixer, teachers = make_mixer(cfg, len(data.classes)), make_teachers(cfg, data.classes, device)
+    criterion = soft_target_loss() if mixer else nn.CrossEntropyLoss(label_smoothing=cfg.loss.label_smoothing)
     best = best_tracker(cfg)
 
     start_epoch = _resume(run, ddp, model, optimizer, schedule, scaler, ema, best) if resume_run is not None else 0
@@ -199,7 +209,7 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
                 and ddp.main and echo:
             print(f"epoch {epoch + 1}: every layer trains from now on (train.unfreeze_epoch)", flush=True)
         stats = train_one_epoch(model, data.loaders["train"], optimizer, schedule, scaler, criterion, cfg,
-                                device, epoch, steps, show=ddp.main, ema=ema, tb=tb)
+                                device, epoch, steps, show=ddp.main, ema=ema, tb=tb, mixer=mixer, teachers=teachers)
         train_seconds += stats["seconds"]
         hint = None if hinted or not ddp.main else data_wait_hint(cfg, epoch, stats["data_wait_fraction"])
         if hint:
@@ -273,6 +283,8 @@ def finish(run: Run, model: nn.Module, data: DataBundle, device: str, train_seco
     unwrap(model).load_state_dict(trained_weights(load_checkpoint(best)))
     metrics = run_metrics(cfg, "torch", best.name, count_parameters(unwrap(model)), run.history(), stopped_early,
                           train_seconds, data.info)
+    if cfg.train.distill is not None:
+        metrics["distill"] = cfg.train.distill.model_dump()
     outputs = {}
     for split in ("val", "test"):
         if data.has(split):
