@@ -176,6 +176,29 @@ def fit(config: ConfigLike, overrides: Overrides = None, out: str | os.PathLike 
     return TrainedRun(run.path)
 
 
+def distill(teachers: Sequence[str | os.PathLike | TrainedRun], config: ConfigLike, overrides: Overrides = None,
+            out: str | os.PathLike | None = None, temperature: float | None = None, alpha: float | None = None,
+            announce: Callable[[Path], None] | None = None, echo: bool = True) -> TrainedRun:
+    """Train the student `config` (with `overrides`) from its labels and the `teachers`' softened probabilities
+    (run directories or runs; the same model input as the student) into an ordinary run directory.
+
+    `temperature` and `alpha` default to the config's `train.distill` or 4 and 0.5; the teachers (absolute
+    paths) and both settings are recorded in the run's config.toml and metrics.json (`distill`)."""
+    paths = [str(t.path if isinstance(t, TrainedRun) else Path(t).resolve()) for t in teachers]
+    if not paths:
+        raise NnlabError("distill: name at least one teacher run")
+    for path in paths:
+        rundir.Run.open(path)  # a folder that is not a run answers before the student's run exists
+    cfg = make_config(config, overrides)
+    raw = cfg.model_dump(mode="json", exclude_none=True)
+    spec = raw["train"].get("distill") or {}
+    spec |= {"teachers": paths} | ({"temperature": temperature} if temperature is not None else {}) | (
+        {"alpha": alpha} if alpha is not None else {})
+    raw["train"]["distill"] = spec
+    return fit(validate(raw, str(config) if isinstance(config, (str, os.PathLike)) else "config"), out=out,
+               announce=announce, echo=echo)
+
+
 def _naming(exc: NnlabError, config: ConfigLike) -> NnlabError:
     """The error with the config file in front, as the checks made while loading it give it."""
     source = str(config) if isinstance(config, (str, os.PathLike)) else None

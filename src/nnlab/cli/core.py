@@ -1,4 +1,4 @@
-"""Core commands: run, resume, eval, predict, report, compare, summary, models.
+"""Core commands: run, distill, resume, eval, predict, report, compare, summary, models.
 
 Each command imports the library it calls when it runs: torch and timm take seconds to load, and
 `nnlab data ...` must work without them. A command that takes a config validates it (and `--set`) first,
@@ -40,6 +40,28 @@ def run(config: Path = typer.Argument(..., help="Experiment TOML file."),
     from nnlab.runs.report import format_report  # numpy: loaded by the commands that read runs
 
     run_ = fit(config, set_, out=out, announce=_announce_run)
+    if is_main_process():
+        _echo(format_report(run_.dir))
+        _echo(f"finished: {run_.path}")
+
+
+@app.command()
+def distill(teachers: list[Path] = typer.Argument(..., help="Run directories of the teachers."),
+            config: Path = typer.Option(..., "--config", help="The student's experiment TOML file."),
+            set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+            out: Path | None = typer.Option(None, "--out", help="Run directory (default runs/<name>-<timestamp>)."),
+            temperature: float | None = typer.Option(None, "--temperature", help="T (default train.distill's, or 4)."),
+            alpha: float | None = typer.Option(None, "--alpha", help="Weight of the teachers' term (default 0.5).")) -> None:
+    """Train a student from its labels and its teachers' softened probabilities (an ordinary run directory).
+
+    Example: nnlab distill runs/big-a runs/big-b --config recipes/quickdraw.toml --out runs/student
+    """
+    load_config(config, set_)  # distill validates it again; this answers a typo before torch loads
+    from nnlab.api import distill as distill_run  # heavy (torch): imported when the command runs
+    from nnlab.device import is_main_process  # heavy (torch): imported when the command runs
+    from nnlab.runs.report import format_report  # numpy: loaded by the commands that read runs
+
+    run_ = distill_run(teachers, config, set_, out=out, temperature=temperature, alpha=alpha, announce=_announce_run)
     if is_main_process():
         _echo(format_report(run_.dir))
         _echo(f"finished: {run_.path}")
