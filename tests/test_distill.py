@@ -54,7 +54,7 @@ def test_teachers_average_their_softened_probabilities_on_renormalised_input():
         expected = torch.softmax(model((x * 0.4 + 0.3 - 0.5) / 0.5) / 3.0, 1)
     assert torch.allclose(teachers.probs(x), expected, atol=1e-5)
     a, b = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
-    teachers.models, teachers.shifts = nn.ModuleList([a, b]), [(1.0, 0.0), (1.0, 0.0)]
+    teachers.models, teachers.shifts, teachers.extra_of = nn.ModuleList([a, b]), [(1.0, 0.0)] * 2, [None] * 2
     with torch.no_grad():
         mean = (torch.softmax(a(x) / 3.0, 1) + torch.softmax(b(x) / 3.0, 1)) / 2
     assert torch.allclose(teachers.probs(x), mean, atol=1e-6)
@@ -98,3 +98,33 @@ def test_a_distilled_run_predicts_exports_and_serves(cli, tmp_path):
         r = client.post("/api/predict?top_k=3", content=_png(image), headers={"content-type": "image/png"})
         assert r.status_code == 200, r.text
         assert [x["label"] for x in r.json()["predictions"]] == [run.classes()[i] for i in np.argsort(-p)[:3]]
+
+
+SYNTH = ["data.kind=synth", "data.classes=6", "data.per_class=20", "data.image_size=32", "data.batch_size=32",
+         "data.augment=true", "data.test_fraction=0.0", "train.epochs=1", "train.steps_per_epoch=3", "train.threads=1"]
+
+
+def test_a_sequence_teacher_gets_its_input_from_the_same_augmented_drawings(tmp_path):
+    from nnlab.datasets import build_data
+    from nnlab.datasets.strokes import StrokeDataset
+    from nnlab.training import fit
+
+    teacher = fit(load_config(None, [*SYNTH, "data.input=sequence", "model.name=stroke_gru", "model.rnn_hidden=16",
+                                     "model.rnn_layers=1", "data.max_points=64"]), out=tmp_path / "seq", echo=False)
+    student = load_config(None, [*SYNTH, 'model.name="timm:mobilenetv3_small_050"',
+                                 f'train.distill.teachers=["{teacher.path}"]'])
+    data = build_data(student, tmp_path)
+    dataset = data.loaders["train"].dataset
+    request = (np.arange(8), 5)
+    x, y, idx, extras = dataset[request]
+    assert x.shape == (8, 1, 32, 32) and len(extras) == 1
+    as_teacher = StrokeDataset(dataset.store, dataset.indices, augment=dataset.augment, seed=dataset.seed,
+                               max_points=64)  # the teacher's input from the same augmentation seed
+    assert torch.equal(extras[0], as_teacher[request][0])
+    teachers = Teachers(student, data.classes, "cpu")
+    assert teachers.extra_of == [0]
+    with torch.no_grad():
+        expected = torch.softmax(load_trained(Run.open(teacher.path))(extras[0]) / 4.0, 1)
+    assert torch.allclose(teachers.probs(x, extras), expected, atol=1e-6)
+    run = fit(student, out=tmp_path / "student", echo=False)  # the loop feeds each teacher its own input
+    assert json.loads((run.path / "metrics.json").read_text())["distill"]["teachers"] == [str(teacher.path)]

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from nnlab.config import load_config
 from nnlab.datasets.bundle import DataBundle, loader_options
 from nnlab.datasets.samplers import BatchRequest, EvalBatchSampler, TrainBatchSampler
 from nnlab.errors import ConfigError, DataError
@@ -44,13 +46,16 @@ class StrokeDataset(Dataset):
 
     dataset[request] takes a BatchRequest from the samplers below (or a bare array of
     positions) and returns (images, labels, indices) for the whole batch. `augment` is
-    applied only when given: pass it for the training split, None for evaluation.
+    applied only when given: pass it for the training split, None for evaluation. With
+    `extra_inputs` (data sections: distillation teachers of another input) a fourth item holds
+    each one's model input made from the very same augmented drawings.
     """
 
     def __init__(self, store: StrokeSource, indices: Sequence[int] | np.ndarray | None = None, *,
                  size: int = 64, encoding: str = "time-decay", line_width: float | None = None,
                  antialias: bool = True, padding: float = 0.0,
-                 augment: StrokeAugment | None = None, seed: int = 0, max_points: int | None = None) -> None:
+                 augment: StrokeAugment | None = None, seed: int = 0, max_points: int | None = None,
+                 extra_inputs: Sequence[Any] = ()) -> None:
         if encoding not in ENCODINGS:
             raise ConfigError(f"unknown encoding {encoding!r}; choose one of {sorted(ENCODINGS)}")
         self.store = store
@@ -68,6 +73,7 @@ class StrokeDataset(Dataset):
         self.seed = seed
         self.max_points = max_points  # set: point sequences (data.input = "sequence") instead of images
         self.channels = ENCODINGS[encoding] if max_points is None else FEATURES
+        self.extra_inputs = list(extra_inputs)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -91,6 +97,8 @@ class StrokeDataset(Dataset):
             x = to_model_input(batch, size=self.size, encoding=self.encoding, line_width=self.line_width,
                                antialias=self.antialias, padding=self.padding)
         y = torch.from_numpy(np.asarray(self.store.labels)[idx].astype(np.int64))
+        if self.extra_inputs:
+            return x, y, torch.from_numpy(idx), [drawing_input(batch, data) for data in self.extra_inputs]
         return x, y, torch.from_numpy(idx)
 
 
@@ -114,6 +122,34 @@ def drawing_input(drawings, data) -> torch.Tensor:
         return to_sequence_input(drawings, data.max_points)
     return to_model_input(drawings, size=data.image_size, encoding=data.encoding, line_width=data.line_width,
                           padding=data.padding)
+
+
+def input_signature(data) -> dict[str, Any]:
+    """What a model trained on the data section `data` takes as input, besides the images' normalisation."""
+    sig = {"input": data.input_modality, "image_size": data.image_size, "channels": data.channels}
+    if data.input_modality != "images":
+        sig |= {k: getattr(data, k) for k in ("encoding", "line_width", "padding", "max_points")}
+    return sig
+
+
+def teacher_inputs(cfg) -> list[Any]:
+    """The data sections of `train.distill`'s teachers that take another drawing input than the student
+    (in teacher order), for the training batches to carry their input too (`training/distill.py`)."""
+    if cfg.train.distill is None or not is_drawing_section(cfg.data):
+        return []
+    own, extra = input_signature(cfg.data), []
+    for path in cfg.train.distill.teachers:
+        if not (Path(path) / "config.toml").is_file():
+            raise DataError(f"train.distill: {path}: not a run directory (no config.toml)")
+        data = load_config(Path(path) / "config.toml", lenient=True).data
+        if is_drawing_section(data) and input_signature(data) != own:
+            extra.append(data)
+    return extra
+
+
+def is_drawing_section(data) -> bool:
+    """Whether a data section holds drawings (rendered or as sequences)."""
+    return data.input_modality != "images"
 
 
 def stroke_input_channels(data) -> int:
@@ -173,7 +209,8 @@ def build_stroke_data(cfg, rank: int = 0, world: int = 1, pin_memory: bool = Fal
         train = name == "train"
         dataset = StrokeDataset(store, idx, size=d.image_size, encoding=d.encoding, line_width=d.line_width,
                                 padding=d.padding, augment=augment if train else None, seed=cfg.seed,
-                                max_points=d.max_points if d.input == "sequence" else None)
+                                max_points=d.max_points if d.input == "sequence" else None,
+                                extra_inputs=teacher_inputs(cfg) if train else ())
         loaders[name] = stroke_loader(dataset, d.batch_size if train else (d.eval_batch_size or d.batch_size),
                                       train=train, steps_per_epoch=cfg.train.steps_per_epoch if train else None,
                                       seed=cfg.seed, rank=rank, world_size=world, **loader_options(d, pin_memory))

@@ -8,13 +8,16 @@ T^2 keeps the soft term's gradients on the scale of the hard term's as T grows. 
 trained runs (`runs/trained.py` loads their best weights, the EMA's when kept), frozen, in eval mode,
 computed on the fly on the very batch the student sees (augmented, mixed): a cache of their outputs
 would be keyed by drawing and augmentation seed, and the loop's seeds change every epoch, so it would
-never hit. Teachers must take the student's input (the same model input: image size, channels and, for
-drawings, the rendering); an image teacher with another `data.mean` / `data.std` gets the batch
-renormalised. Teachers of another input kind (a sequence teacher for a raster student) are refused.
+never hit. A teacher of the student's input gets the student's batch (an image teacher with another
+`data.mean` / `data.std` renormalised). For drawings, a teacher of another input (the sequence model for
+a raster student, another image size or rendering) gets its own input, made by the training dataset
+from the same augmented drawings (`datasets/strokes.py` `teacher_inputs`: the batch's fourth item);
+not with MixUp/CutMix, which mix only the student's images. Image teachers of another input are refused.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnlab.config import DistillConfig, ExperimentConfig
+from nnlab.datasets.strokes import input_signature, is_drawing_section
 from nnlab.errors import NnlabError
 from nnlab.runs.run import Run
 from nnlab.runs.trained import load_trained
-
-#: data options that shape the model input of drawings (besides image_size, channels and the modality)
-_DRAWING_INPUT = ("encoding", "line_width", "padding", "max_points")
-
 
 def distill_loss(hard_loss: torch.Tensor, student_logits: torch.Tensor, teacher_probs: torch.Tensor,
                  temperature: float, alpha: float) -> torch.Tensor:
@@ -40,36 +40,31 @@ def distill_loss(hard_loss: torch.Tensor, student_logits: torch.Tensor, teacher_
     return (1 - alpha) * hard_loss + alpha * temperature ** 2 * kl
 
 
-def input_signature(cfg: ExperimentConfig) -> dict[str, Any]:
-    """What a model of `cfg` takes as input, besides the images' normalisation."""
-    d = cfg.data
-    sig = {"input": d.input_modality, "image_size": d.image_size, "channels": d.channels}
-    if d.input_modality != "images":
-        sig |= {k: getattr(d, k) for k in _DRAWING_INPUT}
-    return sig
-
-
 class Teachers(nn.Module):
     """The teachers of `train.distill`, frozen; `probs(x)` is their mean softened probabilities and
-    `loss(hard_loss, logits, x)` the distillation loss of the student's batch."""
+    `loss(hard_loss, logits, x, extras)` the distillation loss of the student's batch (`extras`: the inputs
+    of the teachers of another input, in their order, as the training batches carry them)."""
 
     def __init__(self, cfg: ExperimentConfig, classes: list[str], device: str) -> None:
         super().__init__()
         spec: DistillConfig = cfg.train.distill
         self.temperature, self.alpha = spec.temperature, spec.alpha
         self.paths = [str(Path(p)) for p in spec.teachers]
-        own = input_signature(cfg)
-        models, shifts = [], []
+        own = input_signature(cfg.data)
+        models, shifts, self.extra_of = [], [], []  # extra_of[j]: teacher j's index in the batch's extras
         for path in self.paths:
             run = Run.open(path)
             if run.classes() != classes:
                 raise NnlabError(f"train.distill: teacher {path} was trained on other classes (or in another "
                                  "order) than the student's data")
-            theirs = input_signature(run.config)
-            differ = [f"data.{k} {theirs[k]!r} (student {own[k]!r})" for k in own if theirs.get(k) != own[k]]
-            if differ:
+            theirs = input_signature(run.config.data)
+            differ = [f"data.{k} {theirs.get(k)!r} (student {own[k]!r})" for k in own if theirs.get(k) != own[k]]
+            drawings = is_drawing_section(cfg.data) and is_drawing_section(run.config.data)
+            if differ and (not drawings or cfg.data.mixup or cfg.data.cutmix):
                 raise NnlabError(f"train.distill: teacher {path} takes another model input: {'; '.join(differ)}; "
-                                 "teachers must take the student's input (same kind of input, size and rendering)")
+                                 + ("MixUp/CutMix mix only the student's input: drop data.mixup / data.cutmix"
+                                    if drawings else "an image teacher must take the student's input (size, channels)"))
+            self.extra_of.append(sum(e is not None for e in self.extra_of) if differ else None)
             model = load_trained(run, device)
             for p in model.parameters():
                 p.requires_grad_(False)
@@ -84,18 +79,25 @@ class Teachers(nn.Module):
         return super().train(False)  # always in eval mode (BatchNorm statistics, dropout)
 
     @torch.no_grad()
-    def probs(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean over the teachers of softmax(logits / T) for the student's batch `x`."""
+    def probs(self, x: torch.Tensor, extras: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        """Mean over the teachers of softmax(logits / T) for the student's batch `x` (and `extras`)."""
         total = None
-        for model, (scale, shift) in zip(self.models, self.shifts):
-            inputs = x if (scale, shift) == (1.0, 0.0) else x * scale + shift
+        for model, (scale, shift), extra in zip(self.models, self.shifts, self.extra_of):
+            if extra is not None:
+                if extra >= len(extras):
+                    raise NnlabError("train.distill: the batch lacks the input of a teacher of another input "
+                                     "(the training data was built without the teachers)")
+                inputs = extras[extra]
+            else:
+                inputs = x if (scale, shift) == (1.0, 0.0) else x * scale + shift
             p = F.softmax(model(inputs).float() / self.temperature, dim=1)
             total = p if total is None else total + p
         return total / len(self.models)
 
-    def loss(self, hard_loss: torch.Tensor, student_logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def loss(self, hard_loss: torch.Tensor, student_logits: torch.Tensor, x: torch.Tensor,
+             extras: Sequence[torch.Tensor] = ()) -> torch.Tensor:
         """The distillation loss of a batch whose labels' loss is `hard_loss`."""
-        return distill_loss(hard_loss, student_logits, self.probs(x), self.temperature, self.alpha)
+        return distill_loss(hard_loss, student_logits, self.probs(x, extras), self.temperature, self.alpha)
 
     def describe(self) -> dict[str, Any]:
         """For metrics.json: the teachers and the settings."""

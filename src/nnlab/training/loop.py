@@ -85,13 +85,15 @@ def train_one_epoch(model, loader, optimizer, schedule: Schedule, scaler, criter
     batches = iter(loader)
     for step in range(steps):
         asked = time.perf_counter()
-        x, y = next(batches)[:2]
+        batch = next(batches)
+        x, y = batch[:2]
+        extras = [e.to(device, non_blocking=True) for e in batch[3]] if len(batch) > 3 else ()  # other teachers' inputs
         waited += time.perf_counter() - asked
         x = x.to(device, non_blocking=True, memory_format=input_layout(x, t.channels_last))
         y = y.to(device, non_blocking=True)
         x, target = mixer(x, y, epoch) if mixer is not None else (x, y)
         with amp:
-            logits, loss = forward_loss(model, x, target, criterion, teachers)
+            logits, loss = forward_loss(model, x, target, criterion, teachers, extras)
         nonfinite |= ~torch.isfinite(loss.detach())
         if (step % check_every == 0 or step + 1 == steps) and nonfinite.item():
             where = f"step {step + 1}" if check_every == 1 else f"by step {step + 1}"
@@ -135,9 +137,10 @@ def train_one_epoch(model, loader, optimizer, schedule: Schedule, scaler, criter
             **throughput(seen_total, elapsed, waited_total / world)}  # the ranks' mean wait
 
 
-def forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion,
-                 teachers: Teachers | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and loss (`y`: labels, or a mixed batch's soft targets; `teachers`: distillation). Margin
+def forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion, teachers: Teachers | None = None,
+                 extras=()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and loss (`y`: labels, or a mixed batch's soft targets; `teachers`: distillation, `extras` the
+    inputs of its teachers of another input). Margin
     heads (ArcFace, CosFace) need the labels inside the forward pass: such a model sets `needs_labels`
     and returns (logits with the margin, an extra loss term)."""
     if getattr(unwrap(model), "needs_labels", False):
@@ -145,7 +148,7 @@ def forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion,
         return logits, criterion(logits, y) + extra
     logits = model(x)
     loss = criterion(logits, y)
-    return logits, loss if teachers is None else teachers.loss(loss, logits, x)
+    return logits, loss if teachers is None else teachers.loss(loss, logits, x, extras)
 
 
 def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | None = None,
