@@ -72,3 +72,22 @@ def test_tune_scores_a_slice_of_train_and_never_touches_validation(shared_data, 
     assert "5822 train, 1054 tuning part of train (validation unused)" in out
     results = [line.split()[1] for line in out.splitlines() if line.startswith("RESULT ")]
     assert results and all(name.startswith("quickdraw_tune_map3_") for name in results)
+
+
+def test_a_learning_curve_is_summarised_per_budget_with_gains_over_cnn_ema(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("quickdraw_real", ROOT / "benchmarks" / "quickdraw_real.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    curve = {"300": [{"cnn_ema": 0.4, "pretrained": 0.5, "distill": 0.45, "distill_teacher": 0.52},
+                     {"cnn_ema": 0.42, "pretrained": 0.56, "distill": 0.47, "distill_teacher": 0.5}],
+             "600": [{"cnn_ema": 0.46, "mixup": 0.47}, {"cnn_ema": 0.47, "mixup": 0.46}]}
+    (tmp_path / "curve.json").write_text(json.dumps(curve))
+    bench.main(["--combine", str(tmp_path / "curve.json")])
+    results = dict(line.split()[1:] for line in capsys.readouterr().out.splitlines() if line.startswith("RESULT "))
+    assert float(results["quickdraw_map3_300s_pretrained_gain"]) == pytest.approx(0.12)  # (0.1 + 0.14) / 2
+    assert float(results["quickdraw_map3_300s_pretrained_gain_std"]) == pytest.approx(np.std([0.1, 0.14], ddof=1),
+                                                                                     abs=1e-4)
+    assert float(results["quickdraw_map3_300s_distill_vs_teacher"]) == pytest.approx(-0.05)
+    assert float(results["quickdraw_map3_600s_mixup_gain"]) == pytest.approx(0.0)
+    assert "quickdraw_map3_600s_pretrained" not in results and "quickdraw_map3_cnn_ema" not in results
+    assert set(bench.GROUPS["cnn"]) | {"distill_teacher"} <= set(bench.ALL_VARIANTS)
