@@ -167,6 +167,8 @@ def identify(model_path: Path = typer.Argument(..., metavar="MODEL", help=MODEL_
     files = list_images(inputs)
     matches = identify_files(model, gallery, files.paths, threshold, batch_size, faces, labels=files.labels,
                              skip=_skipped)
+    if not matches:
+        raise NnlabError(f"no face found in any of the {len(files.paths)} images; nothing to identify")
     labels = None if files.labels is None else [m.label for m in matches]
     write_matches(out, [m.path for m in matches], matches, labels)
     index = gallery.index()

@@ -92,12 +92,14 @@ def write_faces(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, siz
                     skipped.append({"path": str(path), "reason": "no face found"})
                     continue
                 photos.append(_write_photo(tmp, name, path, image, faces, size))
+        if not photos:  # one line: the reason of the only photo, or of the first
+            path, reason = skipped[0]["path"], skipped[0]["reason"]
+            first = reason if path in reason else f"{path}: {reason}"
+            raise DataError(first if len(skipped) == 1 else
+                            f"no face found in any of the {len(skipped)} photos (the first, {first})")
         for entry in skipped:
             if skip is not None:
                 skip(Path(entry["path"]), entry["reason"])
-        if not photos:
-            raise DataError(f"no face found in any of the {len(files.paths)} photos"
-                            + (f" ({skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""))
         summary = {"format": "nnlab-faces", "format_version": 1, **detector.settings(), "crop_size": list(size),
                    "photos": photos, "skipped": skipped, "faces": sum(p["faces"] for p in photos)}
         (tmp / "faces.json").write_text(json.dumps(summary, indent=1) + "\n")
