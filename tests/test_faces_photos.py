@@ -199,6 +199,10 @@ def test_enrolling_skips_photos_with_no_face_or_several(cli, detector, tmp_path)
     assert "two_people.jpg: 2 faces: a photo to enrol must show one face only" in result.stderr
     assert "wall.jpg: no face found" in result.stderr
     assert "gallery of 1 people (1 images)" in result.stdout
+    # faces detect on a folder of people: the same rule, and crops/ keeps the people's folders
+    result = cli("faces", "detect", people, "--out", tmp_path / "crops")
+    assert "1 faces in 1 photos (2 skipped)" in result.stdout and "2 faces in a folder of one person" in result.stderr
+    assert [p.name for p in (tmp_path / "crops" / "crops").iterdir()] == ["obama"]
 
 
 def _jpeg(image: Image.Image, **kw) -> bytes:

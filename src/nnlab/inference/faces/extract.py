@@ -8,7 +8,8 @@ and each face's box, five landmarks and score, in the photo's pixels), ``crops/<
 aligned crops, k = 0 the largest face) and ``previews/<name>.jpg`` (the photo at most 1024 px a side
 with every box and landmark drawn). For a folder of identity sub-folders `<name>` is
 `<person>/<photo>`, so that ``crops/`` is itself a folder of people to train on (data.kind = "folder")
-or to enrol (nnlab gallery build).
+or to enrol (nnlab gallery build); there a photo showing several faces is skipped (which one is the
+person is not guessed), as enrolling does.
 """
 
 from __future__ import annotations
@@ -88,8 +89,9 @@ def write_faces(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, siz
                 except DataError as exc:
                     skipped.append({"path": str(path), "reason": str(exc)})
                     continue
-                if not faces:
-                    skipped.append({"path": str(path), "reason": "no face found"})
+                if not faces or (files.labels is not None and len(faces) > 1):
+                    skipped.append({"path": str(path), "reason": "no face found" if not faces else
+                                    f"{len(faces)} faces in a folder of one person (nothing is guessed)"})
                     continue
                 photos.append(_write_photo(tmp, name, path, image, faces, size))
         if not photos:  # one line: the reason of the only photo, or of the first
