@@ -174,6 +174,7 @@ def test_enrol_from_photos_and_identify_every_face(cli, gallery_dir, detections,
         for r, f in zip(found, faces, strict=True):
             assert [float(v) for v in r["box"].split()] == pytest.approx(f.box, abs=0.51)
             assert r["identity"] in ("obama", "biden", "unknown") and r["best"] in ("obama", "biden")
+            assert float(r["threshold"]) == pytest.approx(model.threshold(), abs=1e-6)
             assert (r["identity"] == "unknown") == (float(r["similarity"]) < model.threshold())
     (orl,) = by_photo[str(ORL_FACE)]
     assert orl["face"] == "" and orl["box"] == "" and orl["identity"] == "unknown"
@@ -306,3 +307,13 @@ def test_the_demo_page_boxes_and_names_every_face(gallery_dir, tmp_path):
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "browser-faces-photo.png"))
         assert not page.problems, page.problems
+
+
+def test_without_facenet_pytorch_detection_says_what_to_install(monkeypatch):
+    import sys
+
+    from nnlab.errors import NnlabError
+
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # import fails as if not installed
+    with pytest.raises(NnlabError, match=r"pip install 'nnlab\[faces\]'"):
+        FaceDetector()

@@ -170,7 +170,7 @@ def identify(model_path: Path = typer.Argument(..., metavar="MODEL", help=MODEL_
     if not matches:
         raise NnlabError(f"no face found in any of the {len(files.paths)} images; nothing to identify")
     labels = None if files.labels is None else [m.label for m in matches]
-    write_matches(out, [m.path for m in matches], matches, labels)
+    write_matches(out, [m.path for m in matches], matches, labels, threshold)
     index = gallery.index()
     unknown = sum(not m.accepted for m in matches)
     typer.echo(f"threshold {threshold:.4f} ({source}); search: {index.name} over {len(gallery)} images"

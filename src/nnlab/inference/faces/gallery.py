@@ -297,10 +297,10 @@ def identify_files(model: ImageModel, gallery: Gallery, paths: Sequence[Path], t
 
 
 def write_matches(path: str | os.PathLike, paths: Sequence[Path], matches: Sequence[Match],
-                  labels: Sequence[str] | None = None) -> Path:
+                  labels: Sequence[str] | None = None, threshold: float | None = None) -> Path:
     """CSV: path, [face, box], [label], identity (or unknown), similarity, best, runner_up,
-    runner_up_similarity; face (its number in the photo, 0 the largest) and box (x0 y0 x1 y1) when any
-    image was a photo. Names that a spreadsheet would run as a formula (=, +, -, @ first) are written
+    runner_up_similarity, [threshold]; face (its number in the photo, 0 the largest) and box (x0 y0 x1 y1)
+    when any image was a photo, threshold (the one used) when given. Names that a spreadsheet would run as a formula (=, +, -, @ first) are written
     with a leading '."""
     path = check_output_file(Path(path))
     fmt = lambda x: "" if x is None else f"{x:.6f}"
@@ -309,13 +309,14 @@ def write_matches(path: str | os.PathLike, paths: Sequence[Path], matches: Seque
     with atomic_output(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", *(["face", "box"] if photos else []), *(["label"] if labels is not None else []),
-                         "identity", "similarity", "best", "runner_up", "runner_up_similarity"])
+                         "identity", "similarity", "best", "runner_up", "runner_up_similarity",
+                         *(["threshold"] if threshold is not None else [])])
         for i, (p, m) in enumerate(zip(paths, matches, strict=True)):
             where = [] if not photos else ["" if m.face is None else m.face_number,
                                            "" if m.face is None else " ".join(f"{v:.0f}" for v in m.face.box)]
             writer.writerow([cell(str(p)), *where, *([cell(labels[i])] if labels is not None else []),
                              cell(m.identity), fmt(m.similarity), cell(m.best), cell(m.runner_up or ""),
-                             fmt(m.runner_up_similarity)])
+                             fmt(m.runner_up_similarity), *([fmt(threshold)] if threshold is not None else [])])
     return path
 
 
