@@ -27,7 +27,7 @@ LAYERS = [
     ("evaluation",),
     ("training",),
     ("inference", "studies"),
-    ("cli", "serve", "api", "__main__", "nnlab"),
+    ("cli", "serve", "api", "faces", "__main__", "nnlab"),
 ]
 LEVEL = {name: k for k, names in enumerate(LAYERS) for name in names}
 TORCH_FREE = ("strokes", "ingest", "store", "scratch", "errors", "version", "config", "progress", "fileio")

@@ -112,7 +112,7 @@ def test_cli_embed_build_add_identify(folders, tmp_path):
     assert "search: numpy" in result.output and "FPR 0.001" in result.output and "rank1" in result.output
     rows = list(csv.DictReader((tmp_path / "m.csv").open()))
     assert len(rows) == 90 and rows[0].keys() == {"path", "label", "identity", "similarity", "best", "runner_up",
-                                                  "runner_up_similarity"}
+                                                  "runner_up_similarity", "threshold"}
     rank1 = np.mean([r["best"] == r["label"] for r in rows])
     assert f"rank1 {rank1:.4f}" in result.output
     # an explicit threshold of -1 accepts everyone

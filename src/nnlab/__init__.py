@@ -17,9 +17,13 @@ def __getattr__(name: str):
         import nnlab.api  # heavy (torch): loaded on first use of the API
 
         return getattr(nnlab.api, name)
+    if name == "faces":
+        import nnlab.faces  # heavy (torch): `nnlab.faces.detect` and the rest, on first use
+
+        return nnlab.faces
     raise AttributeError(f"module 'nnlab' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
     """The module's names and the lazy API's, so that tab completion offers `nnlab.fit` before first use."""
-    return sorted(set(globals()) | set(API))
+    return sorted(set(globals()) | set(API) | {"faces"})

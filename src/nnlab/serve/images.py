@@ -4,9 +4,12 @@
                          drop or pick an image, see the top-k classes or who it is
     POST /api/predict    image classifier: the body is the image file itself (Content-Type image/* or
                          application/octet-stream), ?top_k=3 -> {"predictions": [{"label", "probability"}]}
-    POST /api/identify   embedding model served with a gallery: the same body ->
-                         {"identity": name or "unknown", "similarity", "accepted", "threshold",
-                          "best", "runner_up", "runner_up_similarity"}
+    POST /api/identify   embedding model served with a gallery: the same body, a face crop or a photo
+                         (every face detected and aligned: nnlab.inference.faces.photos) ->
+                         {"faces": [{"box": [x0, y0, x1, y1] or null for a crop, "identity": name or
+                          "unknown", "similarity", "accepted", "best", "runner_up",
+                          "runner_up_similarity"}, ...] (largest first), "threshold", "width", "height",
+                          and the first face's answer at the top level}; a photo without a face 422
     GET  /api/health     the model, its task, the gallery and the limits
     GET  /api/classes    the classifier's classes, or the gallery's identities
 
@@ -28,7 +31,8 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from nnlab.errors import DataError, NnlabError
-from nnlab.inference.faces.gallery import Gallery
+from nnlab.inference.faces.detect import default_detector
+from nnlab.inference.faces.gallery import Gallery, Match
 from nnlab.inference.models.image import DEFAULT_FPR, MAX_PIXELS, ImageModel, decode_image, load_image_model
 from nnlab.ingest.image_files import ImageTooLargeError
 
@@ -45,14 +49,27 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
-class IdentifyResponse(BaseModel):
+class FaceAnswer(BaseModel):
+    box: list[float] | None
     identity: str
     similarity: float
     accepted: bool
-    threshold: float
     best: str
     runner_up: str | None
     runner_up_similarity: float | None
+
+    @classmethod
+    def of(cls, m: Match) -> FaceAnswer:
+        return cls(box=None if m.face is None else [round(v, 1) for v in m.face.box], identity=m.identity,
+                   similarity=round(m.similarity, 6), accepted=m.accepted, best=m.best, runner_up=m.runner_up,
+                   runner_up_similarity=None if m.runner_up_similarity is None else round(m.runner_up_similarity, 6))
+
+
+class IdentifyResponse(FaceAnswer):
+    threshold: float
+    width: int
+    height: int
+    faces: list[FaceAnswer]
 
 
 def _error(status: int, detail: str) -> JSONResponse:
@@ -92,6 +109,10 @@ def image_router(path: str | os.PathLike | ImageModel, threads: int | None = Non
         gallery.check_model(model, str(getattr(gallery, "path", "gallery")))
         threshold = model.threshold(fpr)
         gallery.index()  # built now, not on the first request
+        try:
+            default_detector()  # MTCNN loaded now too; without facenet-pytorch, photos get the install hint
+        except NnlabError:
+            pass
     model.outputs(model.prep.to_input([np.zeros((8, 8), dtype=np.uint8)]))  # first-call costs before any request
     router = APIRouter()
     page = Path(__file__).parent / "static" / "images.html"
@@ -135,11 +156,15 @@ def image_router(path: str | os.PathLike | ImageModel, threads: int | None = Non
         image = await _read_image(request)
         if isinstance(image, JSONResponse):
             return image
-        emb = await run_in_threadpool(model.embed, [image])
-        m = gallery.identify(emb, threshold)[0]
-        return IdentifyResponse(identity=m.identity, similarity=round(m.similarity, 6), accepted=m.accepted,
-                                threshold=threshold, best=m.best, runner_up=m.runner_up,
-                                runner_up_similarity=None if m.runner_up_similarity is None
-                                else round(m.runner_up_similarity, 6))
+        try:
+            matches = await run_in_threadpool(gallery.identify_photo, image, model, threshold)
+        except NnlabError as exc:  # no face detector installed
+            return _error(422, str(exc))
+        if not matches:
+            return _error(422, f"no face found in this photo ({image.shape[1]} x {image.shape[0]} pixels); "
+                               "send a photo where a face is seen from the front, or a face crop")
+        answers = [FaceAnswer.of(m) for m in matches]
+        return IdentifyResponse(**answers[0].model_dump(), threshold=threshold, width=image.shape[1],
+                                height=image.shape[0], faces=answers)
 
     return router

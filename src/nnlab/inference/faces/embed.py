@@ -5,7 +5,9 @@
     save_embeddings("embeddings.npz", files, emb, model.fingerprint)
 
 An embeddings file holds ``embeddings`` (float32, N x D), ``paths`` and ``labels`` (strings; a
-label is "" when unknown) and ``fingerprint`` (the model's); no pickled objects.
+label is "" when unknown), ``fingerprint`` (the model's) and, when faces were detected in photos,
+``boxes`` (float32 N x 4, x0 y0 x1 y1 in the photo's pixels; NaN for an image used whole, and a
+photo's path repeated for each of its faces); no pickled objects.
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ def embed_files(model: ImageModel, paths: Sequence[Path], batch_size: int = BATC
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
 
-def save_embeddings(path: str | os.PathLike, files: ImageFiles, embeddings: np.ndarray, fingerprint: str) -> Path:
+def save_embeddings(path: str | os.PathLike, files: ImageFiles, embeddings: np.ndarray, fingerprint: str,
+                    boxes: np.ndarray | None = None) -> Path:
     """Write an embeddings file (see the module docstring); `.npz` is added to a name without it (as
     numpy would), and the path returned is the file written."""
     path = check_output_file(Path(path))
@@ -83,7 +86,8 @@ def save_embeddings(path: str | os.PathLike, files: ImageFiles, embeddings: np.n
     with atomic_output(path, "wb") as fh:
         np.savez(fh, embeddings=np.asarray(embeddings, dtype=np.float32),
                  paths=np.asarray([str(p) for p in files.paths], dtype=str), labels=np.asarray(labels, dtype=str),
-                 fingerprint=np.asarray(fingerprint))
+                 fingerprint=np.asarray(fingerprint),
+                 **({} if boxes is None else {"boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4)}))
     return path
 
 

@@ -5,6 +5,11 @@
     gallery.save("gallery/")                           # gallery/embeddings.npz + gallery/gallery.json
     gallery = Gallery.load("gallery/")
     matches = gallery.identify(model.embed(images), threshold=model.threshold(1e-3))
+    matches = gallery.identify("photo.jpg", model=model)  # every face of a photo: m.face.box, m.identity
+
+Photos are welcome wherever faces are (`nnlab.inference.faces.photos`): enrolling takes the one face
+of each photo (a photo with none or several is skipped and reported, never guessed), identifying
+answers for every face.
 
 A gallery directory holds ``embeddings.npz`` (``embeddings`` float32 N x D, unit vectors, one per
 enrolled image; ``labels`` int64, the identity of each; ``means`` float32 K x D, each identity's
@@ -24,7 +29,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +39,12 @@ import numpy as np
 from nnlab.errors import DataError, NnlabError
 from nnlab.fileio import (OutputKind, atomic_output, atomic_write_text, check_output_file, kill_point,
                           staged_output_dir)
-from nnlab.inference.faces.embed import embed_files, list_images
+from nnlab.inference.faces.detect import Face, FaceDetector
+from nnlab.inference.faces.embed import list_images
+from nnlab.inference.faces.photos import crop_size, embed_faces, image_faces
 from nnlab.inference.faces.search import make_index
-from nnlab.inference.models.image import ImageModel
+from nnlab.inference.models.image import MAX_PIXELS, ImageModel
+from nnlab.ingest.image_files import read_image
 from nnlab.metrics import open_set_identification
 from nnlab.version import __version__
 
@@ -57,6 +65,10 @@ class Match:
     best: str
     runner_up: str | None
     runner_up_similarity: float | None
+    face: Face | None = None  # the face of a photo this answers for (None: an image used whole)
+    path: str | None = None    # the image it comes from, when known
+    label: str | None = None   # the query's known identity (a folder of identity sub-folders)
+    face_number: int = -1      # its number in the photo, 0 the largest (-1: an image used whole)
 
     @property
     def accepted(self) -> bool:
@@ -75,6 +87,8 @@ class Gallery:
     paths: list[str] = field(default_factory=list)
     search_backend: str = "auto"
     skipped: int = field(default=0, repr=False, compare=False)  # images the last `add` found enrolled already
+    # photos the last `add` left out, with the reason (no face, several faces)
+    skipped_photos: list[tuple[str, str]] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._index = None
@@ -124,9 +138,12 @@ class Gallery:
         self.paths += [str(p) for p in paths]
         self._index = None
 
-    def add(self, model: ImageModel, folder: str | os.PathLike, batch_size: int = 64) -> int:
-        """Enrol a folder with one sub-folder of images per person; returns the images added. An image
-        already in the gallery (the same file, as a path) is not enrolled twice: `skipped` counts them."""
+    def add(self, model: ImageModel, folder: str | os.PathLike, batch_size: int = 64, faces: str = "auto",
+            detector: FaceDetector | None = None) -> int:
+        """Enrol a folder with one sub-folder of images (face crops or photos) per person; returns the images
+        added. An image already in the gallery (the same file, as a path) is not enrolled twice: `skipped`
+        counts them. A photo is enrolled by its one face; one with none or several is left out and listed
+        in `skipped_photos` with the reason."""
         files = list_images([folder])
         if files.labels is None:
             raise DataError(f"{folder}: expected one sub-folder of images per person (the folder name is the "
@@ -135,10 +152,15 @@ class Gallery:
         enrolled = {str(Path(p).resolve()) for p in self.paths}
         new = [i for i, p in enumerate(files.paths) if str(Path(p).resolve()) not in enrolled]
         self.skipped = len(files.paths) - len(new)
+        self.skipped_photos = []
         if new:
             paths, labels = [files.paths[i] for i in new], [files.labels[i] for i in new]
-            self.enroll(embed_files(model, paths, batch_size, desc="enrol"), labels, paths, model.fingerprint)
-        return len(new)
+            emb, items = embed_faces(model, paths, labels, faces, detector, one_face=True, batch_size=batch_size,
+                                     skip=lambda p, why: self.skipped_photos.append((str(p), why)), desc="enrol")
+            if items:
+                self.enroll(emb, [it.label for it in items], [it.path for it in items], model.fingerprint)
+            return len(items)
+        return 0
 
     # ------------------------------------------------------------------ identifying
     def index(self):
@@ -149,8 +171,17 @@ class Gallery:
             self._index = make_index(self.embeddings, self.search_backend)
         return self._index
 
-    def identify(self, queries: np.ndarray, threshold: float) -> list[Match]:
-        """Each query's best identity (``unknown`` below `threshold`), its similarity and the runner-up."""
+    def identify(self, queries: np.ndarray | str | os.PathLike, threshold: float | None = None,
+                 model: ImageModel | None = None, faces: str = "auto",
+                 detector: FaceDetector | None = None) -> list[Match]:
+        """Each query's best identity (``unknown`` below `threshold`), its similarity and the runner-up.
+        `queries` are embeddings, or, with `model`, one photo (a path or a uint8 image): then every face
+        of it is answered for (largest first; `Match.face` holds its box), and the threshold defaults to
+        the model's at FPR 1e-3."""
+        if model is not None:
+            return self.identify_photo(queries, model, threshold, faces, detector)
+        if threshold is None:
+            raise NnlabError("identify: a threshold is needed for embeddings (or pass model= with a photo)")
         q = np.asarray(queries, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.dimension:
             raise DataError(f"queries of shape {q.shape}; the gallery holds embeddings of dimension {self.dimension}")
@@ -158,6 +189,23 @@ class Gallery:
         k = min(len(self), most + 1, MAX_NEIGHBOURS)  # most + 1 neighbours always hold two identities
         scores, rows = self.index().search(q, k)
         return [self._match(s, r, threshold) for s, r in zip(scores, rows, strict=True)]
+
+    def identify_photo(self, photo: np.ndarray | str | os.PathLike, model: ImageModel,
+                       threshold: float | None = None, faces: str = "auto",
+                       detector: FaceDetector | None = None) -> list[Match]:
+        """Every face of one photo (a path or a uint8 image), largest first; [] when it shows none. An
+        image `faces` calls a crop (a small one, with "auto") gets one answer, without a box."""
+        self.check_model(model)
+        image = photo if isinstance(photo, np.ndarray) else read_image(photo, max_pixels=MAX_PIXELS)
+        found = image_faces(image, crop_size(model), faces, detector)
+        if not found:
+            return []
+        matches = self.identify(model.embed([crop for crop, _ in found]),
+                                model.threshold() if threshold is None else threshold)
+        where = None if isinstance(photo, np.ndarray) else str(photo)
+        for k, (m, (_, face)) in enumerate(zip(matches, found, strict=True)):
+            m.face, m.path, m.face_number = face, where, k if face is not None else -1
+        return matches
 
     def _match(self, scores: np.ndarray, rows: np.ndarray, threshold: float) -> Match:
         found = rows >= 0
@@ -223,36 +271,52 @@ def _read_meta(folder: Path) -> dict[str, Any]:
 
 
 def build_gallery(model: ImageModel, folder: str | os.PathLike, batch_size: int = 64,
-                  search_backend: str = "auto") -> Gallery:
-    """A new gallery of the people in `folder` (one sub-folder of images per person)."""
+                  search_backend: str = "auto", faces: str = "auto", detector: FaceDetector | None = None) -> Gallery:
+    """A new gallery of the people in `folder` (one sub-folder of face crops or photos per person)."""
     if model.task != "embedding":
         model.embed([])  # raises the message saying an embedding model is needed
     gallery = Gallery(fingerprint=model.fingerprint, model=model.name, search_backend=search_backend)
-    gallery.add(model, folder, batch_size)
+    gallery.add(model, folder, batch_size, faces, detector)
     return gallery
 
 
 def identify_files(model: ImageModel, gallery: Gallery, paths: Sequence[Path], threshold: float,
-                   batch_size: int = 64) -> list[Match]:
-    """Identify image files against `gallery` (which must have been built with `model`)."""
+                   batch_size: int = 64, faces: str = "auto", detector: FaceDetector | None = None,
+                   labels: Sequence[str] | None = None,
+                   skip: Callable[[Path, str], None] | None = None) -> list[Match]:
+    """Identify image files against `gallery` (which must have been built with `model`): one answer per
+    crop, and per face of each photo (`Match.face`, `Match.path`; `Match.label` from `labels`). A photo
+    without a face goes to `skip(path, reason)` (a DataError without it)."""
     gallery.check_model(model)
-    return gallery.identify(embed_files(model, paths, batch_size, desc="identify"), threshold)
+    emb, items = embed_faces(model, paths, labels, faces, detector, batch_size=batch_size, skip=skip,
+                             desc="identify")
+    matches = gallery.identify(emb, threshold) if items else []
+    for m, it in zip(matches, items, strict=True):
+        m.face, m.path, m.label, m.face_number = it.face, str(it.path), it.label, it.index
+    return matches
 
 
 def write_matches(path: str | os.PathLike, paths: Sequence[Path], matches: Sequence[Match],
-                  labels: Sequence[str] | None = None) -> Path:
-    """CSV: path, [label], identity (or unknown), similarity, best, runner_up, runner_up_similarity.
-    Names that a spreadsheet would run as a formula (=, +, -, @ first) are written with a leading '."""
+                  labels: Sequence[str] | None = None, threshold: float | None = None) -> Path:
+    """CSV: path, [face, box], [label], identity (or unknown), similarity, best, runner_up,
+    runner_up_similarity, [threshold]; face (its number in the photo, 0 the largest) and box (x0 y0 x1 y1)
+    when any image was a photo, threshold (the one used) when given. Names that a spreadsheet would run as a formula (=, +, -, @ first) are written
+    with a leading '."""
     path = check_output_file(Path(path))
     fmt = lambda x: "" if x is None else f"{x:.6f}"
     cell = lambda text: f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    photos = any(m.face is not None for m in matches)
     with atomic_output(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["path", *(["label"] if labels is not None else []), "identity", "similarity", "best",
-                         "runner_up", "runner_up_similarity"])
+        writer.writerow(["path", *(["face", "box"] if photos else []), *(["label"] if labels is not None else []),
+                         "identity", "similarity", "best", "runner_up", "runner_up_similarity",
+                         *(["threshold"] if threshold is not None else [])])
         for i, (p, m) in enumerate(zip(paths, matches, strict=True)):
-            writer.writerow([cell(str(p)), *([cell(labels[i])] if labels is not None else []), cell(m.identity),
-                             fmt(m.similarity), cell(m.best), cell(m.runner_up or ""), fmt(m.runner_up_similarity)])
+            where = [] if not photos else ["" if m.face is None else m.face_number,
+                                           "" if m.face is None else " ".join(f"{v:.0f}" for v in m.face.box)]
+            writer.writerow([cell(str(p)), *where, *([cell(labels[i])] if labels is not None else []),
+                             cell(m.identity), fmt(m.similarity), cell(m.best), cell(m.runner_up or ""),
+                             fmt(m.runner_up_similarity), *([fmt(threshold)] if threshold is not None else [])])
     return path
 
 

@@ -1,5 +1,6 @@
 // The image demo: pick or drop an image, POST the file itself to /api/predict (classifier: top-k)
-// or /api/identify (embedding model with a gallery: who it is, or unknown). No external assets.
+// or /api/identify (embedding model with a gallery: who each face is, or unknown, with a box drawn
+// on every face of a photo). No external assets.
 "use strict";
 
 (() => {
@@ -39,7 +40,44 @@
       { textContent: top.label }));
   }
 
+  function drawFaces(answer) {
+    // one box per face, placed in percent of the photo so that it follows the image's displayed size
+    const boxes = answer.faces.filter((f) => f.box !== null).map((f) => {
+      const [x0, y0, x1, y1] = f.box;
+      const el = document.createElement("span");
+      el.className = f.accepted ? "face-box" : "face-box unknown";
+      el.style.left = `${(100 * x0 / answer.width).toFixed(2)}%`;
+      el.style.top = `${(100 * y0 / answer.height).toFixed(2)}%`;
+      el.style.width = `${(100 * (x1 - x0) / answer.width).toFixed(2)}%`;
+      el.style.height = `${(100 * (y1 - y0) / answer.height).toFixed(2)}%`;
+      const name = document.createElement("span");
+      name.className = "name";
+      name.textContent = `${f.identity} ${f.similarity.toFixed(2)}`;
+      el.appendChild(name);
+      return el;
+    });
+    $("boxes").replaceChildren(...boxes);
+  }
+
+  function showFaces(answer) {
+    drawFaces(answer);
+    $("results").replaceChildren(...answer.faces.map(
+      (f, i) => row(`${i + 1}. ${f.identity}`, `cosine ${f.similarity.toFixed(3)}`, f.similarity)));
+    const names = answer.faces.map((f) => {
+      const b = document.createElement("b");
+      b.className = f.accepted ? "face-name" : "face-name unknown";
+      b.textContent = f.identity;
+      return b;
+    });
+    const parts = [`${answer.faces.length} faces: `];
+    names.forEach((b, i) => parts.push(...(i ? [", ", b] : [b])));
+    $("verdict").replaceChildren(...parts);
+    status(`threshold ${answer.threshold.toFixed(3)}: a face below it is unknown`);
+  }
+
   function showIdentity(answer) {
+    if (answer.faces.length > 1) { showFaces(answer); return; }
+    drawFaces(answer);
     const list = $("results");
     const rows = [row(answer.best, `cosine ${answer.similarity.toFixed(3)}`, answer.similarity)];
     if (answer.runner_up !== null) {
@@ -58,6 +96,7 @@
     const reader = new FileReader();
     reader.onload = () => { $("preview").src = reader.result; $("preview").hidden = false; $("drop-hint").hidden = true; };
     reader.readAsDataURL(file);
+    $("boxes").replaceChildren();
     const identify = health && health.task === "embedding";
     const url = identify ? "/api/identify" : `/api/predict?top_k=${Math.min(TOP_K, health ? health.classes : TOP_K)}`;
     status("thinking…");
