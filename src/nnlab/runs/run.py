@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import time
@@ -194,7 +195,9 @@ class Run:
 
     def truncate_history(self, last_epoch: int) -> None:
         """Drop rows after `last_epoch` (written after the checkpoint a resume starts from), and
-        any row a kill cut short; the rows kept are kept as written, and the file is replaced atomically."""
+        any row a kill cut short; the rows kept are kept as written, and the file is replaced atomically.
+        train.log loses the same epochs' lines (training writes them again)."""
+        self._truncate_log(last_epoch)
         file = self.path / "history.csv"
         if not file.exists():
             return
@@ -215,6 +218,16 @@ class Run:
         buf = io.StringIO()
         csv.writer(buf).writerows(kept)
         atomic_write_text(file, buf.getvalue())
+
+    def _truncate_log(self, last_epoch: int) -> None:
+        file = self.path / "train.log"
+        if not file.is_file():
+            return
+        text = file.read_text(encoding="utf-8", errors="replace")
+        kept = [line for line in text.splitlines(keepends=True) if line.endswith("\n") and
+                not ((m := re.match(r"epoch (\d+)/", line)) and int(m.group(1)) > last_epoch)]
+        if "".join(kept) != text:
+            atomic_write_text(file, "".join(kept))
 
     def _best_meta(self, path: Path) -> dict[str, Any] | None:
         """A best-*.json; None when unreadable. Its "file" must name a file of the checkpoints folder."""
