@@ -128,3 +128,20 @@ def test_a_damaged_best_record_is_left_out_with_a_word_not_a_traceback(trained, 
     from nnlab.runs.run import Run
 
     assert len(Run.open(copy).best_metas()) == len(records) - 1
+
+
+def test_a_checkpoint_of_another_run_is_refused_by_name(trained, tmp_path):
+    import shutil
+
+    from nnlab.runs.run import RUN_ID, Run
+    from nnlab.training.checkpoint import epoch_checkpoints
+
+    copy = Run.open(shutil.copytree(trained.path, tmp_path / "copy"))
+    files = epoch_checkpoints(copy)
+    assert copy.id and all(torch.load(f, weights_only=True)[RUN_ID] == copy.id for f in files)
+    stranger = torch.load(files[-1], weights_only=True) | {RUN_ID: "0123456789abcdef"}  # same shapes, another run
+    torch.save(stranger, files[0])
+    with pytest.raises(NnlabError, match=f"{files[0].name}: written by another run"):  # before: averaged silently
+        average_run(copy.path, tmp_path / "avg", last=len(files))
+    assert not (tmp_path / "avg").exists()
+    assert average_run(copy.path, tmp_path / "avg2", last=len(files) - 1).path.is_dir()  # its own are taken

@@ -133,7 +133,47 @@ def test_kill_then_resume_equals_uninterrupted(recipe, reference, tmp_path, poin
     assert same(a["model"], b["model"]) and same(a["optimizer"], b["optimizer"])
     assert same(a["best"], b["best"]) and same(a["scheduler"], b["scheduler"])
     assert history(resumed) == history(reference)
+    # one train.log line per epoch: none lost by a kill after the checkpoint, none twice after a retrained epoch
+    assert [line.split()[1] for line in (out / "train.log").read_text().splitlines()] == ["1/4", "2/4", "3/4", "4/4"]
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 4
     assert sorted(p.name for p in resumed.checkpoints.iterdir()) == \
         sorted(p.name for p in reference.checkpoints.iterdir())
     assert not list(out.rglob("*.tmp"))
+
+
+def test_a_kill_at_any_write_of_export_leaves_the_old_export_or_the_new(tmp_path, monkeypatch):
+    """`nnlab export --overwrite` over an export: the folder is copied at every write point (what a kill -9
+    there leaves) and each copy is a whole export that loads, the old one (2 sample drawings) or the
+    new (5); an export into a new folder leaves nothing or a whole export."""
+    from doodle_model import tiny_run
+
+    import nnlab.inference.models.export as export_mod
+    from nnlab.inference.models.backends import load_backend
+    from nnlab.inference.models.export import EXPORT_FOLDER, export_onnx
+
+    out, fresh = tmp_path / "export", tmp_path / "fresh"
+    export_onnx(tiny_run(), out, samples=2)
+    snapshots = []
+
+    def snapshot(name: str) -> None:
+        for folder in (out, fresh):
+            where = tmp_path / f"snap-{len(snapshots)}-{folder.name}-{name}"
+            if folder.exists():
+                shutil.copytree(folder, where)
+            snapshots.append(where)
+
+    monkeypatch.setattr(nnlab.fileio, "kill_point", snapshot)
+    monkeypatch.setattr(export_mod, "kill_point", snapshot)
+    export_onnx(tiny_run(), out, samples=5, overwrite=True)
+    export_onnx(tiny_run(), fresh, samples=5)
+    assert len(snapshots) >= 8  # classes.txt, preprocessing.json, all written, the swap; twice
+    seen = set()
+    for snap in snapshots:
+        if not snap.exists():
+            assert "fresh" in snap.name  # before its swap, a new export is no folder at all
+            continue
+        assert EXPORT_FOLDER.owns(snap), sorted(p.name for p in snap.iterdir())
+        assert load_backend(snap).classes == (snap / "classes.txt").read_text().split()
+        seen.add(len((snap / "samples.ndjson").read_text().splitlines()))
+    assert seen == {2, 5}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # nothing left beside them

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from nnlab.config import ExperimentConfig, load_config, save_config, set_key, validate
 from nnlab.datasets.kinds import is_drawings
-from nnlab.errors import NnlabError
+from nnlab.errors import ConfigError, NnlabError
 from nnlab.fileio import atomic_write_bytes
 from nnlab.evaluation.evaluate import evaluate_run
 from nnlab.inference.kaggle.drawing_rows import read_drawing_rows
@@ -51,8 +51,15 @@ def make_config(config: ConfigLike, overrides: Overrides = None) -> ExperimentCo
     """A validated experiment from a TOML path, a dict or a config, with overrides applied."""
     if isinstance(overrides, Mapping):
         typed, strings = dict(overrides), []
-    else:
+    elif isinstance(overrides, str):  # one "section.key=value", not its characters
+        typed, strings = {}, [overrides]
+    elif overrides is None or (isinstance(overrides, Sequence) and all(isinstance(o, str) for o in overrides)):
         typed, strings = {}, list(overrides or [])
+    else:
+        raise ConfigError(f"overrides: expected 'section.key=value' strings or a dict of them, got {overrides!r}")
+    if not isinstance(config, (str, os.PathLike, Mapping, ExperimentConfig)):
+        raise ConfigError(f"config: expected a TOML file's path, a dict or an ExperimentConfig, got "
+                          f"{type(config).__name__} {config!r}"[:300])
     if isinstance(config, ExperimentConfig):
         cfg = load_config(None, strings, base=config.model_dump(mode="json", exclude_none=True))
     elif isinstance(config, Mapping):
@@ -337,18 +344,33 @@ def _image_inputs(inputs: Any) -> tuple[list[str], list[np.ndarray]]:
     if isinstance(inputs, (str, os.PathLike)):
         return read_image_inputs(Path(inputs))
     if isinstance(inputs, np.ndarray):
+        inputs = _numbers(inputs, "the array")
         one = inputs.ndim == 2 or inputs.ndim == 3 and inputs.shape[-1] in CHANNEL_COUNTS
         if not (one or inputs.ndim in (3, 4)) or not inputs.size:
             raise NnlabError(f"predict: an array of shape {inputs.shape} is not an image (H, W[, C]) or a stack of "
                              "them (N, H, W[, C]); C is 1, 3 or 4 (RGBA: alpha is dropped)")
         stack = inputs[None] if one else inputs
         return [str(i) for i in range(len(stack))], list(stack)
+    if not isinstance(inputs, (list, tuple)):
+        raise NnlabError(f"predict: expected an image path, an array or a list of them, got {type(inputs).__name__}")
     items = list(inputs)
     if not items:
         raise NnlabError("predict: no images given (an empty list)")
-    images = [read_image(Path(x)) if isinstance(x, (str, os.PathLike)) else np.asarray(x) for x in items]
+    images = [read_image(Path(x)) if isinstance(x, (str, os.PathLike)) else _numbers(x, f"image {i}")
+              for i, x in enumerate(items)]
     ids = [str(x) if isinstance(x, (str, os.PathLike)) else str(i) for i, x in enumerate(items)]
     return ids, images
+
+
+def _numbers(x: Any, what: str) -> np.ndarray:
+    """`x` as an array of pixel numbers (bool, integers or floats); anything else is one NnlabError."""
+    try:
+        array = np.asarray(x)
+    except Exception as exc:  # an array-like that cannot be one (ragged lists, a failing __array__)
+        raise NnlabError(f"predict: {what} is not an array of pixels ({type(exc).__name__}: {exc})"[:300]) from None
+    if array.dtype.kind not in "biuf":
+        raise NnlabError(f"predict: {what} holds {array.dtype} values; an image holds numbers (pixels)")
+    return array
 
 
 def _drawing_inputs(inputs: Any) -> tuple[list[str], Any]:

@@ -34,6 +34,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from nnlab.errors import ConfigError
+from nnlab.fileio import atomic_write_text
 
 # --------------------------------------------------------------------------- metric names
 
@@ -678,8 +679,9 @@ def _model_classes(annotation: Any) -> list[type[BaseModel]]:
 
 
 def save_config(cfg: ExperimentConfig, path: Path) -> None:
-    """Write the fully resolved config as TOML (None values are left out: they mean 'default')."""
-    path.write_text(tomli_w.dumps(cfg.model_dump(mode="json", exclude_none=True)))
+    """Write the fully resolved config as TOML (None values are left out: they mean 'default'), atomically:
+    `resume --epochs` rewrites a run's config.toml, which a kill or a full disk must not cut short."""
+    atomic_write_text(path, tomli_w.dumps(cfg.model_dump(mode="json", exclude_none=True)))
 
 
 def options_for(fn: Callable[..., Any], section: BaseModel, **fixed: Any) -> dict[str, Any]:

@@ -120,9 +120,14 @@ def disk_full_guard(target: Path, *partial: Path, kept: str = "nothing was writt
             with contextlib.suppress(OSError):
                 Path(p).unlink()
         if is_disk_full(exc):
-            raise DataError(f"{target}: the disk is full (no space left on device); {kept}. "
-                            "Free some space and run the command again") from None
+            raise disk_full_error(target, kept) from None
         raise
+
+
+def disk_full_error(target: Path | str, kept: str = "nothing was written") -> DataError:
+    """The one line a full disk gives: what was being written, what was kept, what to do."""
+    return DataError(f"{target}: the disk is full (no space left on device); {kept}. "
+                     "Free some space and run the command again")
 
 
 def write_classes(path: Path, classes: Sequence[str]) -> Path:

@@ -10,6 +10,7 @@ import typer
 from nnlab.cli import core, data, faces, ship, study, tune  # noqa: F401  (registers the commands)
 from nnlab.cli.app import app, plain_metavars, state
 from nnlab.errors import NnlabError
+from nnlab.fileio import disk_full_error, is_disk_full
 
 
 def main() -> None:
@@ -36,4 +37,8 @@ def main() -> None:
         if isinstance(exc, click.exceptions.ClickException) or (hasattr(exc, "show") and hasattr(exc, "exit_code")):
             exc.show()
             sys.exit(exc.exit_code)
+        if is_disk_full(exc) and not state["debug"]:  # a write with no guard of its own: still one line
+            print(f"error: {disk_full_error(getattr(exc, 'filename', None) or 'writing', 'the output may be incomplete')}",
+                  file=sys.stderr)
+            sys.exit(2)
         raise

@@ -13,6 +13,7 @@ from sklearn.model_selection import train_test_split
 from nnlab.config import ExperimentConfig
 from nnlab.datasets.identity import identity_split
 from nnlab.errors import DataError
+from nnlab.fileio import atomic_write_text
 
 SPLITS = ("train", "val", "test")
 
@@ -55,6 +56,6 @@ def image_splits(cfg: ExperimentConfig, source, run_dir: Path | None = None) -> 
     else:
         splits = stratified_split(source.labels, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
     if file is not None:
-        file.write_text(json.dumps({"size": len(source.labels), "seed": cfg.seed} |
-                                   {k: v.tolist() for k, v in splits.items()}))
+        atomic_write_text(file, json.dumps({"size": len(source.labels), "seed": cfg.seed} |
+                                           {k: v.tolist() for k, v in splits.items()}))
     return splits

@@ -25,6 +25,7 @@ from nnlab.config import ExperimentConfig
 from nnlab.datasets.bundle import DataBundle
 from nnlab.device import gather_split
 from nnlab.errors import ModelError
+from nnlab.fileio import atomic_output
 from nnlab.metrics import identification_rates, threshold_at_fpr, verification_roc, verification_summary
 from nnlab.runs.plots import FPR_TARGETS, plot_embeddings, plot_roc
 from nnlab.runs.run import Run
@@ -97,6 +98,6 @@ def evaluate_open_set(model: nn.Module, data: DataBundle, split: str, device: st
         plot_embeddings(emb, ids, names, gallery_mask(ids, cfg.eval.gallery_per_id), run.plots / "embeddings.png",
                         cfg.seed)
         (run.path / "predictions").mkdir(exist_ok=True)
-        np.savez(run.path / "predictions" / f"{split}_embeddings.npz", ids=data.ids[split],
-                 identities=np.asarray([all_names[i] for i in ids]), embeddings=emb)
+        with atomic_output(run.path / "predictions" / f"{split}_embeddings.npz", "wb") as fh:
+            np.savez(fh, ids=data.ids[split], identities=np.asarray([all_names[i] for i in ids]), embeddings=emb)
     return report

@@ -10,14 +10,14 @@ import numpy as np
 
 from nnlab import metrics
 from nnlab.datasets.bundle import DataBundle
-from nnlab.fileio import kill_point
+from nnlab.fileio import atomic_output, kill_point
 from nnlab.metrics import confusion_matrix, per_class_accuracy, top_confusions
 from nnlab.runs.plots import plots_wanted, save, top_losses_figure, write_run_plots
 from nnlab.runs.run import Run
 
 
 def write_results(run: Run, data: DataBundle, metrics: dict[str, Any], outputs: dict[str, np.ndarray]) -> dict:
-    """Shared by both engines: metrics.json, predictions/<split>.csv, plots (none with NNLAB_PLOTS=0)."""
+    """Shared by both engines: predictions/<split>.csv, plots (none with NNLAB_PLOTS=0), then metrics.json."""
     final = "test" if "test" in outputs else "val" if "val" in outputs else None
     if final is not None:
         y = data.labels[final]
@@ -30,13 +30,13 @@ def write_results(run: Run, data: DataBundle, metrics: dict[str, Any], outputs: 
         write_probabilities(run.path / "predictions" / f"{split}.csv", data.ids[split], probs, data.classes,
                             labels=data.labels[split], k=run.config.eval.top_k)
     kill_point("predictions-written")
+    if plots_wanted():  # before metrics.json, which marks the run finished: a kill before it, resume redoes them
+        write_run_plots(run, confusion=(cm, data.classes) if final is not None else None, split=final or "test")
+        if final is not None:
+            write_top_losses(run, data, final, outputs[final])
+        kill_point("plots-written")
     run.write_json("metrics.json", metrics)
     kill_point("metrics-written")
-    if not plots_wanted():
-        return metrics
-    write_run_plots(run, confusion=(cm, data.classes) if final is not None else None, split=final or "test")
-    if final is not None:
-        write_top_losses(run, data, final, outputs[final])
     return metrics
 
 
@@ -65,7 +65,7 @@ def write_probabilities(path: Path, ids: np.ndarray, probs: np.ndarray, classes:
     k = min(k, len(classes))
     unreadable = np.isnan(probs).any(1)
     top = metrics.top_k(np.where(unreadable[:, None], 0, probs), k)  # those rows are written apart
-    with path.open("w", newline="") as fh:
+    with atomic_output(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         header = ["id"] + (["label"] if labels is not None else []) + [f"top{i + 1}" for i in range(k)]
         writer.writerow(header + [f"p_{c}" for c in classes])

@@ -54,6 +54,16 @@ TIME_LIMIT = float(2**24)  # ms (4.6 h): integer milliseconds stay exact in floa
 MISSING_TIMESTAMP = np.iinfo(np.int64).min  # microseconds since the epoch, when absent
 
 
+def raw_points_in_range(points: np.ndarray) -> bool:
+    """Whether one stroke's finite (n, 2|3) points are within the raw format's limits, as the file readers
+    check them (`scan_values._check_points`): |x|, |y| <= RAW_LIMIT and, with time, 0 <= t < TIME_LIMIT.
+    The drawings of the Python API and the server are held to it, so a drawing one accepts the other does."""
+    xy = np.abs(points[:, :2])
+    if xy.size and xy.max() > RAW_LIMIT:
+        return False
+    return points.shape[1] < 3 or bool(((points[:, 2] >= 0) & (points[:, 2] < TIME_LIMIT)).all())
+
+
 
 @dataclass
 class SkipStats:

@@ -21,6 +21,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
+from nnlab.fileio import atomic_output  # noqa: E402
 from nnlab.metrics import top_confusions  # noqa: E402
 from nnlab.runs.run import Run  # noqa: E402
 
@@ -55,9 +56,11 @@ def write_run_plots(run: Run, confusion: tuple[np.ndarray, list[str]] | None = N
 
 
 def save(fig: Figure, path: Path) -> Path:
-    """Write a figure as PNG (figures here are built without pyplot, so nothing is left open)."""
-    fig.savefig(path, dpi=110)
-    return path
+    """Write a figure as PNG (figures here are built without pyplot, so nothing is left open), atomically:
+    a kill or a full disk (one DataError) leaves the old file or none, never half a PNG or a *.tmp."""
+    with atomic_output(Path(path), "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
+    return Path(path)
 
 
 def history_figure(history: list[dict[str, float]], metric: str) -> Figure:
@@ -177,9 +180,10 @@ def plot_roc(fpr: np.ndarray, tpr: np.ndarray, report: dict[str, Any], path: Pat
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return save(fig, path)
+    finally:
+        plt.close(fig)
 
 
 def project_2d(emb: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
@@ -209,6 +213,7 @@ def plot_embeddings(emb: np.ndarray, ids: np.ndarray, names: list[str], gallery:
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    try:
+        return save(fig, path)
+    finally:
+        plt.close(fig)

@@ -15,9 +15,11 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ from nnlab.fileio import (atomic_write_text, disk_full_guard, kill_point, read_c
 from nnlab.version import __version__
 
 LOCK_FILE = ".lock"
+RUN_ID = "run_id"  # env.json's key, and every checkpoint's, for the run that wrote it (`Run.id`)
 #: What a run directory may hold: `nnlab runs --remove-failed` deletes a failed run only when it holds
 #: nothing else (a file a user put there is never deleted).
 RUN_ENTRIES = frozenset({"config.toml", "env.json", "history.csv", "metrics.json", "classes.txt", "splits.json",
@@ -47,6 +50,7 @@ class Run:
         self.config = config
         self._lock: int | None = None
         self._found: set[str] | None = None  # what `out` held before `create` (None: create made the folder)
+        self._id: str | None = None
 
     # ----------------------------------------------------------------- create / open
     @classmethod
@@ -64,12 +68,16 @@ class Run:
             raise NnlabError(f"{path} already holds a run; use `nnlab resume {path}` or another --out")
         cfg = resolve_paths(cfg)
         found = set(os.listdir(path)) if path.is_dir() else None
-        for sub in ("checkpoints", "plots", "predictions"):
-            (path / sub).mkdir(parents=True, exist_ok=True)
         run = cls(path, cfg)
         run._found = found
-        run.hold()
-        save_config(cfg, path / "config.toml")
+        try:
+            for sub in ("checkpoints", "plots", "predictions"):
+                (path / sub).mkdir(parents=True, exist_ok=True)
+            run.hold()
+            save_config(cfg, path / "config.toml")
+        except BaseException:  # a full disk, say: what create made goes (what was there before stays)
+            run.discard()
+            raise
         return run
 
     @classmethod
@@ -133,7 +141,21 @@ class Run:
         return json.loads(file.read_text())
 
     def write_env(self, device: str, extra: dict[str, Any] | None = None) -> None:
-        self.write_json("env.json", environment(device, self.config.seed) | (extra or {}))
+        """env.json: the environment of this session, and the run's id (made by the first session, kept after)."""
+        run_id = self.id or uuid.uuid4().hex[:16]
+        self.write_json("env.json", {RUN_ID: run_id} | environment(device, self.config.seed) | (extra or {}))
+        self._id = run_id
+
+    @property
+    def id(self) -> str | None:
+        """The identity of this run (env.json's run_id), which its checkpoints carry, so that one run's files
+        are never taken for another's (`nnlab average`); None for a run written before ids, or not started."""
+        if self._id is None:
+            try:
+                self._id = json.loads((self.path / "env.json").read_text(encoding="utf-8")).get(RUN_ID)
+            except (OSError, ValueError, AttributeError):
+                self._id = None
+        return self._id
 
     def write_classes(self, classes: list[str]) -> None:
         write_classes(self.path / "classes.txt", classes)
@@ -173,7 +195,9 @@ class Run:
 
     def truncate_history(self, last_epoch: int) -> None:
         """Drop rows after `last_epoch` (written after the checkpoint a resume starts from), and
-        any row a kill cut short; the rows kept are kept as written, and the file is replaced atomically."""
+        any row a kill cut short; the rows kept are kept as written, and the file is replaced atomically.
+        train.log loses the same epochs' lines (training writes them again)."""
+        self._truncate_log(last_epoch)
         file = self.path / "history.csv"
         if not file.exists():
             return
@@ -194,6 +218,16 @@ class Run:
         buf = io.StringIO()
         csv.writer(buf).writerows(kept)
         atomic_write_text(file, buf.getvalue())
+
+    def _truncate_log(self, last_epoch: int) -> None:
+        file = self.path / "train.log"
+        if not file.is_file():
+            return
+        text = file.read_text(encoding="utf-8", errors="replace")
+        kept = [line for line in text.splitlines(keepends=True) if line.endswith("\n") and
+                not ((m := re.match(r"epoch (\d+)/", line)) and int(m.group(1)) > last_epoch)]
+        if "".join(kept) != text:
+            atomic_write_text(file, "".join(kept))
 
     def _best_meta(self, path: Path) -> dict[str, Any] | None:
         """A best-*.json; None when unreadable. Its "file" must name a file of the checkpoints folder."""

@@ -7,7 +7,6 @@ new run is evaluated and reported like any other, so predict, export, serve and 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,11 @@ from torch.optim.swa_utils import update_bn
 from nnlab.datasets import build_data
 from nnlab.device import pick_device
 from nnlab.errors import NnlabError
+from nnlab.fileio import atomic_write_bytes, disk_full_error, is_disk_full
 from nnlab.evaluation.evaluate import evaluate_split
 from nnlab.evaluation.results import write_results
 from nnlab.models import build_model, count_parameters
-from nnlab.runs.run import Run, atomic_save
+from nnlab.runs.run import RUN_ID, Run, atomic_save
 from nnlab.runs.trained import trained_weights
 from nnlab.training.checkpoint import epoch_checkpoints, load_checkpoint
 from nnlab.training.epochs import run_metrics
@@ -76,20 +76,43 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 
 def average_run(run_dir: str | Path, out: str | Path, best: int | None = None, last: int | None = None) -> Run:
-    """Average the chosen checkpoints of `run_dir` into a new, evaluated run directory `out`."""
+    """Average the chosen checkpoints of `run_dir` into a new, evaluated run directory `out`; a failure
+    (a full disk: one DataError) leaves no new run behind."""
     source = Run.open(run_dir)
     if source.config.engine != "torch":
         raise NnlabError(f"{source.path}: a {source.config.engine} run; averaging needs a torch run")
     files = chosen_checkpoints(source, best, last)
-    states = [trained_weights(load_checkpoint(f)) for f in files]  # the EMA's weights where kept
-    epochs = [int(load_checkpoint(f)["epoch"]) for f in files]
+    checkpoints = [own_checkpoint(source, f) for f in files]
+    states = [trained_weights(c) for c in checkpoints]  # the EMA's weights where kept
+    epochs = [int(c["epoch"]) for c in checkpoints]
     weights = average_state_dicts(states)
+    run = Run.create(source.config, out)
+    try:
+        _write_averaged(source, run, files, epochs, weights)
+    except BaseException as exc:
+        run.discard()
+        if is_disk_full(exc):
+            raise disk_full_error(run.path, "the new run was removed") from None
+        raise
+    run.release()
+    return run
 
+
+def own_checkpoint(run: Run, path: Path) -> dict[str, Any]:
+    """A checkpoint of `run`, refused when it carries another run's id (one copied in from elsewhere)."""
+    state = load_checkpoint(path)
+    theirs = state.get(RUN_ID)
+    if theirs is not None and run.id is not None and theirs != run.id:
+        raise NnlabError(f"{path}: written by another run (run id {theirs}; {run.path} is {run.id}); averaging "
+                         "it would mix two trainings. Remove it from the checkpoints folder, or average that run")
+    return state
+
+
+def _write_averaged(source: Run, run: Run, files: list[Path], epochs: list[int], weights: dict) -> None:
     cfg = source.config
-    run = Run.create(cfg, out)
     for name in ("splits.json", "history.csv", "classes.txt"):  # same data split, same curves, same classes
         if (source.path / name).is_file():
-            shutil.copy2(source.path / name, run.path / name)
+            atomic_write_bytes(run.path / name, (source.path / name).read_bytes())
     device = pick_device(cfg.train.device)
     data = build_data(cfg, run.path)
     model = build_model(cfg.model.model_copy(update={"weights": None, "pretrained": False}), data.in_chans,
@@ -113,8 +136,6 @@ def average_run(run_dir: str | Path, out: str | Path, best: int | None = None, l
             if probs is not None:
                 outputs[split] = probs
     write_results(run, data, metrics, outputs)
-    run.release()
-    return run
 
 
 def _inputs(loader, limit: int):

@@ -12,7 +12,7 @@ from torch import nn
 from nnlab.device import load_torch_file, rng_state, unwrap
 from nnlab.errors import NnlabError
 from nnlab.fileio import kill_point
-from nnlab.runs.run import BestCheckpoints, Run, atomic_save
+from nnlab.runs.run import RUN_ID, BestCheckpoints, Run, atomic_save
 from nnlab.runs.trained import EMA_KEY
 
 
@@ -22,9 +22,9 @@ def save_checkpoint(run: Run, epoch: int, model: nn.Module, optimizer, scheduler
     best k (the model's weights and, with an EMA, the EMA's, which the value scored)."""
     weights = unwrap(model).state_dict()
     averaged = ema.module.state_dict() if ema is not None else None
-    kept = {"epoch": epoch, "model": weights} | ({EMA_KEY: averaged} if averaged is not None else {})
+    kept = {"epoch": epoch, RUN_ID: run.id, "model": weights} | ({EMA_KEY: averaged} if averaged is not None else {})
     best.update(run, epoch, value, lambda path: atomic_save(kept, path))
-    state = {"epoch": epoch, "model": weights, EMA_KEY: averaged, "optimizer": optimizer.state_dict(),
+    state = {"epoch": epoch, RUN_ID: run.id, "model": weights, EMA_KEY: averaged, "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict() if scheduler is not None else None,
              "scaler": scaler.state_dict() if scaler is not None else None,
              "rng": rng_state(), "best": best.state()}
@@ -38,7 +38,7 @@ def keep_epoch_weights(run: Run, epoch: int, weights: dict[str, Any]) -> None:
     keep = run.config.train.keep_last
     if not keep:
         return
-    atomic_save({"epoch": epoch, "model": weights}, run.checkpoints / f"epoch-e{epoch + 1:03d}.pt")
+    atomic_save({"epoch": epoch, RUN_ID: run.id, "model": weights}, run.checkpoints / f"epoch-e{epoch + 1:03d}.pt")
     for old in epoch_checkpoints(run)[:-keep]:
         old.unlink(missing_ok=True)
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nnlab.config import ExperimentConfig
+from nnlab.fileio import disk_full_error, is_disk_full
 from nnlab.runs.run import Run
 from nnlab.training.loop import fit_torch
 from nnlab.training.resources import check_resources
@@ -40,9 +41,15 @@ def fit(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | 
             return fit_numpy(cfg, out=out, resume_run=resume_run, announce=on_create, echo=echo)
         return fit_torch(cfg, out=out, resume_run=resume_run, stop_after_epoch=stop_after_epoch,
                          announce=on_create, echo=echo)
-    except BaseException:
-        if created and not created[0].history():
+    except BaseException as exc:
+        removed = bool(created) and not created[0].history()
+        if removed:
             created[0].discard()
+        if is_disk_full(exc):  # a write no guard of its own turned into one line (train.log, plots, ...)
+            run = resume_run or (created[0] if created else None)
+            kept = ("the new run was removed" if removed or run is None else
+                    f"the run is kept up to its last checkpoint (then `nnlab resume {run.path}`)")
+            raise disk_full_error(run.path if run is not None else (out or "the run"), kept) from None
         raise
     finally:
         for run in (resume_run, *created):

@@ -225,11 +225,11 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
         apply_schedule(optimizer, schedule, (epoch + 1) * schedule.steps_per_epoch)  # lr: the next step's rate
         row = epoch_row(epoch, base_lr(optimizer), stats, val, stats["seconds"],
                         stats["images_per_second"])
-        if ddp.main:  # history first: a kill between the two leaves a row that resume drops and trains again
-            run.append_history(row)
-            save_checkpoint(run, epoch, model, optimizer, schedule, scaler, best, value, ema)
+        if ddp.main:  # the epoch's history row, log line and scalars, then the checkpoint that marks it done:
+            run.append_history(row)  # a kill before the checkpoint leaves lines that resume drops and writes again
             log(row)
             tb.epoch(row)
+            save_checkpoint(run, epoch, model, optimizer, schedule, scaler, best, value, ema)
         else:
             best.update(run, epoch, value, save=None)  # the same early-stopping count, no files
         if stop_early(cfg, best):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -128,10 +129,17 @@ def _endless(loader):
 def write_lr_find(result: LRFindResult, out: str | Path, title: str = "") -> tuple[Path, Path]:
     """lr_find.png and lr_find.json in `out`."""
     out = Path(out)
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    png = save(lr_find_figure(result.lrs, result.losses, result.steepest, result.valley, title), out / "lr_find.png")
-    data = asdict(result) | {"suggestion": result.suggestion}
-    return png, atomic_write_text(out / "lr_find.json", json.dumps(data, indent=2) + "\n")
+    try:  # each file atomic; a full disk (one DataError) leaves no folder this call made
+        png = save(lr_find_figure(result.lrs, result.losses, result.steepest, result.valley, title),
+                   out / "lr_find.png")
+        data = asdict(result) | {"suggestion": result.suggestion}
+        return png, atomic_write_text(out / "lr_find.json", json.dumps(data, indent=2) + "\n")
+    except BaseException:
+        if made:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def lr_find_for(cfg: ExperimentConfig, out: str | Path | None = None, **options) -> tuple[LRFindResult, Path]:

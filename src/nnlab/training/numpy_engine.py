@@ -142,12 +142,12 @@ def _train(run: Run, resume: bool, echo: bool) -> None:
         schedule.end_epoch(value)
         apply_schedule(optimizer, schedule, first + schedule.steps_per_epoch)  # lr: the next step's rate
         row = epoch_row(epoch, optimizer.lr, stats, val, seconds, stats["samples"] / seconds)
+        run.append_history(row)  # before the checkpoint that marks the epoch done, as the torch loop
+        log(row)
         best.update(run, epoch, value, lambda path: save_model(path, model, meta={"epoch": epoch}), suffix=".npz")
         save_model(last, model, optimizer=optimizer,
                    meta={"epoch": epoch, "rng": rng_states(model, shuffle), "best": best.state(),
                          "schedule": schedule.state_dict()})
-        run.append_history(row)
-        log(row)
         if stop_early(cfg, best):
             stopped_early = True
             break

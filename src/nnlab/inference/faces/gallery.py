@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,13 +244,19 @@ class Gallery:
         folder = Path(folder)
         meta = _read_meta(folder)
         try:
-            with np.load(folder / "embeddings.npz", allow_pickle=False) as z:
-                emb, labels = z["embeddings"].astype(np.float32), z["labels"].astype(np.int64)
-        except (OSError, KeyError, ValueError) as exc:
+            # our own handle: np.load leaves its file open when the zip is damaged
+            with open(folder / "embeddings.npz", "rb") as fh, np.load(fh, allow_pickle=False) as z:
+                emb, labels = z["embeddings"], z["labels"]
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise DataError(f"{folder}/embeddings.npz: unreadable ({exc})") from None
-        if len(emb) != len(labels) or len(labels) != len(meta["paths"]) or \
-                (len(labels) and labels.max() >= len(meta["identities"])):
+        if emb.ndim != 2 or emb.dtype.kind != "f" or labels.ndim != 1 or labels.dtype.kind not in "iu" or \
+                not np.isfinite(emb).all():
+            raise DataError(f"{folder}/embeddings.npz: not a gallery's embeddings ({emb.dtype} {emb.shape} embeddings, "
+                            f"{labels.dtype} {labels.shape} labels; finite floats N x D and N integers expected)")
+        if len(emb) != len(labels) or len(labels) != len(meta["paths"]) or meta.get("dimension", emb.shape[1]) != \
+                emb.shape[1] or (len(labels) and (labels.min() < 0 or labels.max() >= len(meta["identities"]))):
             raise DataError(f"{folder}: embeddings.npz and gallery.json disagree (edited by hand?); build it again")
+        emb, labels = emb.astype(np.float32), labels.astype(np.int64)
         return cls(fingerprint=meta["fingerprint"], model=meta["model"], identities=list(meta["identities"]),
                    embeddings=emb, labels=labels, paths=list(meta["paths"]), search_backend=search_backend)
 
@@ -257,16 +264,22 @@ class Gallery:
 def _read_meta(folder: Path) -> dict[str, Any]:
     file = folder / "gallery.json"
     try:
-        meta = json.loads(file.read_text())
+        meta = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise NnlabError(f"{folder}: not a gallery (no gallery.json); make one with nnlab gallery build") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{file}: not valid JSON ({exc})") from None
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
+        raise DataError(f"{file}: not valid JSON ({str(exc)[:200]})") from None
+    except OSError as exc:
+        raise DataError(f"{file}: cannot be read ({exc.strerror})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise DataError(f"{file}: not an {FORMAT} v{FORMAT_VERSION} file")
     missing = [k for k in ("fingerprint", "model", "identities", "paths") if k not in meta]
     if missing:
         raise DataError(f"{file}: missing {', '.join(missing)}")
+    wrong = [k for k in ("fingerprint", "model") if not isinstance(meta[k], str)] + \
+        [k for k in ("identities", "paths") if not isinstance(meta[k], list) or not all(isinstance(x, str) for x in meta[k])]
+    if wrong:
+        raise DataError(f"{file}: {', '.join(wrong)} of the wrong type (edited by hand?); build the gallery again")
     return meta
 
 

@@ -184,11 +184,20 @@ def read_export_info(path: Path) -> dict[str, Any]:
     """An export's preprocessing.json; ModelError when missing or not JSON."""
     info_file = Path(path) / "preprocessing.json"
     try:
-        return json.loads(info_file.read_text())
+        info = json.loads(info_file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelError(f"{path}: no preprocessing.json (not an `nnlab export` directory)") from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{info_file}: not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
+        raise ModelError(f"{info_file}: not valid JSON ({str(exc)[:200]})") from None
+    except OSError as exc:
+        raise ModelError(f"{info_file}: cannot be read ({exc.strerror})") from None
+    if not isinstance(info, dict) or info.get("format", "nnlab-onnx") != "nnlab-onnx":
+        raise ModelError(f"{info_file}: not the preprocessing.json of an `nnlab export` (format nnlab-onnx)")
+    given = info.get("input")
+    if not (isinstance(given, dict) and isinstance(given.get("name", ""), str) and isinstance(given.get("shape"), list)
+            and all(isinstance(d, str) or (isinstance(d, int) and d > 0) for d in given["shape"])):
+        raise ModelError(f"{info_file}: no valid \"input\" (its name and shape); export the run again")
+    return info
 
 
 def export_task(info: dict[str, Any]) -> str:

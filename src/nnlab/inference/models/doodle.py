@@ -35,6 +35,7 @@ from nnlab.inference.models.backends import (
     read_export_info,
 )
 from nnlab.ingest.chunks import read_drawings
+from nnlab.ingest.reasons import REASONS, raw_points_in_range
 from nnlab.runs.run import Run
 from nnlab.runs.trained import raw_handling
 from nnlab.strokes.drawing import Drawing
@@ -139,6 +140,8 @@ def checked_strokes(strokes: Sequence[np.ndarray | Sequence[Sequence[float]]]) -
             raise DataError(f"stroke {i}: expected (n, 2) or (n, 3) points, got shape {a.shape}")
         if not np.isfinite(a).all():
             raise DataError(f"stroke {i}: a coordinate is NaN or infinite")
+        if not raw_points_in_range(a):  # the file readers' rule (a negative time, say), the same words
+            raise DataError(f"stroke {i}: {REASONS['out_of_range']}")
     return arrays
 
 

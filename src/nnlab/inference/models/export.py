@@ -37,7 +37,7 @@ from torch import nn
 
 from nnlab.datasets.kinds import is_drawings
 from nnlab.errors import ModelError, NnlabError
-from nnlab.fileio import OutputKind, staged_output_dir, write_classes
+from nnlab.fileio import OutputKind, atomic_write_text, kill_point, staged_output_dir, write_classes
 from nnlab.inference.models.backends import onnx_session
 from nnlab.inference.models.doodle import Preprocessing, check_stroke_run, validation_drawings
 from nnlab.inference.models.image import (
@@ -87,6 +87,7 @@ def _export(run: Run, out_dir: str | Path, write: Callable[[Path], tuple[float, 
     out_dir = Path(out_dir)
     with staged_output_dir(out_dir, EXPORT_FOLDER, overwrite) as tmp:
         diff, checked = write(tmp)
+        kill_point("export-written")  # every file of the new export is in `tmp`; out_dir is still the old one
     return ExportResult(out_dir=out_dir, max_abs_diff=diff, checked_inputs=checked)
 
 
@@ -138,7 +139,7 @@ def _doodle_files(run: Run, tmp: Path, opset: int, samples: int) -> tuple[float,
                           "formula": "input = rendered_pixel / 255 (ink bright on 0)"},
         "parity": {"max_abs_diff": diff, "inputs": checked, "tolerance": TOLERANCE},
     }
-    (tmp / "preprocessing.json").write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write_text(tmp / "preprocessing.json", json.dumps(info, indent=2) + "\n")
     return diff, checked
 
 
@@ -175,7 +176,7 @@ def _image_files(run: Run, tmp: Path, opset: int, samples: int) -> tuple[float, 
     if task == "embedding":
         info["verification"] = {"threshold_at_fpr": run_thresholds(run),
                                 "note": "cosine thresholds from the run's open-set verification ROC (test split)"}
-    (tmp / "preprocessing.json").write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write_text(tmp / "preprocessing.json", json.dumps(info, indent=2) + "\n")
     return diff, checked
 
 

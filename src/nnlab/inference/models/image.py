@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -72,9 +73,16 @@ class ImagePreprocessing:
     def from_json(cls, info: dict[str, Any], source: str = "preprocessing.json") -> ImagePreprocessing:
         try:
             d = info["image"]
-            return cls(int(d["image_size"]), int(d["channels"]), float(d["mean"]), float(d["std"]))
-        except (KeyError, TypeError, ValueError) as exc:
+            prep = cls(int(d["image_size"]), int(d["channels"]), float(d["mean"]), float(d["std"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelError(f"{source}: missing or invalid image preprocessing field ({exc})") from None
+        shape = list((info.get("input") or {}).get("shape", []))[1:]
+        if prep.image_size < 1 or prep.channels not in (1, 3) or not (math.isfinite(prep.mean) and prep.std > 0
+                                                                       and math.isfinite(prep.std)) \
+                or (shape and shape != [prep.channels, prep.image_size, prep.image_size]):
+            raise ModelError(f"{source}: image preprocessing {prep.to_json()} does not fit the model's input "
+                             f"{shape} (edited by hand?); export the run again")
+        return prep
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
