@@ -26,9 +26,9 @@ from nnlab.errors import DataError
 from nnlab.fileio import atomic_output
 
 try:  # numpy >= 2 (files written by numpy 1.x name numpy.core.multiarray, mapped here)
-    from numpy._core.multiarray import _reconstruct
+    from numpy._core.multiarray import _reconstruct  # numpy 2's name (a try, not a function)
 except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import _reconstruct
+    from numpy.core.multiarray import _reconstruct  # numpy 1's name
 
 # sketch-rnn's keys, in file order, and the store's split of each
 SPLITS = {"train": "train", "valid": "val", "test": "test"}
