@@ -98,6 +98,18 @@ def test_prepare_keeps_the_split_and_export_round_trips(npz_files, tmp_path, cli
     assert np.array_equal(np.asarray(again.splits), np.asarray(store.splits))
 
 
+def test_training_data_takes_the_files_split(npz_files, tmp_path):
+    from nnlab.config import validate
+    from nnlab.datasets.strokes import build_stroke_data
+
+    folder, _ = npz_files
+    prepare(folder, tmp_path / "store", workers=1)
+    cfg = validate({"name": "sk", "data": {"kind": "strokes", "path": str(tmp_path / "store"), "image_size": 32,
+                                           "val_fraction": 0.5, "test_fraction": 0.0},
+                    "model": {"name": "timm:mobilenetv3_small_050"}})
+    assert build_stroke_data(cfg).info["sizes"] == {"train": 30, "val": 10, "test": 10}
+
+
 def test_stores_without_a_split_file_still_split_by_hash(tmp_path):
     d = [np.array([[1, 2], [3, 4]])]
     rows = [packed_to_stroke3(np.array([[1, 2], [3, 4]]), np.array([0, 2]), np.array([0, 1]))[0]]

@@ -69,6 +69,9 @@ def info_cmd(store_path: Path = typer.Argument(..., help="Store directory.")) ->
     typer.echo(f"drawings {len(store):,}  strokes {m['num_strokes']:,}  points {m['num_points']:,}  "
                f"classes {len(store.classes)}  unlabelled {m.get('unlabelled', 0):,}  "
                f"not recognized {m.get('not_recognized', 0):,}")
+    if m.get("split_counts"):
+        typer.echo("splits from the files (kept over the key_id hash): "
+                   + ", ".join(f"{k} {v:,}" for k, v in m["split_counts"].items()))
     counts = store.counts()
     if counts:
         width = max(len(w) for w in counts)

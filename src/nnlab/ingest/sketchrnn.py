@@ -37,6 +37,7 @@ ROW_DTYPES = (np.int16, np.int32, np.int64, np.uint8, np.float32, np.float64)
 _ALLOWED = {("numpy._core.multiarray", "_reconstruct"): _reconstruct,
             ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
             ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+MAX_MEMBER_BYTES = 8 << 30  # one key's .npy, uncompressed (a .full.npz of a large word is a few hundred MB)
 _INDEX_BITS = 25  # drawings per split a synthetic key_id can number (33M)
 _SPLIT_BITS = 2
 
@@ -68,8 +69,11 @@ def word_of_npz_file(path: Path) -> str:
 
 def _read_member(zf: zipfile.ZipFile, member: str, where: str) -> np.ndarray:
     """One .npy member: a plain array read without pickle, an object array through `_ArrayUnpickler`."""
+    if zf.getinfo(member).file_size > MAX_MEMBER_BYTES:
+        raise DataError(f"{where}: {zf.getinfo(member).file_size:,} bytes uncompressed, over the "
+                        f"{MAX_MEMBER_BYTES:,} a sketch-rnn key holds")
     with zf.open(member) as raw:
-        f = io.BytesIO(raw.read())
+        f = io.BytesIO(raw.read(MAX_MEMBER_BYTES + 1))
     version = np.lib.format.read_magic(f)
     header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, fortran, dtype = header(f)
