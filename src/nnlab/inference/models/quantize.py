@@ -22,6 +22,7 @@ validation examples for both models; a drop over `max_drop` writes nothing.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -121,6 +122,11 @@ def quantize_model(src: Path, dst: Path, method: str, input_name: str, calibrati
     from onnxruntime.quantization.shape_inference import quant_pre_process  # heavy (sympy): only here
 
     work = Path(tempfile.mkdtemp(prefix="nnlab-int8-"))
+    root = logging.getLogger()
+    level = root.level
+    # onnxruntime's quantizer warns on the root logger about weights it leaves per-tensor (a 1-D
+    # BatchNorm1d weight, "Axis 1 is out-of-range"): expected here, and noise on a command's stderr
+    root.setLevel(max(level, logging.ERROR))
     try:
         pre = work / "pre.onnx"
         try:  # shape inference and graph fusions first, as onnxruntime recommends; optional
@@ -133,6 +139,7 @@ def quantize_model(src: Path, dst: Path, method: str, input_name: str, calibrati
             quantize_static(str(pre), str(dst), _Calibration(input_name, calibration), quant_format=QuantFormat.QDQ,
                             per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
     finally:
+        root.setLevel(level)
         shutil.rmtree(work, ignore_errors=True)
 
 
