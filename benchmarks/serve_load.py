@@ -25,7 +25,12 @@ drawings, while one more client asks /api/health every 50 ms. RESULT lines: p99 
 requests and of /api/health under that mix, and the 5xx answers to normal requests (a hostile
 request may get 503 when too many of its kind are queued: counted apart).
 
-Run: .venv/bin/python benchmarks/serve_load.py [--export DIR | --run DIR] [--seconds 20]
+With --int8 it compares instead the float export with the INT8 one (`nnlab export --quantize int8`)
+of the same run, served in turn (alternating, two rounds each) under the normal mix: requests/s,
+p50 and p99 side by side, the validation metric of both models and the drop, and
+`RESULT serve_int8_speedup` (INT8 requests/s over float). Pass a trained --run for a meaningful drop.
+
+Run: .venv/bin/python benchmarks/serve_load.py [--export DIR | --run DIR] [--seconds 20] [--int8]
 """
 
 from __future__ import annotations
@@ -242,11 +247,16 @@ def main() -> None:
     ap.add_argument("--drawings", type=int, default=2000)
     ap.add_argument("--hostile-share", type=float, default=0.25,
                     help="share of the clients sending the worst-case drawing in the second phase (0: none)")
+    ap.add_argument("--int8", action="store_true", help="compare the float and the INT8 export instead")
+    ap.add_argument("--int8-max-drop", type=float, default=1.0,
+                    help="--max-drop of the INT8 export (default 1: always measure; the drop is printed)")
     args = ap.parse_args()
     seconds = min(max(args.seconds, 1.0), 60.0)
     os.environ.setdefault("NNLAB_PROGRESS", "0")
     if not (DATA / "quickdraw" / "simplified").is_dir():
         raise SystemExit(f"{DATA}/quickdraw not found: the benchmark posts real shared drawings")
+    if args.int8:
+        return compare_int8(args, seconds)
 
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         export_dir = args.export
@@ -331,6 +341,54 @@ def report_hostile(n_bad: int, lat_s: list[float], errors: list[str], elapsed: f
     print(f"RESULT serve_hostile_normal_p99_ms {p99:.2f}")
     print(f"RESULT serve_hostile_health_p99_ms {h99:.2f}")
     print(f"RESULT serve_hostile_5xx {five}")
+
+
+def compare_int8(args: argparse.Namespace, seconds: float) -> None:
+    """The float and INT8 exports of one run, each served in turn under the normal mix (alternating,
+    two rounds of seconds / 2 each), figures side by side and RESULT serve_int8_speedup."""
+    from nnlab.inference.models.export import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="serve-int8-") as tmp:
+        run_dir = args.run
+        if run_dir is None and args.export is not None:  # an export names its run
+            run_dir = Path(json.loads((args.export / "preprocessing.json").read_text())["run"])
+        run_dir = run_dir or demo_model(Path(tmp))
+        exports = {"float": export_onnx(run_dir, Path(tmp) / "float").out_dir}
+        result = export_onnx(run_dir, Path(tmp) / "int8", quantize="int8", max_drop=args.int8_max_drop)
+        exports["int8"], q = result.out_dir, result.quantization
+        bodies = load_bodies(args.drawings, raw_share=0.25)
+        print(f"INT8 ({q.method}): validation {q.metric} {q.int8_score:.4f} vs float {q.float_score:.4f} "
+              f"(drop {q.drop:+.4f}) on {q.examples} examples; model {q.float_bytes / 1e6:.2f} MB -> "
+              f"{q.int8_bytes / 1e6:.2f} MB")
+        figures = {name: {"lat": [], "elapsed": 0.0, "errors": 0} for name in exports}
+        for _round in range(2):
+            for name, folder in exports.items():
+                port = free_port()
+                server = start_server(folder, port, args.threads)
+                try:
+                    lat, errors, elapsed = drive(port, bodies, args.clients, seconds / 2, args.warmup)
+                finally:
+                    server.terminate()
+                    server.wait(timeout=15)
+                figures[name]["lat"] += lat
+                figures[name]["elapsed"] += elapsed
+                figures[name]["errors"] += len(errors)
+    rows = {}
+    for name, f in figures.items():
+        lat = np.array(f["lat"]) * 1000
+        p50, p99 = np.percentile(lat, [50, 99]) if len(lat) else (float("nan"),) * 2
+        rows[name] = (len(lat) / f["elapsed"], p50, p99, f["errors"])
+    print(f"{args.clients} clients, 2 rounds of {seconds / 2:.1f} s per model, alternating; "
+          f"load average (1 min) {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    print(f"{'model':<6} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for name, (rps, p50, p99, err) in rows.items():
+        print(f"{name:<6} {rps:>11.1f} {p50:>8.1f} {p99:>8.1f} {err:>7}")
+    print(f"RESULT serve_int8_speedup {rows['int8'][0] / rows['float'][0]:.3f}")
+    print(f"RESULT serve_int8_p50_ms {rows['int8'][1]:.2f}")
+    print(f"RESULT serve_int8_p99_ms {rows['int8'][2]:.2f}")
+    print(f"RESULT serve_float_p50_ms {rows['float'][1]:.2f}")
+    print(f"RESULT serve_float_p99_ms {rows['float'][2]:.2f}")
+    print(f"RESULT serve_int8_{q.metric}_drop {q.drop:.4f}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from nnlab.errors import NnlabError
 @data_app.command("prepare")
 def prepare_cmd(
         sources: list[Path] = typer.Argument(..., help="Files or folders: Google ndjson (simplified or raw), "
-                                                       "Kaggle CSVs, Google .bin; gzip or not."),
+                                                       "Kaggle CSVs, Google .bin (gzip or not), sketch-rnn "
+                                                       "<word>.npz (its train/valid/test split kept)."),
         out: Path = typer.Option(..., "--out", help="Store directory to write."),
         simplify: bool = typer.Option(False, "--simplify", help="Apply Google's simplification to raw drawings."),
         recognized_only: bool = typer.Option(False, "--recognized-only",
@@ -49,6 +50,8 @@ def prepare_cmd(
                    + ", ".join(f"{k} {v:,}" for k, v in m["skipped"].items()))
     for k, v in m.get("filtered", {}).items():
         typer.echo(f"filtered {k}: {v:,}")
+    if m.get("split_counts"):
+        typer.echo("splits from the files: " + ", ".join(f"{k} {v:,}" for k, v in m["split_counts"].items()))
 
 
 @data_app.command("info")
@@ -66,6 +69,9 @@ def info_cmd(store_path: Path = typer.Argument(..., help="Store directory.")) ->
     typer.echo(f"drawings {len(store):,}  strokes {m['num_strokes']:,}  points {m['num_points']:,}  "
                f"classes {len(store.classes)}  unlabelled {m.get('unlabelled', 0):,}  "
                f"not recognized {m.get('not_recognized', 0):,}")
+    if m.get("split_counts"):
+        typer.echo("splits from the files (kept over the key_id hash): "
+                   + ", ".join(f"{k} {v:,}" for k, v in m["split_counts"].items()))
     counts = store.counts()
     if counts:
         width = max(len(w) for w in counts)
@@ -84,10 +90,12 @@ def info_cmd(store_path: Path = typer.Argument(..., help="Store directory.")) ->
 
 @data_app.command("export")
 def export_cmd(store_path: Path = typer.Argument(..., help="Store directory."),
-               format_: str = typer.Option("ndjson", "--format", help="ndjson (Google), csv (Kaggle) or bin "
-                                                                       "(Google binary)."),
-               out: Path = typer.Option(..., "--out", help="Output file (.gz to compress).")) -> None:
-    """Write a store's drawings back out in Google's or Kaggle's format.
+               format_: str = typer.Option("ndjson", "--format", help="ndjson (Google), csv (Kaggle), bin "
+                                                                       "(Google binary) or sketchrnn (stroke-3 "
+                                                                       ".npz per word)."),
+               out: Path = typer.Option(..., "--out", help="Output file (.gz to compress); for sketchrnn a "
+                                                           "folder (one <word>.npz each) or one .npz.")) -> None:
+    """Write a store's drawings back out in Google's, Kaggle's or sketch-rnn's format.
 
     Example: nnlab data export data/quickdraw --format ndjson --out drawings.ndjson
     """

@@ -17,18 +17,31 @@ def export(run_dir: Path = typer.Argument(..., help="Run directory of a torch mo
            out: Path = typer.Option(..., "--out", help="Directory to write (model.onnx, classes.txt, "
                                                        "preprocessing.json; samples.ndjson for drawings)."),
            overwrite: bool = typer.Option(False, "--overwrite", help="Replace an export already at --out (any "
-                                          "other non-empty folder is refused).")) -> None:
-    """Export a run's best checkpoint as ONNX (dynamic batch), checked against torch.
+                                          "other non-empty folder is refused)."),
+           quantize: str | None = typer.Option(None, "--quantize", help="int8: model.onnx is the INT8 model "
+                                               "(onnxruntime quantization), scored against the float one on the "
+                                               "validation split."),
+           max_drop: float = typer.Option(0.01, "--max-drop", help="With --quantize: refuse (write nothing) when "
+                                          "the INT8 model's validation MAP@3 / accuracy / rank-1 is lower by more."),
+           quantize_method: str = typer.Option("auto", "--quantize-method", help="auto (static for CNNs, dynamic "
+                                               "otherwise), static (QDQ, calibrated on validation batches) or "
+                                               "dynamic.")) -> None:
+    """Export a run's best checkpoint as ONNX (dynamic batch), checked against torch; optionally INT8.
 
-    Example: nnlab export runs/doodles-demo-<stamp> --format onnx --out export/
+    Example: nnlab export runs/doodles-demo-<stamp> --format onnx --out export/ [--quantize int8]
     """
     from nnlab.inference.models.export import export_onnx  # heavy (torch): imported when the command runs
 
     if format_ != "onnx":
         raise NnlabError(f"--format {format_!r}: only 'onnx' is supported")
-    result = export_onnx(run_dir, out, overwrite=overwrite)
+    from nnlab.inference.models.quantize import describe  # heavy (onnx): imported when the command runs
+
+    result = export_onnx(run_dir, out, overwrite=overwrite, quantize=quantize, max_drop=max_drop,
+                         quantize_method=quantize_method)
     typer.echo(f"onnxruntime matches torch on {result.checked_inputs} inputs "
                f"(max abs difference {result.max_abs_diff:.2g})")
+    if result.quantization:
+        typer.echo(describe(result.quantization))
     typer.echo(f"exported to {result.out_dir}")
 
 

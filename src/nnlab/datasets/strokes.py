@@ -185,8 +185,9 @@ def stroke_store(cfg):
 
 
 def stroke_splits(cfg, store) -> dict[str, np.ndarray]:
-    """Store indices per split (by key_id hash), keeping labelled drawings only (and recognized
-    ones when `data.recognized_only`): what training, evaluation and the web demo's samples use."""
+    """Store indices per split (by key_id hash, or the source's own split where the store keeps one:
+    sketch-rnn's train/valid/test), keeping labelled drawings only (and recognized ones when
+    `data.recognized_only`): what training, evaluation and the web demo's samples use."""
     d = cfg.data
     keep = np.asarray(store.labels) >= 0  # unlabelled drawings (test files) cannot be trained on
     if getattr(d, "recognized_only", False):  # a strokes option (synth drawings are all recognized)

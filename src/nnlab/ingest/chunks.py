@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from nnlab.errors import DataError
-from nnlab.ingest.reasons import _NAMES, SkipStats, bad_input_message, check_on_bad
+from nnlab.ingest.reasons import _NAMES, MISSING_TIMESTAMP, SkipStats, bad_input_message, check_on_bad
 from nnlab.ingest.scan_bin import _scan_bin
 from nnlab.ingest.scan_csv import _CSV_ROLES, ROLE_IGNORE, _scan_csv
 from nnlab.ingest.scan_ndjson import _scan_ndjson
@@ -40,10 +40,12 @@ from nnlab.ingest.scan_values import (
     _interleave,
     _word_changes,
 )
+from nnlab.ingest.sketchrnn import SPLIT_CODES, iter_sketchrnn, synthetic_key_ids, word_of_npz_file
 from nnlab.ingest.sources import CHUNK_BYTES, _ByteSource, detect_format, word_of_bin_file
 from nnlab.ingest.writers import format_timestamps
 from nnlab.strokes.drawing import Drawing
 from nnlab.strokes.simplify import simplify_packed
+from nnlab.strokes.stroke3 import packed_rows_to_points
 from nnlab.strokes.vocabulary import Vocabulary, label_to_word
 
 
@@ -67,6 +69,7 @@ class ParsedChunk:
     word_list: list[str]
     lines: np.ndarray  # (N,) int64: line (record for .bin) of each drawing in its file
     y: np.ndarray | None = None  # (N,) int64, Kaggle shards' y column (-1 absent)
+    splits: np.ndarray | None = None  # (N,) int8 split code the file gives (sketch-rnn), -1 or None: none
 
     def __len__(self) -> int:
         return len(self.key_ids)
@@ -84,7 +87,8 @@ class ParsedChunk:
             key_ids=self.key_ids[keep], recognized=self.recognized[keep],
             timestamps=self.timestamps[keep], countries=self.countries[keep],
             words=self.words[keep], word_list=self.word_list, lines=self.lines[keep],
-            y=None if self.y is None else self.y[keep])
+            y=None if self.y is None else self.y[keep],
+            splits=None if self.splits is None else self.splits[keep])
 
     def points_per_drawing(self) -> np.ndarray:
         """(N,) int64: the points of each drawing."""
@@ -339,6 +343,9 @@ def iter_chunks(path: str | os.PathLike, *, on_bad: str = "skip", stats: SkipSta
     vocab = classes if isinstance(classes, Vocabulary) or classes is None else Vocabulary(list(classes))
     fmt = fmt or detect_format(path)
     parser = _ChunkParser(path, fmt, on_bad, stats, vocab)
+    if fmt == "sketchrnn":
+        yield from _sketchrnn_chunks(path, parser)
+        return
     src = _ByteSource(path, chunk_bytes)
     if fmt == "bin":
         pending = b""
@@ -382,6 +389,40 @@ def iter_chunks(path: str | os.PathLike, *, on_bad: str = "skip", stats: SkipSta
         reason, where = src.trouble
         line = where if isinstance(where, int) else 1
         parser.fail_or_count(reason, line)
+
+
+def _sketchrnn_chunks(path: Path, parser: _ChunkParser) -> Iterator[ParsedChunk]:
+    """The drawings of a sketch-rnn file as simplified chunks with their split; a drawing whose rows
+    are not whole offsets and 0/1 pen lifts (bad_value), or whose points leave 0..255
+    (out_of_range), is a bad row, numbered within its split."""
+    word = label_to_word(word_of_npz_file(path))
+    for split, first, drawings in iter_sketchrnn(path):
+        parser.unit = f"{split} drawing"
+        n = len(drawings)
+        lengths = np.array([len(d) for d in drawings], np.int64)
+        rows = np.concatenate([np.asarray(d, np.float64) for d in drawings]) if lengths.sum() else np.zeros((0, 3))
+        owner = np.repeat(np.arange(n), lengths)
+        reason = np.where(lengths == 0, _NAMES.index("empty_drawing"), 0)
+        bad_row = ~np.isfinite(rows).all(axis=1)
+        reason[owner[bad_row]] = _NAMES.index("non_finite")
+        rows[bad_row] = 0
+        odd = (rows != np.round(rows)).any(axis=1) | ((rows[:, 2] != 0) & (rows[:, 2] != 1))
+        reason[owner[odd & ~bad_row]] = _NAMES.index("bad_value")
+        points, stroke_len, num_strokes = packed_rows_to_points(rows.astype(np.int64), lengths)
+        outside = ((points < 0) | (points > 255)).any(axis=1)  # one point per row
+        reason[(reason == 0) & np.isin(np.arange(n), owner[outside])] = _NAMES.index("out_of_range")
+        for r in np.flatnonzero(reason):
+            parser.fail_or_count(_NAMES[int(reason[r])], first + int(r) + 1)
+        idx = np.arange(first, first + n)
+        chunk = ParsedChunk(
+            kind="simplified", points=np.clip(points, 0, 255).astype(np.uint8), time=None, stroke_len=stroke_len,
+            num_strokes=num_strokes, key_ids=synthetic_key_ids(word, split, idx), recognized=np.ones(n, bool),
+            timestamps=np.full(n, MISSING_TIMESTAMP, np.int64), countries=np.zeros(n, "S2"),
+            words=np.zeros(n, np.int32), word_list=[word], lines=idx + 1,
+            splits=np.full(n, SPLIT_CODES[split], np.int8)).select(reason == 0)
+        chunk = parser._apply_vocabulary(chunk)
+        if len(chunk):
+            yield chunk
 
 
 def read_drawings(path: str | os.PathLike, *, on_bad: str = "skip", stats: SkipStats | None = None,

@@ -124,8 +124,11 @@ class _ByteSource:
 
 
 def detect_format(path: Path) -> str:
-    """"ndjson", "csv" or "bin", from the name (a .gz suffix is ignored), else from the content."""
+    """"ndjson", "csv", "bin" or "sketchrnn" (.npz), from the name (a .gz suffix is ignored), else
+    from the content."""
     name = path.name.lower()
+    if name.endswith(".npz"):
+        return "sketchrnn"
     if name.endswith(".gz"):
         name = name[:-3]
     for ext, fmt in ((".ndjson", "ndjson"), (".jsonl", "ndjson"), (".json", "ndjson"),
@@ -161,13 +164,14 @@ def find_sources(sources: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand files and folders into the data files they hold, in a deterministic order
     (arguments in the given order; a folder's files sorted by path)."""
     out: list[Path] = []
-    pattern = re.compile(r"\.(ndjson|jsonl|json|csv|bin)(\.gz)?$", re.IGNORECASE)
+    pattern = re.compile(r"(\.(ndjson|jsonl|json|csv|bin)(\.gz)?|\.npz)$", re.IGNORECASE)
     for src in sources:
         p = Path(src)
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and pattern.search(f.name))
             if not found:
-                raise DataError(f"{p}: no .ndjson, .csv or .bin files (optionally .gz) in this folder")
+                raise DataError(f"{p}: no .ndjson, .csv or .bin files (optionally .gz) or sketch-rnn .npz "
+                                "files in this folder")
             out.extend(found)
         elif p.is_file():
             out.append(p)

@@ -14,6 +14,8 @@ key_ids.npy         (N,) int64                 Google's key_id
 countries.npy       (N,) S2                    country code
 recognized.npy      (N,) bool                  whether the game recognized the drawing
 timestamps.npy      (N,) int64                 microseconds since the epoch (int64 min: absent)
+splits.npy          (N,) int8                  optional: the split the source gave (0 train, 1 val,
+                                               2 test, -1 none: by key_id hash), e.g. sketch-rnn's
 classes.txt         one word per line          words with spaces, in class order
 meta.json           object                     format version, kind, counts, skips, sources
 ==================  =========================  ==============================================
@@ -37,6 +39,7 @@ import numpy as np
 from nnlab.errors import DataError
 from nnlab.fileio import read_classes, umask_mode, write_classes
 from nnlab.ingest.reasons import MISSING_TIMESTAMP
+from nnlab.ingest.sketchrnn import SPLIT_CODES
 from nnlab.ingest.writers import format_timestamps, parse_timestamps
 from nnlab.store.splits import key_id_split
 from nnlab.strokes.drawing import Drawing, StrokeBatch, gather
@@ -58,7 +61,7 @@ class StrokeStore:
                  labels: np.ndarray, key_ids: np.ndarray, countries: np.ndarray,
                  recognized: np.ndarray, classes: Sequence[str], meta: dict,
                  time: np.ndarray | None = None, timestamps: np.ndarray | None = None,
-                 path: Path | None = None):
+                 splits: np.ndarray | None = None, path: Path | None = None):
         self.points = points
         self.time = time
         self.stroke_ptr = stroke_ptr
@@ -69,6 +72,7 @@ class StrokeStore:
         self.recognized = recognized
         self.timestamps = timestamps if timestamps is not None else \
             np.full(len(labels), MISSING_TIMESTAMP, np.int64)
+        self.splits = splits  # explicit split codes (SPLIT_CODES), or None: all by key_id hash
         self.classes = list(classes)
         self.meta = meta
         self.path = path
@@ -117,7 +121,7 @@ class StrokeStore:
                     stroke_ptr=load("stroke_ptr"), drawing_ptr=load("drawing_ptr"),
                     labels=load("labels"), key_ids=load("key_ids"), countries=load("countries"),
                     recognized=load("recognized"), timestamps=load("timestamps", required=False),
-                    classes=classes, meta=meta, path=path)
+                    splits=load("splits", required=False), classes=classes, meta=meta, path=path)
         store._validate()
         return store
 
@@ -139,6 +143,8 @@ class StrokeStore:
             (len(self.countries) == n, "countries length differs from the drawings"),
             (len(self.recognized) == n, "recognized length differs from the drawings"),
             (len(self.timestamps) == n, "timestamps length differs from the drawings"),
+            (self.splits is None or (len(self.splits) == n and self.splits.dtype == np.int8),
+             "splits must be (N,) int8"),
             (self.time is None or len(self.time) == len(self.points), "time length differs from points"),
             (len(self.classes) == self.meta.get("num_classes", len(self.classes)),
              "classes.txt does not match meta.json's num_classes"),
@@ -194,8 +200,9 @@ class StrokeStore:
             for name in ("points", "stroke_ptr", "drawing_ptr", "labels", "key_ids", "countries",
                          "recognized", "timestamps"):
                 np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(self, name)))
-            if self.time is not None:
-                np.save(tmp / "time.npy", np.ascontiguousarray(self.time))
+            for name in ("time", "splits"):
+                if getattr(self, name) is not None:
+                    np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(self, name)))
             _write_classes_meta(tmp, self.classes, self.meta)
         self.path = path
 
@@ -272,8 +279,14 @@ class StrokeStore:
     def split(self, val_fraction: float = 0.1, test_fraction: float = 0.0,
               salt: str = "nnlab") -> dict[str, np.ndarray]:
         """train/val/test indices by a hash of key_id: a drawing's split never changes when
-        drawings are added or removed."""
-        return key_id_split(np.asarray(self.key_ids), val_fraction, test_fraction, salt=salt)
+        drawings are added or removed. A drawing whose source gave its split (`splits.npy`, e.g.
+        sketch-rnn's train/valid/test) keeps that one, whatever the fractions."""
+        by_hash = key_id_split(np.asarray(self.key_ids), val_fraction, test_fraction, salt=salt)
+        if self.splits is None:
+            return by_hash
+        codes = np.asarray(self.splits)
+        return {name: np.union1d(np.flatnonzero(codes == SPLIT_CODES[name]), idx[codes[idx] < 0])
+                for name, idx in by_hash.items()}
 
     def counts(self) -> dict[str, int]:
         """Drawings per class, in class order."""

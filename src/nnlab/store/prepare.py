@@ -24,6 +24,7 @@ from nnlab.errors import DataError
 from nnlab.fileio import disk_full_guard
 from nnlab.ingest.chunks import ParsedChunk, iter_chunks
 from nnlab.ingest.reasons import SkipStats, bad_input_message, check_on_bad
+from nnlab.ingest.sketchrnn import SPLIT_CODES
 from nnlab.ingest.sources import CHUNK_BYTES, detect_format, find_sources
 from nnlab.ingest.writers import write_bin, write_csv, write_ndjson
 from nnlab.progress import progress
@@ -78,7 +79,8 @@ class _Spill:
             self.has_time = c.time is not None
         arrays = {"pts": c.points, "time": c.time, "slen": c.stroke_len, "nstr": c.num_strokes,
                   "npts": c.points_per_drawing(), "key": c.key_ids, "rec": c.recognized,
-                  "ts": c.timestamps, "cc": c.countries, "word": word_codes, "line": c.lines}
+                  "ts": c.timestamps, "cc": c.countries, "word": word_codes, "line": c.lines,
+                  "split": c.splits if c.splits is not None else np.full(len(c), -1, np.int8)}
         rec = {"off": self.f.tell(), "n": len(c), "s": len(c.stroke_len), "p": len(c.points)}
         for name, dtype, _count in _record_layout(self.kind, self.has_time, rec):
             self.f.write(np.ascontiguousarray(arrays[name], dtype=dtype).tobytes())
@@ -99,7 +101,7 @@ def _record_layout(kind: str, has_time: bool, rec: dict) -> list[tuple[str, obje
         layout.append(("time", np.float32, p))
     layout += [("slen", np.int64, s), ("nstr", np.int64, n), ("npts", np.int64, n), ("key", np.int64, n),
                ("rec", np.bool_, n), ("ts", np.int64, n), ("cc", "S2", n), ("word", np.int32, n),
-               ("line", np.int64, n)]
+               ("line", np.int64, n), ("split", np.int8, n)]
     return layout
 
 
@@ -313,6 +315,9 @@ def _merge(summaries: list[dict], out: Path, opts: dict) -> StrokeStore:
             "options": {k: opts[k] for k in ("simplify", "recognized_only", "max_per_class", "on_bad")}
             | {"classes_given": opts["classes"] is not None},
         }
+        if layout.has_splits:  # the drawings of each split the files gave (sketch-rnn's train/valid/test)
+            codes = np.load(stage / "splits.npy")
+            meta["split_counts"] = {name: int((codes == c).sum()) for name, c in SPLIT_CODES.items()}
         _write_classes_meta(stage, vocab.words, meta)
     return StrokeStore.open(out)
 
@@ -373,6 +378,9 @@ class _StoreLayout:
             self.strokes += int(a["nstr"][kk].sum())
             self.points += int(a["npts"][kk].sum())
         self.has_time = kind == "raw" and all(s["has_time"] for s in summaries if s["n"])
+        # the split files give (sketch-rnn's), kept as the store's when any kept drawing has one
+        self.has_splits = any((_read_record(summ, rec, ["split"])["split"][kk] >= 0).any()
+                              for summ, rec, kk, _rows in self.records())
 
     def records(self):
         """(summary, record, keep mask, row slice) of every spill record, in file order."""
@@ -400,13 +408,16 @@ def _write_arrays(stage: Path, layout: _StoreLayout, labels: np.ndarray, keys: n
     }
     if layout.has_time:
         w["time"] = _NpyWriter(stage / "time.npy", np.float32, (p_total,))
+    if layout.has_splits:
+        w["splits"] = _NpyWriter(stage / "splits.npy", np.int8, (n,))
     w["stroke_ptr"].write(np.zeros(1, np.int64))
     w["drawing_ptr"].write(np.zeros(1, np.int64))
     s_off = p_off = 0
     per_source: Counter = Counter()
     recognized = []
     bar = progress(total=n, desc="write", unit="drawing")
-    names = ["pts", "slen", "nstr", "npts", "rec", "ts", "cc"] + (["time"] if layout.has_time else [])
+    names = ["pts", "slen", "nstr", "npts", "rec", "ts", "cc"] + (["time"] if layout.has_time else []) \
+        + (["split"] if layout.has_splits else [])
     try:
         for summ, rec, kk, sl in layout.records():
             if not kk.any():
@@ -426,6 +437,8 @@ def _write_arrays(stage: Path, layout: _StoreLayout, labels: np.ndarray, keys: n
             recognized.append(a["rec"][kk])
             w["recognized"].write(recognized[-1])
             w["timestamps"].write(a["ts"][kk])
+            if layout.has_splits:
+                w["splits"].write(a["split"][kk])
             s_off += int(slen.size)
             p_off += int(slen.sum())
             per_source[summ["path"]] += int(kk.sum())

@@ -58,6 +58,7 @@ class Backend(ABC):
     `predict_batch`, with probabilities (doodle and classifier tasks) or L2-normalised embeddings."""
 
     name: ClassVar[str] = "?"  # "torch" or "onnxruntime"
+    precision: str = "float32"  # "int8": an export of `nnlab export --quantize int8`
 
     def __init__(self, task: str, classes: list[str], input: InputSpec) -> None:
         if task not in TASKS:
@@ -120,7 +121,9 @@ class OnnxBackend(Backend):
                              f"{info['num_classes']}")
         given = info.get("input") or {}
         spec = InputSpec(str(given.get("name", "image")), tuple(given.get("shape", ("batch",))))
-        return cls(onnx_session(path / "model.onnx", threads), export_task(info), classes, spec)
+        backend = cls(onnx_session(path / "model.onnx", threads), export_task(info), classes, spec)
+        backend.precision = str((info.get("quantization") or {}).get("dtype", "float32"))
+        return backend
 
     def outputs(self, batch: np.ndarray) -> np.ndarray:
         return onnx_outputs(self.session, batch)

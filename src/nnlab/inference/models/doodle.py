@@ -203,8 +203,8 @@ class DoodleModel:
         self.guess([prepare_strokes(raw, raw=self.prep.raw), prepare_strokes([np.array([[0, 0], [255, 255]])])], 1)
 
     def info(self) -> dict[str, Any]:
-        return {"backend": self.backend, "model": self.name, "classes": len(self.classes),
-                "preprocessing": self.prep.to_json()}
+        return {"backend": self.backend, "precision": self.runtime.precision, "model": self.name,
+                "classes": len(self.classes), "preprocessing": self.prep.to_json()}
 
 
 def top_classes(classes: Sequence[str], probs: np.ndarray, k: int = 3) -> list[tuple[str, float]]:

@@ -19,6 +19,9 @@ image_size x image_size (antialiased bilinear, aspect ratio not kept), (pixel / 
 
 Before writing, onnxruntime's outputs are compared with torch's on validation inputs and
 random inputs, at two batch sizes; a difference beyond the tolerance is an error.
+
+With ``quantize="int8"`` model.onnx is then replaced by its INT8 version, scored against the float
+one on the validation split and refused beyond `max_drop` (`quantize.py`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from nnlab.errors import ModelError, NnlabError
 from nnlab.fileio import OutputKind, atomic_write_text, kill_point, staged_output_dir, write_classes
 from nnlab.inference.models.backends import onnx_session
 from nnlab.inference.models.doodle import Preprocessing, check_stroke_run, validation_drawings
+from nnlab.inference.models.quantize import QuantizeReport, quantize_export
 from nnlab.inference.models.image import (
     ImagePreprocessing,
     check_image_run,
@@ -66,29 +70,39 @@ class ExportResult:
     out_dir: Path
     max_abs_diff: float
     checked_inputs: int
+    quantization: QuantizeReport | None = None
 
 
 def export_onnx(run, out_dir: str | Path, opset: int = OPSET, samples: int = SAMPLES,
-                overwrite: bool = False) -> ExportResult:
+                overwrite: bool = False, quantize: str | None = None, max_drop: float = 0.01,
+                quantize_method: str = "auto") -> ExportResult:
     """Export `run` (a `Run` or its path) to `out_dir`; returns where and the measured parity. An
-    existing export at `out_dir` is replaced only with `overwrite`; any other non-empty folder never."""
+    existing export at `out_dir` is replaced only with `overwrite`; any other non-empty folder never.
+    quantize="int8": model.onnx is the INT8 model (`quantize.quantize_export`, by `quantize_method`),
+    refused when its validation metric is more than `max_drop` below the float model's."""
     run = run if isinstance(run, Run) else Run.open(run)
-    if is_drawings(run.config):
+    if quantize not in (None, "int8"):
+        raise NnlabError(f"--quantize {quantize!r}: only 'int8' is supported")
+    drawings = is_drawings(run.config)
+    if drawings:
         check_stroke_run(run)
-        return _export(run, out_dir, lambda tmp: _doodle_files(run, tmp, opset, samples), overwrite)
-    check_image_run(run)
-    return _export(run, out_dir, lambda tmp: _image_files(run, tmp, opset, samples), overwrite)
+    else:
+        check_image_run(run)
+    files = _doodle_files if drawings else _image_files
+    after = (lambda tmp: quantize_export(tmp, run, quantize_method, max_drop)) if quantize else None
+    return _export(run, out_dir, lambda tmp: files(run, tmp, opset, samples), overwrite, after)
 
 
 def _export(run: Run, out_dir: str | Path, write: Callable[[Path], tuple[float, int]],
-            overwrite: bool = False) -> ExportResult:
-    """`write(tmp)` fills a fresh directory beside `out_dir`, which then replaces `out_dir` (an export
-    folder only, and only with `overwrite`: `fileio.check_output_dir`)."""
+            overwrite: bool = False, after: Callable[[Path], QuantizeReport] | None = None) -> ExportResult:
+    """`write(tmp)` fills a fresh directory beside `out_dir` (then `after(tmp)`, the INT8 step), which
+    then replaces `out_dir` (an export folder only, and only with `overwrite`: `fileio.check_output_dir`)."""
     out_dir = Path(out_dir)
     with staged_output_dir(out_dir, EXPORT_FOLDER, overwrite) as tmp:
         diff, checked = write(tmp)
+        report = after(tmp) if after else None
         kill_point("export-written")  # every file of the new export is in `tmp`; out_dir is still the old one
-    return ExportResult(out_dir=out_dir, max_abs_diff=diff, checked_inputs=checked)
+    return ExportResult(out_dir=out_dir, max_abs_diff=diff, checked_inputs=checked, quantization=report)
 
 
 def _to_onnx(module: nn.Module, example: np.ndarray, file: Path, output: str, opset: int, input_name: str = "image",

@@ -134,11 +134,16 @@ def run_thresholds(run: Run) -> dict[str, float]:
 
 def validation_images(run: Run, limit: int = 64) -> list[np.ndarray]:
     """Up to `limit` raw (uint8) images of the run's validation split (test when val is empty), in split order."""
+    return validation_set(run, limit)[0]
+
+
+def validation_set(run: Run, limit: int | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """`validation_images` (all of them without `limit`) and their class indices."""
     cfg = run.config
     source = load_image_source(cfg)
     splits = image_splits(cfg, source, run.path)
-    idx = splits["val"] if len(splits["val"]) else splits["test"]
-    return [source.image(int(i)) for i in idx[:limit]]
+    idx = (splits["val"] if len(splits["val"]) else splits["test"])[:limit]
+    return [source.image(int(i)) for i in idx], np.asarray(source.labels)[idx]
 
 
 class ImageModel:
@@ -198,7 +203,8 @@ class ImageModel:
         return self.thresholds[key]
 
     def info(self) -> dict[str, Any]:
-        return {"backend": self.backend, "model": self.name, "task": self.task, "classes": len(self.classes),
+        return {"backend": self.backend, "precision": self.runtime.precision, "model": self.name, "task": self.task,
+                "classes": len(self.classes),
                 "fingerprint": self.fingerprint, "preprocessing": self.prep.to_json()}
 
 
