@@ -396,12 +396,32 @@ class EvalConfig(Section):
                                 "form the gallery, the rest are probes")
 
 
+class SlurmConfig(Section):
+    """`[study.slurm]`: the resources of each cell's job with `study.executor = "slurm"` (sbatch options)."""
+
+    partition: str | None = Field(None, description="sbatch --partition (default: the cluster's)")
+    time: int = Field(60, ge=1, description="minutes a cell's job may run (sbatch --time)")
+    gpus_per_cell: int = Field(0, ge=0, description="GPUs of each cell's job (sbatch --gpus-per-node)")
+    cpus_per_cell: int = Field(4, ge=1, description="CPU cores of each cell's job (sbatch --cpus-per-task), "
+                               "also its torch threads")
+    mem_gb: int | None = Field(None, ge=1, description="memory of each cell's job in GB (sbatch --mem)")
+    array_parallelism: int = Field(16, ge=1, description="cells of the job array running at once (--array=0-N%K)")
+    account: str | None = Field(None, description="sbatch --account")
+    qos: str | None = Field(None, description="sbatch --qos")
+    setup: list[str] = Field(default_factory=list, description="shell lines run before the cell in the job "
+                             "script (e.g. 'source ~/venv/bin/activate')")
+
+
 class StudyConfig(Section):
     """A grid of variants x seeds run by `nnlab study` (see study.py)."""
 
     grid: dict[str, dict[str, Any]] = Field(default_factory=dict, description="variant name -> overrides")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     workers: int | None = Field(None, ge=1, description="parallel cells (default: by cores)")
+    executor: Literal["pool", "local", "slurm", "debug"] = Field(
+        "pool", description="where cells run: a process pool here, or submitit's LocalExecutor (subprocess jobs), "
+        "SlurmExecutor (one Slurm job per cell, as a job array) or DebugExecutor (in this process)")
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig, description="each cell's Slurm job (executor = slurm)")
     metric: str = Field("accuracy", description="test metric compared across variants")
     threshold: float = Field(0.01, ge=0, description="a difference smaller than this is 'within' (1 pp)")
     significance: float = Field(0.05, gt=0, lt=1, description="p-value below which a difference is significant")

@@ -13,6 +13,7 @@ from typing import Any
 from nnlab.config import ExperimentConfig, StudyConfig, apply_override, higher_is_better, load_config, set_key, validate
 from nnlab.errors import ConfigError
 from nnlab.runs.run import resolve_paths
+from nnlab.studies.executors import EXECUTORS
 
 REPORT_MD, REPORT_JSON, ERROR_FILE = "report.md", "report.json", "error.txt"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.+-]+$")
@@ -78,14 +79,15 @@ def flatten(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def plan_study(config: str | Path | ExperimentConfig, overrides: Sequence[str] = (), grid: Sequence[str] = (),
                seeds: int | None = None, out: str | Path | None = None, workers: int | None = None,
-               source: str | None = None) -> Study:
+               source: str | None = None, executor: str | None = None) -> Study:
     """Expand a study into its cells without running anything.
 
     `config` is a TOML file (its `[study]` section gives the grid and seeds) or a config;
     `overrides` (`--set`) apply to every cell; `grid` (`--grid NAME=OVERRIDES`) replaces the
     file's grid; `seeds` = K means seeds 0..K-1. A variant's overrides win over `--set`.
     The default directory `studies/<name>/` is deterministic, so running again resumes. `source` names
-    the config in messages (default: its path, or "config").
+    the config in messages (default: its path, or "config"). `executor` (`--executor`) replaces
+    study.executor: pool, local, slurm or debug.
     """
     if isinstance(config, ExperimentConfig):
         base = load_config(None, overrides, base=config.model_dump(mode="json", exclude_none=True))
@@ -113,6 +115,10 @@ def plan_study(config: str | Path | ExperimentConfig, overrides: Sequence[str] =
         raise ConfigError(f"{source}: study.seeds must be distinct and not empty (got {settings.seeds})")
     if workers is not None:
         settings.workers = workers
+    if executor is not None:
+        if executor not in EXECUTORS:
+            raise ConfigError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+        settings.executor = executor
     try:
         higher_is_better(settings.metric)
     except ConfigError as exc:
