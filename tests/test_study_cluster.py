@@ -31,7 +31,7 @@ TIMED = {"train_seconds", "images_per_second", "status", "error", "plots"}
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the jobs unpickle this module's functions
 
 
-def _killed_after_one_epoch(config: dict, path: str, resume: bool) -> dict:
+def _killed_after_one_epoch(config: dict, path: str, resume: bool, *_tracking) -> dict:
     """A cell whose job is killed (SIGKILL, nothing cleaned up) once its first epoch is checkpointed."""
     fit(validate(config, path), out=Path(path), stop_after_epoch=1, echo=False)
     os.kill(os.getpid(), signal.SIGKILL)

@@ -16,7 +16,7 @@ import inspect
 import re
 import tomllib
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -387,6 +387,13 @@ class TrainConfig(Section):
                            "for `nnlab average --last N`")
     tensorboard: bool = Field(False, description="write TensorBoard events under RUN/tensorboard/")
     tensorboard_every: int = Field(50, ge=1, description="batches between the per-step TensorBoard scalars")
+    tracking: Literal["none", "mlflow"] = Field("none", description="experiment tracking: 'mlflow' logs the config "
+                                                "as params, every history row as metrics by epoch, metrics.json, "
+                                                "the plots and ONNX files as artifacts (pip install 'nnlab[mlflow]')")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI (default sqlite:///<cwd>/runs/mlflow.db; "
+                                     "a run keeps the one it started with in RUN/mlflow.json)")
+    experiment: str | None = Field(None, description="MLflow experiment (default: the config's name; a study's "
+                                   "cells: the study's)")
 
 
 class EvalConfig(Section):
@@ -513,6 +520,19 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     except tomllib.TOMLDecodeError:
         value = text
     set_key(raw, key.strip(), value, f"--set {item!r}")
+
+
+def flatten(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables -> dotted keys (`{model = {name = "x"}}` and `{"model.name" = "x"}` agree): a study's
+    overrides, the keys two configs differ in, a config logged as tracking parameters."""
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat |= flatten(value, dotted + ".")
+        else:
+            flat[dotted] = value
+    return flat
 
 
 def set_key(raw: dict[str, Any], key: str, value: Any, where: str = "config") -> None:

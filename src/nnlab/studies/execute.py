@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nnlab.config import validate
+from nnlab.config import flatten, validate
 from nnlab.errors import NnlabError
 from nnlab.ingest.idx import download_idx
 from nnlab.progress import progress
@@ -22,6 +22,7 @@ from nnlab.studies.executors import Call, available_cores, make_executor, submit
 from nnlab.studies.plan import ERROR_FILE, Cell, CellOutcome, Study, cell_state
 from nnlab.studies.report import write_report
 from nnlab.training import fit
+from nnlab.training.tracking import child_runs_of, finish_parent, open_parent
 
 # --------------------------------------------------------------------------- running
 
@@ -39,15 +40,18 @@ class StudyOutcome:
         return [c for c in self.cells if c.status == "failed"]
 
 
-def _train_cell(config: dict[str, Any], path: str, resume: bool) -> dict[str, Any]:
-    """Train or resume one cell; never raises, so one failure cannot stop the others."""
+def _train_cell(config: dict[str, Any], path: str, resume: bool,
+                tracking: dict[str, str] | None = None) -> dict[str, Any]:
+    """Train or resume one cell (with `tracking`, the study's MLflow parent run, as its child run);
+    never raises, so one failure cannot stop the others."""
     start, where = time.perf_counter(), Path(path)
     try:
-        if resume:
-            run = Run.open(where)
-            fit(run.config, resume_run=run, echo=False)  # cells log to their train.log; the study shows one bar
-        else:
-            fit(validate(config, str(where)), out=where, echo=False)
+        with child_runs_of(tracking):
+            if resume:
+                run = Run.open(where)
+                fit(run.config, resume_run=run, echo=False)  # cells log to their train.log; the study shows one bar
+            else:
+                fit(validate(config, str(where)), out=where, echo=False)
         (where / ERROR_FILE).unlink(missing_ok=True)
         return {"ok": True, "seconds": time.perf_counter() - start}
     except Exception as exc:  # noqa: BLE001  (reported per cell, with the traceback in error.txt)
@@ -102,8 +106,9 @@ def run_study(study: Study, workers: int | None = None, executor: str | Executor
         bar.update()
         bar.set_postfix(failed=sum(o.status == "failed" for o in outcomes.values()))
 
-    calls = [(_train_cell, (c.config.model_dump(mode="json", exclude_none=True), str(c.path), states[c] == "resume"))
-             for c in todo]
+    parent = open_parent(study.out, study.cells[0].config, study.name, _study_params(study)) if todo else None
+    calls = [(_train_cell, (c.config.model_dump(mode="json", exclude_none=True), str(c.path), states[c] == "resume",
+                            *([parent] if parent else []))) for c in todo]
     try:
         if todo:
             owned = not isinstance(executor, Executor)
@@ -114,7 +119,18 @@ def run_study(study: Study, workers: int | None = None, executor: str | Executor
         bar.close()
     ordered = [outcomes[c] for c in study.cells]
     report = write_report(study, ordered)
+    metric = study.settings.metric
+    finish_parent(parent, study.out, {f"{name}.{metric}_mean": row[f"{metric}_mean"]
+                                      for name, row in report["variants"].items()},
+                  failed=any(o.status == "failed" for o in ordered))
     return StudyOutcome(study, ordered, report, workers, time.perf_counter() - start)
+
+
+def _study_params(study: Study) -> dict[str, Any]:
+    """What a study's MLflow parent run records as params: its settings and each variant's overrides."""
+    s = study.settings
+    return {"study.seeds": s.seeds, "study.metric": s.metric, "study.executor": s.executor,
+            "study.variants": ",".join(study.variants)} | flatten(study.variants, "grid.")
 
 
 def _run_cells(executor: Executor, todo: list[Cell], calls: list[Call],

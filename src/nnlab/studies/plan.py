@@ -5,12 +5,21 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nnlab.config import ExperimentConfig, StudyConfig, apply_override, higher_is_better, load_config, set_key, validate
+from nnlab.config import (
+    ExperimentConfig,
+    StudyConfig,
+    apply_override,
+    flatten,
+    higher_is_better,
+    load_config,
+    set_key,
+    validate,
+)
 from nnlab.errors import ConfigError
 from nnlab.runs.run import resolve_paths
 from nnlab.studies.executors import EXECUTORS
@@ -63,18 +72,6 @@ def parse_grid_option(text: str) -> tuple[str, dict[str, Any]]:
         except ConfigError as exc:
             raise ConfigError(f"--grid {text!r}: {exc}") from None
     return name, flatten(raw)
-
-
-def flatten(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested override tables -> dotted keys (`{model = {name = "x"}}` and `{"model.name" = "x"}` agree)."""
-    flat: dict[str, Any] = {}
-    for key, value in overrides.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat |= flatten(value, dotted + ".")
-        else:
-            flat[dotted] = value
-    return flat
 
 
 def plan_study(config: str | Path | ExperimentConfig, overrides: Sequence[str] = (), grid: Sequence[str] = (),
