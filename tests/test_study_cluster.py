@@ -88,20 +88,22 @@ def test_a_killed_local_job_is_resubmitted_and_the_report_equals_an_uninterrupte
     assert report["curves"] == uninterrupted["curves"]  # every epoch's val accuracy, bit for bit
 
 
-def test_sbatch_receives_one_job_array_with_the_study_slurm_settings(tmp_path):
-    study = plan_study(DIGITS_RECIPE, ['study.slurm.partition="gpu"', "study.slurm.time=30",
-                                       "study.slurm.gpus_per_cell=1", "study.slurm.array_parallelism=4",
-                                       "study.slurm.setup=['source ~/venv/bin/activate']"],
-                       seeds=3, out=tmp_path / "s", executor="slurm")
-    script = sbatch_script(study.settings.slurm, study.name, study.out, len(study.cells))
+def test_sbatch_receives_one_job_array_with_the_study_slurm_settings(tmp_path, cli):
+    settings = ['study.slurm.partition="gpu"', "study.slurm.time=30", "study.slurm.gpus_per_cell=1",
+                "study.slurm.array_parallelism=4", "study.slurm.setup=['source ~/venv/bin/activate']"]
+    sets = [arg for s in settings for arg in ("--set", s)]
+    script = cli("study", DIGITS_RECIPE, "--executor", "slurm", "--show-sbatch", *sets, "--out", tmp_path / "s").stdout
     print(script)  # what README shows
-    folder = study.out / JOBS_FOLDER
-    assert script.startswith("#!/bin/bash")
+    folder = (tmp_path / "s").resolve() / JOBS_FOLDER
+    assert script.startswith("#!/bin/bash") and not (tmp_path / "s").exists()  # shown, nothing run or written
     for line in ("#SBATCH --array=0-17%4", "#SBATCH --partition=gpu", "#SBATCH --time=30",
-                 "#SBATCH --gpus-per-node=1", "#SBATCH --cpus-per-task=4", "#SBATCH --job-name=nnlab-lenet-ablation-digits",
-                 f"#SBATCH --output={folder}/%A_%a_0_log.out", "source ~/venv/bin/activate"):
+                 "#SBATCH --gpus-per-node=1", "#SBATCH --cpus-per-task=4",
+                 "#SBATCH --job-name=nnlab-lenet-ablation-digits", f"#SBATCH --output={folder}/%A_%a_0_log.out",
+                 "source ~/venv/bin/activate"):
         assert line in script.splitlines(), line
     assert f"-m submitit.core._submit {folder}" in script and "srun" in script
+    study = plan_study(DIGITS_RECIPE, settings, out=tmp_path / "s")  # the function behind it
+    assert sbatch_script(study.settings.slurm, study.name, study.out, 18) == script
 
 
 def test_executor_errors_are_one_line(tmp_path, monkeypatch, cli):

@@ -27,7 +27,10 @@ def study(config: Path = typer.Argument(..., help="Experiment TOML file (its stu
           executor: str | None = typer.Option(None, "--executor",
                                               help="Where cells run: pool (processes here, the default), local, "
                                                    "slurm or debug (submitit's executors; pip install "
-                                                   "'nnlab[cluster]'); default study.executor.")) -> None:
+                                                   "'nnlab[cluster]'); default study.executor."),
+          show_sbatch: bool = typer.Option(False, "--show-sbatch",
+                                           help="Print the job-array script sbatch would receive for the "
+                                                "unfinished cells ([study.slurm]) and exit.")) -> None:
     """Train every cell (variant x seed) as its own run, skipping finished ones, then compare the variants:
     mean ± std, parameters, time, Welch's t-test with Holm's adjustment and a plain verdict (report.md,
     report.json, plots/).
@@ -40,7 +43,14 @@ def study(config: Path = typer.Argument(..., help="Experiment TOML file (its stu
     from nnlab.studies.plan import plan_study  # numpy: loaded when the command runs
 
     # the study plans it again; planning here answers a typo in the config, --set or --grid before torch loads
-    plan_study(config, set_, grid, seeds, out, workers, executor=executor)
+    plan = plan_study(config, set_, grid, seeds, out, workers, executor=executor)
+    if show_sbatch:
+        from nnlab.studies.executors import sbatch_script  # submitit: loaded when asked for
+        from nnlab.studies.plan import cell_state
+
+        unfinished = sum(cell_state(c) != "done" for c in plan.cells)
+        typer.echo(sbatch_script(plan.settings.slurm, plan.name, plan.out, max(1, unfinished)), nl=False)
+        return
     from nnlab.api import study as run_study  # heavy (torch): imported when the command runs
     from nnlab.studies.report import format_tables  # heavy (torch): imported when the command runs
 

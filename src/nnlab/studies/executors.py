@@ -162,9 +162,9 @@ def slurm_parameters(slurm: SlurmConfig, name: str) -> dict[str, Any]:
 def sbatch_script(slurm: SlurmConfig, name: str, study_dir: str | Path, cells: int = 1) -> str:
     """The script `sbatch` receives for a study of `cells` cells (a job array when more than one), as
     SlurmExecutor writes it; it needs no Slurm to be shown."""
+    _submitit()
     from submitit.slurm.slurm import _make_sbatch_string  # optional dependency (the cluster extra)
 
-    _submitit()
     folder = Path(study_dir) / JOBS_FOLDER
     command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     return _make_sbatch_string(command=command, folder=folder, map_count=cells if cells > 1 else None,
