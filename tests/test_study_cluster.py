@@ -15,6 +15,7 @@ import pytest
 
 from nnlab.config import SlurmConfig, validate
 from nnlab.errors import NnlabError
+from nnlab.studies import executors
 from nnlab.studies.execute import run_study
 from nnlab.studies.executors import JOBS_FOLDER, make_executor, sbatch_script
 from nnlab.studies.plan import cell_state, plan_study
@@ -86,6 +87,25 @@ def test_a_killed_local_job_is_resubmitted_and_the_report_equals_an_uninterrupte
     assert _timeless(report) == _timeless(uninterrupted)
     assert report["variants"]["fast"]["accuracy_values"] == uninterrupted["variants"]["fast"]["accuracy_values"]
     assert report["curves"] == uninterrupted["curves"]  # every epoch's val accuracy, bit for bit
+
+
+def test_a_job_near_its_time_limit_is_requeued_to_resume_its_cell(tmp_path, monkeypatch):
+    """What submitit's signal handler asks of a cell's job before requeueing it (Slurm's USR2)."""
+    cell = tmp_path / "cell"
+    (cell / "checkpoints").mkdir(parents=True)
+    (cell / "config.toml").write_text("")  # started, no checkpoint yet
+    job = executors.CellJob(run_study, threads=1)
+    again = job.checkpoint({"seed": 0}, str(cell), False, {"run_id": "p"})
+    assert again.args == ({"seed": 0}, str(cell), False, {"run_id": "p"}) and again.function.fresh
+    (cell / "checkpoints" / "last.pt").write_bytes(b"")  # after its first epoch
+    again = job.checkpoint({"seed": 0}, str(cell), False)
+    assert again.args[2] is True and not again.function.fresh and again.function.fn is run_study
+
+    monkeypatch.setattr(executors, "init_worker", lambda threads: None)  # keep this process's threads
+    seen = []
+    executors.CellJob(lambda config, path, resume: seen.append((Path(path).exists(), resume)), fresh=True)(
+        {}, str(cell), False)
+    assert seen == [(False, False)]  # the folder the interrupted job left is cleared first
 
 
 def test_sbatch_receives_one_job_array_with_the_study_slurm_settings(tmp_path, cli):

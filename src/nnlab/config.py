@@ -387,13 +387,10 @@ class TrainConfig(Section):
                            "for `nnlab average --last N`")
     tensorboard: bool = Field(False, description="write TensorBoard events under RUN/tensorboard/")
     tensorboard_every: int = Field(50, ge=1, description="batches between the per-step TensorBoard scalars")
-    tracking: Literal["none", "mlflow"] = Field("none", description="experiment tracking: 'mlflow' logs the config "
-                                                "as params, every history row as metrics by epoch, metrics.json, "
-                                                "the plots and ONNX files as artifacts (pip install 'nnlab[mlflow]')")
-    tracking_uri: str | None = Field(None, description="MLflow tracking URI (default sqlite:///<cwd>/runs/mlflow.db; "
-                                     "a run keeps the one it started with in RUN/mlflow.json)")
-    experiment: str | None = Field(None, description="MLflow experiment (default: the config's name; a study's "
-                                   "cells: the study's)")
+    tracking: Literal["none", "mlflow"] = Field("none", description="'mlflow': config, history by epoch, results, "
+                                                "plots and ONNX files to MLflow (pip install 'nnlab[mlflow]')")
+    tracking_uri: str | None = Field(None, description="MLflow URI (default sqlite:///<cwd>/runs/mlflow.db)")
+    experiment: str | None = Field(None, description="MLflow experiment (default: name; a study's cells: the study's)")
 
 
 class EvalConfig(Section):
@@ -403,20 +400,22 @@ class EvalConfig(Section):
                                 "form the gallery, the rest are probes")
 
 
+StudyExecutor = Literal["pool", "local", "slurm", "debug"]
+EXECUTORS: tuple[str, ...] = typing.get_args(StudyExecutor)
+
+
 class SlurmConfig(Section):
-    """`[study.slurm]`: the resources of each cell's job with `study.executor = "slurm"` (sbatch options)."""
+    """`[study.slurm]`: each cell's job with `study.executor = "slurm"` (the sbatch options it sets)."""
 
     partition: str | None = Field(None, description="sbatch --partition (default: the cluster's)")
-    time: int = Field(60, ge=1, description="minutes a cell's job may run (sbatch --time)")
-    gpus_per_cell: int = Field(0, ge=0, description="GPUs of each cell's job (sbatch --gpus-per-node)")
-    cpus_per_cell: int = Field(4, ge=1, description="CPU cores of each cell's job (sbatch --cpus-per-task), "
-                               "also its torch threads")
-    mem_gb: int | None = Field(None, ge=1, description="memory of each cell's job in GB (sbatch --mem)")
+    time: int = Field(60, ge=1, description="minutes a cell's job may run (--time)")
+    gpus_per_cell: int = Field(0, ge=0, description="GPUs of a cell's job (--gpus-per-node)")
+    cpus_per_cell: int = Field(4, ge=1, description="CPU cores of a cell's job (--cpus-per-task), its torch threads")
+    mem_gb: int | None = Field(None, ge=1, description="memory of a cell's job in GB (--mem)")
     array_parallelism: int = Field(16, ge=1, description="cells of the job array running at once (--array=0-N%K)")
     account: str | None = Field(None, description="sbatch --account")
     qos: str | None = Field(None, description="sbatch --qos")
-    setup: list[str] = Field(default_factory=list, description="shell lines run before the cell in the job "
-                             "script (e.g. 'source ~/venv/bin/activate')")
+    setup: list[str] = Field(default_factory=list, description="shell lines run before the cell (source a venv)")
 
 
 class StudyConfig(Section):
@@ -425,9 +424,8 @@ class StudyConfig(Section):
     grid: dict[str, dict[str, Any]] = Field(default_factory=dict, description="variant name -> overrides")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     workers: int | None = Field(None, ge=1, description="parallel cells (default: by cores)")
-    executor: Literal["pool", "local", "slurm", "debug"] = Field(
-        "pool", description="where cells run: a process pool here, or submitit's LocalExecutor (subprocess jobs), "
-        "SlurmExecutor (one Slurm job per cell, as a job array) or DebugExecutor (in this process)")
+    executor: StudyExecutor = Field("pool", description="where cells run: a process pool, or submitit's local, "
+                                    "slurm (a job array) or debug executor")
     slurm: SlurmConfig = Field(default_factory=SlurmConfig, description="each cell's Slurm job (executor = slurm)")
     metric: str = Field("accuracy", description="test metric compared across variants")
     threshold: float = Field(0.01, ge=0, description="a difference smaller than this is 'within' (1 pp)")
@@ -523,8 +521,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 
 
 def flatten(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested tables -> dotted keys (`{model = {name = "x"}}` and `{"model.name" = "x"}` agree): a study's
-    overrides, the keys two configs differ in, a config logged as tracking parameters."""
+    """Nested tables -> dotted keys (`{model = {name = "x"}}` and `{"model.name" = "x"}` agree)."""
     flat: dict[str, Any] = {}
     for key, value in overrides.items():
         dotted = f"{prefix}{key}"

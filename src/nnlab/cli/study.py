@@ -40,13 +40,12 @@ def study(config: Path = typer.Argument(..., help="Experiment TOML file (its stu
     On a Slurm cluster: --executor slurm (one job per cell, as one job array; [study.slurm] sets the
     partition, time, GPUs and CPUs per cell); running the same command again resubmits only unfinished cells.
     """
-    from nnlab.studies.plan import plan_study  # numpy: loaded when the command runs
+    from nnlab.studies.plan import cell_state, plan_study  # numpy: loaded when the command runs
 
     # the study plans it again; planning here answers a typo in the config, --set or --grid before torch loads
     plan = plan_study(config, set_, grid, seeds, out, workers, executor=executor)
     if show_sbatch:
         from nnlab.studies.executors import sbatch_script  # submitit: loaded when asked for
-        from nnlab.studies.plan import cell_state
 
         unfinished = sum(cell_state(c) != "done" for c in plan.cells)
         typer.echo(sbatch_script(plan.settings.slurm, plan.name, plan.out, max(1, unfinished)), nl=False)

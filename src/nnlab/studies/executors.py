@@ -18,6 +18,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shlex
+import shutil
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -25,10 +26,9 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from nnlab.config import SlurmConfig
+from nnlab.config import EXECUTORS, SlurmConfig
 from nnlab.errors import NnlabError
-
-EXECUTORS = ("pool", "local", "slurm", "debug")
+from nnlab.studies.plan import resumable
 JOBS_FOLDER = ".submitit"  # under the study folder
 POLL_SECONDS = 0.5  # how often a finished local/Slurm job is looked for (submitit caches Slurm's state itself)
 Call = tuple[Callable[..., Any], tuple[Any, ...]]
@@ -53,10 +53,27 @@ def init_worker(threads: int | None = None) -> None:
     threadpool_limits(threads)  # BLAS, for NumPy-engine cells (a cell's own train.threads still wins)
 
 
-def in_job(threads: int | None, fn: Callable[..., Any], *args: Any) -> Any:
-    """What a submitit job runs: the worker set-up, then the cell."""
-    init_worker(threads)
-    return fn(*args)
+class CellJob:
+    """What a submitit job runs: the worker set-up, then the cell `fn(config, path, resume, ...)`.
+
+    On Slurm's signal before the time limit or a preemption, submitit calls `checkpoint` and requeues
+    the job (at most 3 time-outs): the requeued job resumes the cell from its last epoch, or starts it
+    again from a clean folder when it had none yet."""
+
+    def __init__(self, fn: Callable[..., Any], threads: int | None = None, fresh: bool = False) -> None:
+        self.fn, self.threads, self.fresh = fn, threads, fresh
+
+    def __call__(self, config: dict[str, Any], path: str, resume: bool, *rest: Any) -> Any:
+        init_worker(self.threads)
+        if self.fresh:
+            shutil.rmtree(path, ignore_errors=True)  # what the interrupted job left before its first checkpoint
+        return self.fn(config, path, resume, *rest)
+
+    def checkpoint(self, config: dict[str, Any], path: str, resume: bool, *rest: Any) -> Any:
+        from submitit.helpers import DelayedSubmission  # optional (the cluster extra): only inside a job
+
+        again = resumable(Path(path))
+        return DelayedSubmission(CellJob(self.fn, self.threads, fresh=not again), config, path, again, *rest)
 
 
 class InlineExecutor(Executor):
@@ -94,7 +111,7 @@ class SubmititExecutor(Executor):
         if self.inline:  # this process: its threads and progress settings stay as they are
             return [self._settle(self.inner.submit(fn, *args), Future()) for fn, args in calls]
         with self.inner.batch():
-            jobs = [self.inner.submit(in_job, self.threads, fn, *args) for fn, args in calls]
+            jobs = [self.inner.submit(CellJob(fn, self.threads), *args) for fn, args in calls]
         futures = [Future() for _ in jobs]
         with self._lock:
             self.jobs += zip(jobs, futures, strict=True)

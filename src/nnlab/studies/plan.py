@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nnlab.config import (
+    EXECUTORS,
     ExperimentConfig,
     StudyConfig,
     apply_override,
@@ -22,7 +23,6 @@ from nnlab.config import (
 )
 from nnlab.errors import ConfigError
 from nnlab.runs.run import resolve_paths
-from nnlab.studies.executors import EXECUTORS
 
 REPORT_MD, REPORT_JSON, ERROR_FILE = "report.md", "report.json", "error.txt"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.+-]+$")
@@ -163,7 +163,12 @@ def cell_state(cell: Cell) -> str:
         return "new"
     if finished:
         return "done"
-    return "resume" if any((cell.path / "checkpoints").glob("last.*")) else "new"
+    return "resume" if resumable(cell.path) else "new"
+
+
+def resumable(path: Path) -> bool:
+    """Whether a cell's folder holds a checkpoint to go on from (checkpoints/last.*)."""
+    return any((Path(path) / "checkpoints").glob("last.*"))
 
 
 @dataclass

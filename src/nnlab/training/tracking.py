@@ -125,7 +125,8 @@ class Tracker:
         cfg, parent = run.config, _PARENT.get()
         uri = parent["uri"] if parent else cfg.train.tracking_uri or default_uri()
         client = _client(uri)
-        experiment = parent["experiment_id"] if parent else _experiment_id(client, uri, cfg.train.experiment or cfg.name)
+        experiment = (parent["experiment_id"] if parent
+                      else _experiment_id(client, uri, cfg.train.experiment or cfg.name))
         env = json.loads((run.path / "env.json").read_text()) if (run.path / "env.json").is_file() else {}
         tags = {"seed": cfg.seed, "engine": cfg.engine, "model": cfg.model.name, "run_dir": str(run.path),
                 "device": env.get("device"), "git_commit": env.get("git_commit"), "nnlab": env.get("nnlab")}
