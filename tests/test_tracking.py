@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import mlflow
@@ -13,12 +14,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from nnlab.config import load_config
+from nnlab.errors import ConfigError
 from nnlab.inference.models.export import export_onnx
 from nnlab.runs.run import Run
 from nnlab.studies.execute import run_study
 from nnlab.studies.plan import plan_study
 from nnlab.training import fit
-from nnlab.training.tracking import TRACKING_FILE, log_export
+from nnlab.training.tracking import TRACKING_FILE, log_export, resolve_uri
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.name=mlp", "model.hidden=[32]", "data.image_size=8", "train.epochs=2", "data.batch_size=256",
@@ -83,3 +85,12 @@ def test_a_study_logs_its_cells_as_child_runs_of_one_parent(tmp_path, store):
     for name, variant in outcome.report["variants"].items():
         assert parent[f"metrics.{name}.accuracy_mean"] == pytest.approx(variant["accuracy_mean"])
     assert {"report.json", "report.md"} <= _artifacts(MlflowClient(store), parent_id)
+
+
+def test_without_mlflow_a_tracked_run_stops_before_it_starts(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlflow.tracking", None)  # as if the mlflow extra were not installed
+    cfg = load_config(ROOT / "recipes" / "digits-lenet.toml", TINY)
+    with pytest.raises(ConfigError, match=r"pip install 'nnlab\[mlflow\]'"):
+        fit(cfg, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    assert resolve_uri("sqlite:///runs/x.db") == f"sqlite:///{Path('runs/x.db').resolve()}"

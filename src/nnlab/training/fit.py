@@ -11,7 +11,7 @@ from nnlab.config import ExperimentConfig
 from nnlab.runs.run import Run
 from nnlab.training.loop import fit_torch
 from nnlab.training.resources import check_resources
-from nnlab.training.tracking import finish_run
+from nnlab.training.tracking import check_tracking, finish_run
 from nnlab.training.numpy_engine import fit_numpy
 
 
@@ -27,6 +27,7 @@ def fit(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | 
     a config this machine cannot train (`check_resources`) fails before one is made.
     """
     check_resources(cfg)
+    check_tracking(cfg)
     created: list[Run] = []
     if resume_run is not None and os.environ.get("RANK", "0") == "0":  # DDP: the main process writes the run
         resume_run.hold()

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import re
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
@@ -39,13 +40,30 @@ PARAM_LIMIT = 6000  # the longest parameter value MLflow stores
 _PARENT: ContextVar[dict[str, str] | None] = ContextVar("nnlab_tracking_parent", default=None)
 
 
-def _client(uri: str) -> Any:
+def _client_class() -> Any:
     try:
         from mlflow.tracking import MlflowClient  # optional, slow to import (the mlflow extra)
     except ImportError:
         raise ConfigError("train.tracking = 'mlflow' needs MLflow: pip install 'nnlab[mlflow]'") from None
+    return MlflowClient
+
+
+def _client(uri: str) -> Any:
+    client_class = _client_class()
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the store's schema migrations, once per new file
-    return MlflowClient(tracking_uri=uri)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return client_class(tracking_uri=uri)
+
+
+def resolve_uri(uri: str | None) -> str:
+    """The store a run or study uses: the given URI (a relative SQLite path made absolute, so that a resume
+    from elsewhere finds it) or the default."""
+    if uri is None:
+        return default_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_absolute():
+        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+    return uri
 
 
 def default_uri() -> str:
@@ -60,9 +78,7 @@ def _experiment_id(client: Any, uri: str, name: str) -> str:
         return found.experiment_id
     location = None
     if uri.startswith("sqlite:///"):
-        store = Path(uri.removeprefix("sqlite:///"))
-        store.parent.mkdir(parents=True, exist_ok=True)
-        location = (store.parent / "mlartifacts").resolve().as_uri()
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
     except Exception:  # noqa: BLE001  (another process created it first)
@@ -113,6 +129,7 @@ class Tracker:
 
     def __init__(self, client: Any, run_id: str) -> None:
         self.client, self.run_id = client, run_id
+        self.warned = False
 
     @classmethod
     def open(cls, run: Run) -> Tracker:
@@ -123,7 +140,7 @@ class Tracker:
             tracker.client.update_run(tracker.run_id, status="RUNNING")
             return tracker
         cfg, parent = run.config, _PARENT.get()
-        uri = parent["uri"] if parent else cfg.train.tracking_uri or default_uri()
+        uri = parent["uri"] if parent else resolve_uri(cfg.train.tracking_uri)
         client = _client(uri)
         experiment = (parent["experiment_id"] if parent
                       else _experiment_id(client, uri, cfg.train.experiment or cfg.name))
@@ -140,9 +157,15 @@ class Tracker:
         return tracker
 
     def on_epoch_end(self, row: Mapping[str, Any]) -> None:
-        """Every number of the history row, at step = epoch."""
-        _log(self.client, self.run_id, _numbers({k: v for k, v in row.items() if k != "epoch"}),
-             step=int(row["epoch"]))
+        """Every number of the history row, at step = epoch (a store that fails is a warning: training goes on)."""
+        try:
+            _log(self.client, self.run_id, _numbers({k: v for k, v in row.items() if k != "epoch"}),
+                 step=int(row["epoch"]))
+        except Exception as exc:  # noqa: BLE001  (a busy or unreachable store must not end a long training)
+            if not self.warned:
+                print(f"warning: MLflow did not take epoch {int(row['epoch'])}'s metrics ({type(exc).__name__}: "
+                      f"{exc}); training goes on, history.csv has them", file=sys.stderr, flush=True)
+            self.warned = True
 
     def on_fit_end(self, run: Run) -> None:
         """The final val/test metrics, the run's files as artifacts, and the run marked finished."""
@@ -163,6 +186,12 @@ def log_artifacts(client: Any, run_id: str, folder: Path, onnx: bool = True) -> 
         client.log_artifact(run_id, str(png), "plots")
     for model in sorted(folder.rglob("*.onnx")) if onnx else ():
         client.log_artifact(run_id, str(model), str(Path("onnx") / model.parent.relative_to(folder)))
+
+
+def check_tracking(cfg: ExperimentConfig) -> None:
+    """Before a run starts: the tracker its config asks for can be loaded (one line naming the extra)."""
+    if cfg.train.tracking == "mlflow":
+        _client_class()
 
 
 def tracker_for(run: Run) -> Tracker | None:
@@ -206,7 +235,7 @@ def open_parent(folder: Path, cfg: ExperimentConfig, name: str, params: Mapping[
         parent = json.loads(file.read_text())
         _client(parent["uri"]).update_run(parent["run_id"], status="RUNNING")
         return parent
-    uri = cfg.train.tracking_uri or default_uri()
+    uri = resolve_uri(cfg.train.tracking_uri)
     client = _client(uri)
     experiment = _experiment_id(client, uri, cfg.train.experiment or name)
     created = client.create_run(experiment, run_name=name, tags={"nnlab.study": name, "study_dir": str(folder)})
