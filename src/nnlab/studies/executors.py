@@ -7,7 +7,7 @@ executor has `submit_many` (submitit's Slurm arrays). The ones `study.executor` 
     pool    a process pool on this machine (the default; one worker: in this process)
     local   submitit's LocalExecutor: one subprocess job per cell, through submitit's own machinery
     slurm   submitit's SlurmExecutor: one Slurm job per cell, submitted as one job array
-    debug   submitit's DebugExecutor: the cells one after another in this process (pdb on a crash)
+    debug   submitit's DebugExecutor: the cells one after another in this process (breakpoints, profilers)
 
 submitit's job folders are under STUDY/.submitit/; the cells write their run directories into the
 shared study folder as they do in the pool, so a rerun resumes any of them alike.
@@ -29,6 +29,7 @@ from typing import Any
 from nnlab.config import EXECUTORS, SlurmConfig
 from nnlab.errors import NnlabError
 from nnlab.studies.plan import resumable
+
 JOBS_FOLDER = ".submitit"  # under the study folder
 POLL_SECONDS = 0.5  # how often a finished local/Slurm job is looked for (submitit caches Slurm's state itself)
 Call = tuple[Callable[..., Any], tuple[Any, ...]]
@@ -99,10 +100,6 @@ class SubmititExecutor(Executor):
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
-    @property
-    def folder(self) -> Path:
-        return Path(self.inner.folder)
-
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         return self.submit_many([(fn, args)])[0]
 
@@ -133,7 +130,7 @@ class SubmititExecutor(Executor):
     def _watch(self) -> None:
         while not self._stop.wait(POLL_SECONDS):
             with self._lock:
-                ended = [j.done() for j, _ in self.jobs]
+                ended = [_done(j) for j, _ in self.jobs]
                 finished = [pair for pair, end in zip(self.jobs, ended, strict=True) if end]
                 self.jobs = [pair for pair, end in zip(self.jobs, ended, strict=True) if not end]
             for job, future in finished:
@@ -147,6 +144,13 @@ class SubmititExecutor(Executor):
                     future.cancel()
                 self.jobs = []
         self._stop.set()
+
+
+def _done(job: Any) -> bool:
+    try:
+        return job.done()
+    except Exception:  # noqa: BLE001  (sacct or squeue failed this once: ask again at the next poll)
+        return False
 
 
 def submit_cells(executor: Executor, calls: Sequence[Call]) -> list[Future]:
