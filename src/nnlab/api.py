@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -310,11 +311,13 @@ class StudyResult:
 def study(config: ConfigLike, grid: Mapping[str, Mapping[str, Any]] | Sequence[str] | None = None,
           seeds: int | Sequence[int] | None = None, overrides: Overrides = None,
           out: str | os.PathLike | None = None, workers: int | None = None,
-          announce: Callable[[Any], None] | None = None) -> StudyResult:
+          announce: Callable[[Any], None] | None = None, executor: str | Executor | None = None) -> StudyResult:
     """Train a grid of variants x seeds (resumable: finished cells are kept) and compare them.
 
     `grid`: {variant: {dotted key: value}} or `--grid` strings ("NAME=key=value,..."); default the config's
-    study.grid. `seeds`: K (seeds 0..K-1) or a list. `announce(study)` is called once planned."""
+    study.grid. `seeds`: K (seeds 0..K-1) or a list. `announce(study)` is called once planned.
+    `executor`: where the cells run, "pool" (default), "local", "slurm" or "debug" (submitit), or any
+    `concurrent.futures.Executor`."""
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise NnlabError(f"study: workers = {workers!r}: give a whole number of parallel cells >= 1 (or None)")
     strings = [] if grid is None or isinstance(grid, Mapping) else list(grid)
@@ -326,10 +329,10 @@ def study(config: ConfigLike, grid: Mapping[str, Mapping[str, Any]] | Sequence[s
         raw.setdefault("study", {})["seeds"] = list(seeds)
     source = str(config) if isinstance(config, (str, os.PathLike)) else "config"
     plan = plan_study(validate(raw, source), (), strings, seeds if isinstance(seeds, int) else None, out, workers,
-                      source=source)
+                      source=source, executor=executor if isinstance(executor, str) else None)
     if announce is not None:
         announce(plan)
-    return StudyResult(run_study(plan))
+    return StudyResult(run_study(plan, executor=None if isinstance(executor, str) else executor))
 
 
 # --------------------------------------------------------------------------- inputs

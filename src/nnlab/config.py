@@ -16,7 +16,7 @@ import inspect
 import re
 import tomllib
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -407,6 +407,10 @@ class TrainConfig(Section):
     tensorboard: bool = Field(False, description="write TensorBoard events under RUN/tensorboard/")
     tensorboard_every: int = Field(50, ge=1, description="batches between the per-step TensorBoard scalars")
     distill: DistillConfig | None = Field(None, description="learn from trained teachers too (nnlab distill)")
+    tracking: Literal["none", "mlflow"] = Field("none", description="'mlflow': config, history by epoch, results, "
+                                                "plots and ONNX files to MLflow (pip install 'nnlab[mlflow]')")
+    tracking_uri: str | None = Field(None, description="MLflow URI (default sqlite:///<cwd>/runs/mlflow.db)")
+    experiment: str | None = Field(None, description="MLflow experiment (default: name; a study's cells: the study's)")
 
 
 class EvalConfig(Section):
@@ -416,12 +420,33 @@ class EvalConfig(Section):
                                 "form the gallery, the rest are probes")
 
 
+StudyExecutor = Literal["pool", "local", "slurm", "debug"]
+EXECUTORS: tuple[str, ...] = typing.get_args(StudyExecutor)
+
+
+class SlurmConfig(Section):
+    """`[study.slurm]`: each cell's job with `study.executor = "slurm"` (the sbatch options it sets)."""
+
+    partition: str | None = Field(None, description="sbatch --partition (default: the cluster's)")
+    time: int = Field(60, ge=1, description="minutes a cell's job may run (--time)")
+    gpus_per_cell: int = Field(0, ge=0, description="GPUs of a cell's job (--gpus-per-node)")
+    cpus_per_cell: int = Field(4, ge=1, description="CPU cores of a cell's job (--cpus-per-task), its torch threads")
+    mem_gb: int | None = Field(None, ge=1, description="memory of a cell's job in GB (--mem)")
+    array_parallelism: int = Field(16, ge=1, description="cells of the job array running at once (--array=0-N%K)")
+    account: str | None = Field(None, description="sbatch --account")
+    qos: str | None = Field(None, description="sbatch --qos")
+    setup: list[str] = Field(default_factory=list, description="shell lines run before the cell (source a venv)")
+
+
 class StudyConfig(Section):
     """A grid of variants x seeds run by `nnlab study` (see study.py)."""
 
     grid: dict[str, dict[str, Any]] = Field(default_factory=dict, description="variant name -> overrides")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     workers: int | None = Field(None, ge=1, description="parallel cells (default: by cores)")
+    executor: StudyExecutor = Field("pool", description="where cells run: a process pool, or submitit's local, "
+                                    "slurm (a job array) or debug executor")
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig, description="each cell's Slurm job (executor = slurm)")
     metric: str = Field("accuracy", description="test metric compared across variants")
     threshold: float = Field(0.01, ge=0, description="a difference smaller than this is 'within' (1 pp)")
     significance: float = Field(0.05, gt=0, lt=1, description="p-value below which a difference is significant")
@@ -526,6 +551,18 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     except tomllib.TOMLDecodeError:
         value = text
     set_key(raw, key.strip(), value, f"--set {item!r}")
+
+
+def flatten(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables -> dotted keys (`{model = {name = "x"}}` and `{"model.name" = "x"}` agree)."""
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat |= flatten(value, dotted + ".")
+        else:
+            flat[dotted] = value
+    return flat
 
 
 def set_key(raw: dict[str, Any], key: str, value: Any, where: str = "config") -> None:

@@ -1,35 +1,30 @@
-"""Running a study: every unfinished cell trained (or resumed) in parallel processes; a failing cell
-is recorded (error.txt) and the others go on."""
+"""Running a study: every unfinished cell trained (or resumed) by the study's executor (a process pool,
+or submitit's local, Slurm or debug jobs); a failing cell is recorded (error.txt) and the others go on."""
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import shutil
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from threadpoolctl import threadpool_limits
-
-from nnlab.config import validate
+from nnlab.config import flatten, validate
 from nnlab.errors import NnlabError
 from nnlab.ingest.idx import download_idx
 from nnlab.progress import progress
 from nnlab.runs.run import Run
+from nnlab.studies.executors import Call, available_cores, make_executor, submit_cells
 from nnlab.studies.plan import ERROR_FILE, Cell, CellOutcome, Study, cell_state
 from nnlab.studies.report import write_report
 from nnlab.training import fit
+from nnlab.training.tracking import child_runs_of, finish_parent, open_parent
 
 # --------------------------------------------------------------------------- running
-
-
 
 
 @dataclass
@@ -45,29 +40,18 @@ class StudyOutcome:
         return [c for c in self.cells if c.status == "failed"]
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover  (macOS, Windows)
-        return os.cpu_count() or 1
-
-
-def _init_worker(threads: int) -> None:
-    """Each worker process: its share of the cores, and no per-epoch bars (one bar over cells)."""
-    os.environ["NNLAB_PROGRESS"] = "0"
-    torch.set_num_threads(threads)
-    threadpool_limits(threads)  # BLAS, for NumPy-engine cells (a cell's own train.threads still wins)
-
-
-def _train_cell(config: dict[str, Any], path: str, resume: bool) -> dict[str, Any]:
-    """Train or resume one cell; never raises, so one failure cannot stop the others."""
+def _train_cell(config: dict[str, Any], path: str, resume: bool,
+                tracking: dict[str, str] | None = None) -> dict[str, Any]:
+    """Train or resume one cell (with `tracking`, the study's MLflow parent run, as its child run);
+    never raises, so one failure cannot stop the others."""
     start, where = time.perf_counter(), Path(path)
     try:
-        if resume:
-            run = Run.open(where)
-            fit(run.config, resume_run=run, echo=False)  # cells log to their train.log; the study shows one bar
-        else:
-            fit(validate(config, str(where)), out=where, echo=False)
+        with child_runs_of(tracking):
+            if resume:
+                run = Run.open(where)
+                fit(run.config, resume_run=run, echo=False)  # cells log to their train.log; the study shows one bar
+            else:
+                fit(validate(config, str(where)), out=where, echo=False)
         (where / ERROR_FILE).unlink(missing_ok=True)
         return {"ok": True, "seconds": time.perf_counter() - start}
     except Exception as exc:  # noqa: BLE001  (reported per cell, with the traceback in error.txt)
@@ -87,18 +71,26 @@ def _prefetch(cells: Sequence[Cell]) -> None:
             download_idx(d.path, d.dataset or "mnist")
 
 
-def run_study(study: Study, workers: int | None = None) -> StudyOutcome:
-    """Run the cells not finished yet (in parallel processes when there are cores), then write the report.
+def run_study(study: Study, workers: int | None = None, executor: str | Executor | None = None) -> StudyOutcome:
+    """Run the cells not finished yet, then write the report when the last one ends.
 
-    `workers` (default: study.workers, else min(cells to run, cores)); each worker process gets
-    max(1, cores // workers) torch threads.
+    `executor`: a name (`study.executor`: pool, local, slurm, debug; see `executors.py`) or any
+    `concurrent.futures.Executor`, used as given and left open. `workers` (pool; default study.workers,
+    else min(cells to run, cores)); each pool worker or local job gets max(1, cores // workers) torch threads.
     """
     start = time.perf_counter()
     states = {c: cell_state(c) for c in study.cells}
     todo = [c for c in study.cells if states[c] != "done"]
     outcomes = {c: CellOutcome(c, "done") for c in study.cells if states[c] == "done"}
     cores = available_cores()
-    workers = max(1, min(workers or study.settings.workers or cores, max(1, len(todo))))
+    kind = executor if isinstance(executor, str) or executor is None else "given"
+    kind = kind or study.settings.executor
+    if kind == "local":
+        workers = max(1, len(todo))  # submitit's LocalExecutor starts every job at once
+    elif kind == "slurm":
+        workers = max(1, min(len(todo), study.settings.slurm.array_parallelism))
+    else:
+        workers = max(1, min(workers or study.settings.workers or cores, max(1, len(todo))))
     for c in todo:
         if states[c] == "new" and c.path.exists():
             shutil.rmtree(c.path)  # a cell that died before its first checkpoint starts again
@@ -114,29 +106,40 @@ def run_study(study: Study, workers: int | None = None) -> StudyOutcome:
         bar.update()
         bar.set_postfix(failed=sum(o.status == "failed" for o in outcomes.values()))
 
-    tasks = {c: (c.config.model_dump(mode="json", exclude_none=True), str(c.path), states[c] == "resume")
-             for c in todo}
+    parent = open_parent(study.out, study.cells[0].config, study.name, _study_params(study)) if todo else None
+    calls = [(_train_cell, (c.config.model_dump(mode="json", exclude_none=True), str(c.path), states[c] == "resume",
+                            *([parent] if parent else []))) for c in todo]
     try:
-        if workers == 1:  # in this process: no start-up cost, and tracebacks stay simple
-            for c in todo:
-                record(c, _train_cell(*tasks[c]))
-        elif todo:
-            _run_parallel(todo, tasks, workers, max(1, cores // workers), record)
+        if todo:
+            owned = not isinstance(executor, Executor)
+            pool = make_executor(kind, study.out, study.name, study.settings.slurm, workers,
+                                 max(1, cores // workers)) if owned else executor
+            _run_cells(pool, todo, calls, record, owned)
     finally:
         bar.close()
     ordered = [outcomes[c] for c in study.cells]
     report = write_report(study, ordered)
+    metric = study.settings.metric
+    finish_parent(parent, study.out, {f"{name}.{metric}_mean": row[f"{metric}_mean"]
+                                      for name, row in report["variants"].items()},
+                  failed=any(o.status == "failed" for o in ordered))
     return StudyOutcome(study, ordered, report, workers, time.perf_counter() - start)
 
 
-def _run_parallel(todo: list[Cell], tasks: dict[Cell, tuple], workers: int, threads: int,
-                  record: Callable[[Cell, dict[str, Any]], None]) -> None:
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(threads,))
+def _study_params(study: Study) -> dict[str, Any]:
+    """What a study's MLflow parent run records as params: its settings and each variant's overrides."""
+    s = study.settings
+    return {"study.seeds": s.seeds, "study.metric": s.metric, "study.executor": s.executor,
+            "study.variants": ",".join(study.variants)} | flatten(study.variants, "grid.")
+
+
+def _run_cells(executor: Executor, todo: list[Cell], calls: list[Call],
+               record: Callable[[Cell, dict[str, Any]], None], owned: bool) -> None:
+    """Submit every cell and record each as it ends; a job that dies (a killed worker process or
+    submitit job) is recorded as a failed cell, which the next run of the study trains again."""
     pending: dict[Future, Cell] = {}
     try:
-        for c in todo:
-            pending[pool.submit(_train_cell, *tasks[c])] = c
+        pending = dict(zip(submit_cells(executor, calls), todo, strict=True))
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
@@ -146,8 +149,13 @@ def _run_parallel(todo: list[Cell], tasks: dict[Cell, tuple], workers: int, thre
                 except BrokenProcessPool:
                     result = {"ok": False, "seconds": 0.0,
                               "error": "its worker process died (out of memory or killed); re-run to retry"}
+                except Exception as exc:  # noqa: BLE001  (a job without a result: the cell failed)
+                    result = {"ok": False, "seconds": 0.0, "error": str(exc) if isinstance(exc, NnlabError)
+                              else f"its job ended without a result ({type(exc).__name__}: {exc}); re-run to retry"}
                 record(cell, result)
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+        if owned:
+            executor.shutdown(wait=False, cancel_futures=True)
         raise
-    pool.shutdown()
+    if owned:
+        executor.shutdown()

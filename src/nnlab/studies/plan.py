@@ -5,12 +5,22 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nnlab.config import ExperimentConfig, StudyConfig, apply_override, higher_is_better, load_config, set_key, validate
+from nnlab.config import (
+    EXECUTORS,
+    ExperimentConfig,
+    StudyConfig,
+    apply_override,
+    flatten,
+    higher_is_better,
+    load_config,
+    set_key,
+    validate,
+)
 from nnlab.errors import ConfigError
 from nnlab.runs.run import resolve_paths
 
@@ -64,28 +74,17 @@ def parse_grid_option(text: str) -> tuple[str, dict[str, Any]]:
     return name, flatten(raw)
 
 
-def flatten(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested override tables -> dotted keys (`{model = {name = "x"}}` and `{"model.name" = "x"}` agree)."""
-    flat: dict[str, Any] = {}
-    for key, value in overrides.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat |= flatten(value, dotted + ".")
-        else:
-            flat[dotted] = value
-    return flat
-
-
 def plan_study(config: str | Path | ExperimentConfig, overrides: Sequence[str] = (), grid: Sequence[str] = (),
                seeds: int | None = None, out: str | Path | None = None, workers: int | None = None,
-               source: str | None = None) -> Study:
+               source: str | None = None, executor: str | None = None) -> Study:
     """Expand a study into its cells without running anything.
 
     `config` is a TOML file (its `[study]` section gives the grid and seeds) or a config;
     `overrides` (`--set`) apply to every cell; `grid` (`--grid NAME=OVERRIDES`) replaces the
     file's grid; `seeds` = K means seeds 0..K-1. A variant's overrides win over `--set`.
     The default directory `studies/<name>/` is deterministic, so running again resumes. `source` names
-    the config in messages (default: its path, or "config").
+    the config in messages (default: its path, or "config"). `executor` (`--executor`) replaces
+    study.executor: pool, local, slurm or debug.
     """
     if isinstance(config, ExperimentConfig):
         base = load_config(None, overrides, base=config.model_dump(mode="json", exclude_none=True))
@@ -113,6 +112,10 @@ def plan_study(config: str | Path | ExperimentConfig, overrides: Sequence[str] =
         raise ConfigError(f"{source}: study.seeds must be distinct and not empty (got {settings.seeds})")
     if workers is not None:
         settings.workers = workers
+    if executor is not None:
+        if executor not in EXECUTORS:
+            raise ConfigError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+        settings.executor = executor
     try:
         higher_is_better(settings.metric)
     except ConfigError as exc:
@@ -160,7 +163,12 @@ def cell_state(cell: Cell) -> str:
         return "new"
     if finished:
         return "done"
-    return "resume" if any((cell.path / "checkpoints").glob("last.*")) else "new"
+    return "resume" if resumable(cell.path) else "new"
+
+
+def resumable(path: Path) -> bool:
+    """Whether a cell's folder holds a checkpoint to go on from (checkpoints/last.*)."""
+    return any((Path(path) / "checkpoints").glob("last.*"))
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """What both engines (torch and NumPy) share around their epochs: the best-k tracker, one history row
-per epoch, early stopping, and the head of metrics.json. One place, so both write the same run
+per epoch, early stopping, the head of metrics.json, and the epoch line (with the row sent to the
+tracker, `tracking.py`, when the config asks for one). One place, so both write the same run
 directory and `nnlab report`, `compare` and `study` read them alike."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 from nnlab.config import ExperimentConfig, higher_is_better
 from nnlab.progress import format_seconds
 from nnlab.runs.run import BestCheckpoints, Run
+from nnlab.training.tracking import tracker_for
 
 
 def best_tracker(cfg: ExperimentConfig) -> BestCheckpoints:
@@ -58,6 +60,7 @@ class EpochLog:
         self.file = run.path / "train.log"
         self.start = time.perf_counter()
         self.done = 0
+        self.tracker = tracker_for(run)  # train.tracking: the row goes to MLflow too
 
     def line(self, row: dict[str, Any], wall: float, epochs_left: int) -> str:
         """The text for one history row; `wall` is the mean wall time of this session's epochs."""
@@ -80,5 +83,7 @@ class EpochLog:
             fh.write(text + "\n")
         if self.echo:
             print(text, flush=True)
+        if self.tracker is not None:
+            self.tracker.on_epoch_end(row)
         return text
 

@@ -12,6 +12,7 @@ from nnlab.fileio import disk_full_error, is_disk_full
 from nnlab.runs.run import Run
 from nnlab.training.loop import fit_torch
 from nnlab.training.resources import check_resources
+from nnlab.training.tracking import check_tracking, finish_run
 from nnlab.training.numpy_engine import fit_numpy
 
 
@@ -27,6 +28,7 @@ def fit(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | 
     a config this machine cannot train (`check_resources`) fails before one is made.
     """
     check_resources(cfg)
+    check_tracking(cfg)
     created: list[Run] = []
     if resume_run is not None and os.environ.get("RANK", "0") == "0":  # DDP: the main process writes the run
         resume_run.hold()
@@ -36,12 +38,19 @@ def fit(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | 
         if announce is not None:
             announce(run)
 
+    main = os.environ.get("RANK", "0") == "0"
     try:
         if cfg.engine == "numpy":
-            return fit_numpy(cfg, out=out, resume_run=resume_run, announce=on_create, echo=echo)
-        return fit_torch(cfg, out=out, resume_run=resume_run, stop_after_epoch=stop_after_epoch,
-                         announce=on_create, echo=echo)
+            run = fit_numpy(cfg, out=out, resume_run=resume_run, announce=on_create, echo=echo)
+        else:
+            run = fit_torch(cfg, out=out, resume_run=resume_run, stop_after_epoch=stop_after_epoch,
+                            announce=on_create, echo=echo)
+        if main:
+            finish_run(run)  # train.tracking: the results to MLflow (an interrupted session stays running)
+        return run
     except BaseException as exc:
+        if main and (resume_run or created):
+            finish_run(resume_run or created[0], "FAILED" if isinstance(exc, Exception) else "KILLED")
         removed = bool(created) and not created[0].history()
         if removed:
             created[0].discard()
