@@ -16,6 +16,7 @@ every random generator is restored.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -32,6 +33,7 @@ from nnlab.config import ExperimentConfig
 from nnlab.datasets import DataBundle, build_data
 from nnlab.device import (
     Dist,
+    apply_threads,
     autocast,
     check_compile,
     input_layout,
@@ -40,6 +42,7 @@ from nnlab.device import (
     seed_everything,
     set_rng_state,
     setup_distributed,
+    thread_plan,
     unwrap,
 )
 from nnlab.errors import TrainingError
@@ -152,14 +155,16 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     if cfg.train.compile:
         check_compile(device)  # before the run directory exists
     ddp = setup_distributed(device)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    threads = thread_plan(cfg, ddp.world if device == "cpu" else 1)
+    apply_threads(threads)
     run = resume_run or _create_run(cfg, out, ddp)
     if announce is not None and ddp.main and resume_run is None:
         announce(run)
     cfg = run.config
     if ddp.main and echo and device == "cpu" and cfg.train.amp in ("bf16", "fp16"):
         print(f"note: train.amp = {cfg.train.amp!r} applies on CUDA only; this CPU run is fp32", flush=True)
+    if ddp.main and (echo or threads.oversubscribed) and device == "cpu":
+        print(threads.note(), file=sys.stderr if threads.oversubscribed else sys.stdout, flush=True)
     seed_everything(cfg.seed)
     data = build_data(cfg, run.path, ddp.rank, ddp.world, pin_memory=device.startswith("cuda"))
     model = build_model(cfg.model, data.in_chans, len(data.classes), data.image_size)
@@ -180,7 +185,8 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     start_epoch = _resume(run, ddp, model, optimizer, schedule, scaler, ema, best) if resume_run is not None else 0
     apply_schedule(optimizer, schedule, start_epoch * schedule.steps_per_epoch)
     if ddp.main:
-        run.write_env(device, {"world_size": ddp.world, "params": count_parameters(model)})
+        run.write_env(device, {"world_size": ddp.world, "params": count_parameters(model),
+                               "threads": dataclasses.asdict(threads)})
         run.write_classes(data.classes)
 
     has_val = data.has("val")

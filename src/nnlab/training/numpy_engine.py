@@ -21,6 +21,7 @@ from nnlab.datasets import DataBundle
 from nnlab.datasets.kinds import is_drawings
 from nnlab.datasets.images import ImageDataset, load_image_source, make_transform
 from nnlab.datasets.splits import image_splits
+from nnlab.device import choose_threads
 from nnlab.errors import ConfigError
 from nnlab.evaluation.results import write_results
 from nnlab.metrics import evaluation_report
@@ -100,7 +101,9 @@ def fit_numpy(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     run = resume_run or Run.create(cfg, out)
     if announce is not None and resume_run is None:
         announce(run)
-    with threadpool_limits(limits=run.config.train.threads):  # NumPy's BLAS threads; None leaves them as they are
+    # NumPy's BLAS threads: train.threads, else every usable core (the affinity mask's, not the machine's)
+    blas = choose_threads(workers_wanted=0, threads_wanted=run.config.train.threads).blas_threads
+    with threadpool_limits(limits=blas, user_api="blas"):
         _train(run, resume=resume_run is not None, echo=echo)
     return run
 
