@@ -21,7 +21,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +54,17 @@ from nnlab.runs.run import Run
 from nnlab.runs.trained import EMA_KEY, trained_weights
 from nnlab.training.checkpoint import load_checkpoint, save_checkpoint
 from nnlab.training.ema import make_ema, update_ema
-from nnlab.training.epochs import EpochLog, best_tracker, epoch_row, run_metrics, stop_early
+from nnlab.training.epochs import EpochLog, best_tracker, epoch_row, run_metrics
 from nnlab.training.optim import apply_schedule, build_optimizer, freeze_layers
 from nnlab.training.schedule import Schedule
+from nnlab.training.callbacks import Callback, Callbacks, EarlyStopping
 from nnlab.training.tensorboard import TensorBoardLog
 from nnlab.training.throughput import LOG_EVERY, data_wait_hint, throughput
 
 
 def train_one_epoch(model, loader, optimizer, schedule: Schedule, scaler, criterion, cfg: ExperimentConfig,
                     device: str, epoch: int, steps: int, show: bool, ema=None,
-                    tb: TensorBoardLog | None = None) -> dict[str, float]:
+                    hooks: Callbacks | None = None) -> dict[str, float]:
     """One pass over `steps` batches (after each optimiser step the EMA, if any, is updated and the
     schedule sets the next step's rate); returns mean loss, accuracy and throughput (`throughput.py`).
 
@@ -115,8 +116,8 @@ def train_one_epoch(model, loader, optimizer, schedule: Schedule, scaler, criter
         correct += (logits.detach().argmax(1) == y).sum()
         seen += len(y)
         bar.update()
-        if tb is not None:
-            tb.step(epoch * steps + step, loss.detach(), optimizer.param_groups[0]["lr"])
+        if hooks is not None:
+            hooks.step_end(epoch * steps + step, loss.detach())
         if step % LOG_EVERY == 0 and not bar.disable:
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}",
                             data_wait=f"{waited / (time.perf_counter() - start):.0%}")
@@ -144,12 +145,13 @@ def forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion) 
 
 def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | None = None,
               stop_after_epoch: int | None = None, announce: Callable[[Run], None] | None = None,
-              echo: bool = True) -> Run:
+              echo: bool = True, callbacks: Sequence[Callback] = ()) -> Run:
     """Train a torch experiment into a run directory (or carry on `resume_run`) and return the run.
 
     `announce` is called with the new run before training starts (the CLI prints its path);
     `stop_after_epoch` ends the session after that epoch as an interruption would (for tests);
-    `echo` prints the per-epoch lines (RUN/train.log gets them either way).
+    `echo` prints the per-epoch lines (RUN/train.log gets them either way); `callbacks` are called
+    after the built-in ones (early stopping, TensorBoard; see `training/callbacks.py`).
     """
     device = pick_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
     if cfg.train.compile:
@@ -193,13 +195,15 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     train_seconds = sum(r.get("epoch_seconds", 0.0) for r in run.history()) if ddp.main else 0.0
     stopped_early, hinted = False, False
     log = EpochLog(run, echo=echo) if ddp.main else None
-    tb = TensorBoardLog(run, enabled=cfg.train.tensorboard and ddp.main)
+    tb = TensorBoardLog(run, enabled=cfg.train.tensorboard and ddp.main, lr=lambda: optimizer.param_groups[0]["lr"])
+    hooks = Callbacks([EarlyStopping(cfg, best), tb, *callbacks])
+    hooks.fit_start(run)
     for epoch in range(start_epoch, cfg.train.epochs):
         for holder in (data.loaders["train"].sampler, getattr(data.loaders["train"], "batch_sampler", None)):
             if hasattr(holder, "set_epoch"):
                 holder.set_epoch(epoch)
         stats = train_one_epoch(model, data.loaders["train"], optimizer, schedule, scaler, criterion, cfg,
-                                device, epoch, steps, show=ddp.main, ema=ema, tb=tb)
+                                device, epoch, steps, show=ddp.main, ema=ema, hooks=hooks)
         train_seconds += stats["seconds"]
         hint = None if hinted or not ddp.main else data_wait_hint(cfg, epoch, stats["data_wait_fraction"])
         if hint:
@@ -216,18 +220,17 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
             run.append_history(row)
             save_checkpoint(run, epoch, model, optimizer, schedule, scaler, best, value, ema)
             log(row)
-            tb.epoch(row)
         else:
             best.update(run, epoch, value, save=None)  # the same early-stopping count, no files
-        if stop_early(cfg, best):
+        if hooks.epoch_end(row):  # early stopping, or a user's callback
             stopped_early = True
             break
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.train.epochs:
-            tb.close()
+            hooks.close()
             return run
     if dist.is_initialized():
         dist.barrier()  # rank 0 has written the last checkpoint
-    tb.finish(finish(run, model, data, device, train_seconds, stopped_early, write=ddp.main))
+    hooks.fit_end(run, finish(run, model, data, device, train_seconds, stopped_early, write=ddp.main))
     return run
 
 

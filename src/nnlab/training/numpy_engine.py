@@ -9,7 +9,7 @@ the optimiser state and, in its JSON header, the epoch and every random generato
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,8 @@ from nnlab.scratch.model import build_mlp
 from nnlab.scratch.optim import OPTIMIZERS, Optimizer
 from nnlab.scratch.serialize import load_weights, save_model
 from nnlab.scratch.trainer import fit_epoch, predict_proba, steps_per_epoch
-from nnlab.training.epochs import EpochLog, best_tracker, epoch_row, run_metrics, stop_early
+from nnlab.training.callbacks import Callback, Callbacks, EarlyStopping
+from nnlab.training.epochs import EpochLog, best_tracker, epoch_row, run_metrics
 from nnlab.training.schedule import Schedule, optimizer_kwargs
 
 
@@ -94,9 +95,11 @@ def set_rng_states(model: Sequential, shuffle: np.random.Generator, states: dict
 
 
 def fit_numpy(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | None = None,
-              announce: Callable[[Run], None] | None = None, echo: bool = True) -> Run:
+              announce: Callable[[Run], None] | None = None, echo: bool = True,
+              callbacks: Sequence[Callback] = ()) -> Run:
     """Train an MLP with the NumPy engine into a run directory (or carry on `resume_run`); `echo` prints
-    the per-epoch lines (RUN/train.log gets them either way)."""
+    the per-epoch lines (RUN/train.log gets them either way); `callbacks` as the torch engine's, but
+    `on_step_end` (the NumPy trainer's inner loop has no hook)."""
     check_config(cfg)
     run = resume_run or Run.create(cfg, out)
     if announce is not None and resume_run is None:
@@ -104,11 +107,11 @@ def fit_numpy(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     # NumPy's BLAS threads: train.threads, else every usable core (the affinity mask's, not the machine's)
     blas = choose_threads(workers_wanted=0, threads_wanted=run.config.train.threads).blas_threads
     with threadpool_limits(limits=blas, user_api="blas"):
-        _train(run, resume=resume_run is not None, echo=echo)
+        _train(run, resume=resume_run is not None, echo=echo, callbacks=callbacks)
     return run
 
 
-def _train(run: Run, resume: bool, echo: bool) -> None:
+def _train(run: Run, resume: bool, echo: bool, callbacks: Sequence[Callback] = ()) -> None:
     cfg = run.config
     data, inputs = image_arrays(cfg, run.path)
     model = build_mlp(inputs["train"].shape[1], cfg.model.hidden, len(data.classes), cfg.model.activation,
@@ -133,6 +136,8 @@ def _train(run: Run, resume: bool, echo: bool) -> None:
     has_val = len(data.labels["val"]) > 0
     stopped_early = False
     log = EpochLog(run, echo=echo)
+    hooks = Callbacks([EarlyStopping(cfg, best), *callbacks])
+    hooks.fit_start(run)
     apply_schedule(optimizer, schedule, start_epoch * schedule.steps_per_epoch)
     for epoch in range(start_epoch, cfg.train.epochs):
         first = epoch * schedule.steps_per_epoch
@@ -151,7 +156,7 @@ def _train(run: Run, resume: bool, echo: bool) -> None:
                          "schedule": schedule.state_dict()})
         run.append_history(row)
         log(row)
-        if stop_early(cfg, best):
+        if hooks.epoch_end(row):  # early stopping, or a user's callback
             stopped_early = True
             break
 
@@ -165,7 +170,7 @@ def _train(run: Run, resume: bool, echo: bool) -> None:
         if len(data.labels[split]):
             outputs[split] = predict_proba(model, inputs[split])
             metrics[split] = evaluate(model, data, inputs, split, cfg.eval.top_k, outputs[split])
-    write_results(run, data, metrics, outputs)
+    hooks.fit_end(run, write_results(run, data, metrics, outputs))
 
 
 def evaluate(model: Sequential, data: DataBundle, inputs: dict[str, np.ndarray], split: str, k: int,
