@@ -62,6 +62,9 @@ from nnlab.training.tensorboard import TensorBoardLog
 from nnlab.training.throughput import LOG_EVERY, data_wait_hint, throughput
 
 
+_NOTED: set[str] = set()  # the thread notes this process has printed
+
+
 def train_one_epoch(model, loader, optimizer, schedule: Schedule, scaler, criterion, cfg: ExperimentConfig,
                     device: str, epoch: int, steps: int, show: bool, ema=None,
                     hooks: Callbacks | None = None) -> dict[str, float]:
@@ -165,7 +168,8 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     cfg = run.config
     if ddp.main and echo and device == "cpu" and cfg.train.amp in ("bf16", "fp16"):
         print(f"note: train.amp = {cfg.train.amp!r} applies on CUDA only; this CPU run is fp32", flush=True)
-    if ddp.main and (echo or threads.oversubscribed) and device == "cpu":
+    if ddp.main and (echo or threads.oversubscribed) and device == "cpu" and threads.note() not in _NOTED:
+        _NOTED.add(threads.note())  # once per process and plan: a study's cells or a notebook's reruns say it once
         print(threads.note(), file=sys.stderr if threads.oversubscribed else sys.stdout, flush=True)
     seed_everything(cfg.seed)
     data = build_data(cfg, run.path, ddp.rank, ddp.world, pin_memory=device.startswith("cuda"))
