@@ -216,8 +216,8 @@ class ThreadPlan:
 def choose_threads(cores: int | None = None, workers_wanted: int | None = None, threads_wanted: int | None = None,
                    blas_wanted: int | None = None, render_bound: bool = False, cap: int | None = None) -> ThreadPlan:
     """Threads that fit the machine. The rule: **torch_threads + workers <= cores**, where `cores` is the
-    affinity mask's size (`usable_cores`), each DataLoader worker runs one torch, one BLAS and one numba
-    thread (`single_thread_worker`), and the main process runs `torch_threads` intra-op threads with its
+    affinity mask's size (`usable_cores`), each DataLoader worker runs one torch and one BLAS thread
+    (`single_thread_worker`), and the main process runs `torch_threads` intra-op threads with its
     BLAS capped at the same number. So the busy threads never outnumber the cores when the choice is ours,
     except for the one main thread left when the workers alone take every core (it mostly waits for them).
 
@@ -281,16 +281,10 @@ def apply_threads(plan: ThreadPlan) -> None:
 
 
 def single_thread_worker(_worker_id: int) -> None:
-    """DataLoader `worker_init_fn`: one torch, one BLAS and one numba thread per worker process, the
-    `choose_threads` rule's assumption (torch sets its own to 1 in workers; BLAS and numba would take
-    every core each)."""
+    """DataLoader `worker_init_fn`: one torch and one BLAS thread per worker process, the `choose_threads`
+    rule's assumption (torch sets its own to 1 in workers, a BLAS pool would take every core in each; the
+    numba renderer is serial, so numba's pool is never started)."""
     torch.set_num_threads(1)
     from threadpoolctl import threadpool_limits  # small; only in worker processes
 
     threadpool_limits(limits=1)
-    numba = sys.modules.get("numba")
-    if numba is not None:
-        try:
-            numba.set_num_threads(1)
-        except (ValueError, RuntimeError):  # a numba without its threading layer
-            pass
