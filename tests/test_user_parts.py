@@ -126,3 +126,9 @@ def test_bad_user_inputs_are_one_clear_error(tmp_path):
     with pytest.raises(NnlabError, match="not an nnlab.Callback"):
         nnlab.fit(CONFIG, train_data=(x, y), callbacks=[object()], out=tmp_path / "d", echo=False)
     assert not any(tmp_path.iterdir())  # nothing was left behind
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("a user's file")
+    with pytest.raises(NnlabError, match="overwrite: not a run directory"):
+        nnlab.fit(CONFIG, train_data=(x, y), out=mine, overwrite=True, echo=False)
+    assert (mine / "notes.txt").read_text() == "a user's file"  # overwrite replaces runs only
