@@ -33,6 +33,7 @@ from nnlab.config import ExperimentConfig
 from nnlab.datasets import DataBundle, build_data
 from nnlab.device import (
     Dist,
+    ThreadPlan,
     apply_threads,
     autocast,
     check_compile,
@@ -52,12 +53,12 @@ from nnlab.models import build_model, count_parameters
 from nnlab.progress import progress
 from nnlab.runs.run import Run
 from nnlab.runs.trained import EMA_KEY, trained_weights
+from nnlab.training.callbacks import Callback, Callbacks, EarlyStopping
 from nnlab.training.checkpoint import load_checkpoint, save_checkpoint
 from nnlab.training.ema import make_ema, update_ema
 from nnlab.training.epochs import EpochLog, best_tracker, epoch_row, run_metrics
 from nnlab.training.optim import apply_schedule, build_optimizer, freeze_layers
 from nnlab.training.schedule import Schedule
-from nnlab.training.callbacks import Callback, Callbacks, EarlyStopping
 from nnlab.training.tensorboard import TensorBoardLog
 from nnlab.training.throughput import LOG_EVERY, data_wait_hint, throughput
 
@@ -168,9 +169,8 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     cfg = run.config
     if ddp.main and echo and device == "cpu" and cfg.train.amp in ("bf16", "fp16"):
         print(f"note: train.amp = {cfg.train.amp!r} applies on CUDA only; this CPU run is fp32", flush=True)
-    if ddp.main and (echo or threads.oversubscribed) and device == "cpu" and threads.note() not in _NOTED:
-        _NOTED.add(threads.note())  # once per process and plan: a study's cells or a notebook's reruns say it once
-        print(threads.note(), file=sys.stderr if threads.oversubscribed else sys.stdout, flush=True)
+    if ddp.main and device == "cpu":
+        _say_threads(threads, echo)
     seed_everything(cfg.seed)
     data = build_data(cfg, run.path, ddp.rank, ddp.world, pin_memory=device.startswith("cuda"))
     model = build_model(cfg.model, data.in_chans, len(data.classes), data.image_size)
@@ -236,6 +236,14 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
         dist.barrier()  # rank 0 has written the last checkpoint
     hooks.fit_end(run, finish(run, model, data, device, train_seconds, stopped_early, write=ddp.main))
     return run
+
+
+def _say_threads(threads: ThreadPlan, echo: bool) -> None:
+    """The thread note, once per process and plan (a study's cells, a notebook's re-runs say it once);
+    an oversubscribing plan is said on stderr even with `echo` off."""
+    if (echo or threads.oversubscribed) and threads.note() not in _NOTED:
+        _NOTED.add(threads.note())
+        print(threads.note(), file=sys.stderr if threads.oversubscribed else sys.stdout, flush=True)
 
 
 def _resume(run: Run, ddp: Dist, model, optimizer, schedule: Schedule, scaler, ema, best) -> int:
