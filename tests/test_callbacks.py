@@ -77,3 +77,23 @@ def test_early_stopping_is_a_callback_and_callbacks_must_be_callbacks():
     assert hooks.epoch_end({"epoch": 2})
     with pytest.raises(nnlab.NnlabError, match="not an nnlab.Callback"):
         Callbacks([lambda row: True])
+
+
+def test_an_object_with_hook_methods_is_taken_without_subclassing():
+    class Tracker:  # e.g. an experiment tracker with its own base class
+        def __init__(self):
+            self.rows, self.ended = [], None
+
+        def on_epoch_end(self, row):
+            self.rows.append(row["epoch"])
+
+        def on_fit_end(self, run, metrics):
+            self.ended = metrics
+
+    tracker = Tracker()
+    hooks = Callbacks([tracker])
+    hooks.fit_start(None)
+    hooks.step_end(0, 1.0)
+    assert not hooks.epoch_end({"epoch": 1})
+    hooks.fit_end(None, {"epochs": 1})
+    assert tracker.rows == [1] and tracker.ended == {"epochs": 1}

@@ -64,32 +64,42 @@ class EarlyStopping(Callback):
         return stop_early(self.cfg, self.best)
 
 
-class Callbacks:
-    """The loop's one list of callbacks, called in order; `epoch_end` says whether any asked to stop."""
+HOOKS = ("on_fit_start", "on_step_end", "on_epoch_end", "on_fit_end")
 
-    def __init__(self, callbacks: Iterable[Callback] = ()) -> None:
+
+def _hook(cb: Any, name: str):
+    """`cb`'s own method `name`, or None where it has none or only Callback's default (nothing to call)."""
+    method = getattr(type(cb), name, None)
+    return getattr(cb, name) if callable(method) and method is not getattr(Callback, name) else None
+
+
+class Callbacks:
+    """The loop's one list of callbacks, called in order; `epoch_end` says whether any asked to stop.
+    An object with some of the hook methods but not subclassing `Callback` (a tracker) is taken as well."""
+
+    def __init__(self, callbacks: Iterable[Any] = ()) -> None:
         self.items = list(callbacks)
         for cb in self.items:
-            if not isinstance(cb, Callback):
+            if not isinstance(cb, Callback) and not any(callable(getattr(cb, h, None)) for h in HOOKS):
                 raise NnlabError(f"callbacks: {cb!r} is not an nnlab.Callback (subclass it and override "
                                  "on_epoch_end, on_step_end, on_fit_start or on_fit_end)")
-        # only the callbacks that override on_step_end are called per step (the loop's hot path)
-        self.stepping = [cb for cb in self.items if type(cb).on_step_end is not Callback.on_step_end]
+        # per hook, only the callbacks that define it: on_step_end runs on the loop's hot path
+        self.hooks = {h: [m for m in (_hook(cb, h) for cb in self.items) if m is not None] for h in HOOKS}
 
     def fit_start(self, run: Run) -> None:
-        for cb in self.items:
-            cb.on_fit_start(run)
+        for hook in self.hooks["on_fit_start"]:
+            hook(run)
 
     def step_end(self, step: int, loss: Any) -> None:
-        for cb in self.stepping:
-            cb.on_step_end(step, loss)
+        for hook in self.hooks["on_step_end"]:
+            hook(step, loss)
 
     def epoch_end(self, row: dict[str, Any]) -> bool:
         """Every callback sees the row; True when one returned True or raised StopTraining (on any rank)."""
         stop = False
-        for cb in self.items:
+        for hook in self.hooks["on_epoch_end"]:
             try:
-                stop = bool(cb.on_epoch_end(row)) or stop
+                stop = bool(hook(row)) or stop
             except StopTraining:
                 stop = True
         if dist.is_initialized():
@@ -100,11 +110,11 @@ class Callbacks:
         return stop
 
     def fit_end(self, run: Run, metrics: dict[str, Any]) -> None:
-        for cb in self.items:
-            cb.on_fit_end(run, metrics)
+        for hook in self.hooks["on_fit_end"]:
+            hook(run, metrics)
 
     def close(self) -> None:
         """An interrupted session: callbacks holding files (TensorBoard's writer) close them."""
         for cb in self.items:
-            if hasattr(cb, "close"):
+            if callable(getattr(cb, "close", None)):
                 cb.close()
