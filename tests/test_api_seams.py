@@ -63,7 +63,8 @@ def test_dir_lists_the_lazy_api_before_it_is_loaded():
     """)
     assert done.returncode == 0, done.stderr
     names = done.stdout.split()
-    for name in ("fit", "load_run", "study", "resume", "lr_find", "make_config", "TrainedRun", "NnlabError"):
+    for name in ("fit", "load_run", "study", "resume", "lr_find", "make_config", "TrainedRun", "NnlabError",
+                 "register_model", "Callback", "StopTraining", "Predictions", "StudyResult"):
         assert name in names
 
 
@@ -103,7 +104,7 @@ try:
     code = 0
 except SystemExit as exc:
     code = exc.code
-print("loaded:", " ".join(m for m in ("torch", "timm", "matplotlib", "numba") if m in sys.modules))
+print("loaded:", " ".join(m for m in ("torch", "timm", "torchvision", "matplotlib", "numba") if m in sys.modules))
 sys.exit(code)
 """
 
@@ -162,12 +163,23 @@ def test_commands_that_read_runs_do_not_load_torch(finished_run, command):
     done, loaded, _ = cli_in_fresh_process(command, target)
     assert done.returncode == 0, done.stderr
     assert "tiny" in done.stdout
-    assert "torch" not in loaded and "timm" not in loaded
+    assert "torch" not in loaded and "timm" not in loaded and "torchvision" not in loaded
 
 
-@pytest.mark.parametrize("command", [["--help"], ["runs", "--help"], ["report", "--help"], ["embed", "--help"],
-                                     ["gallery", "build", "--help"], ["identify", "--help"], ["data", "--help"]])
+@pytest.mark.parametrize("command", [["--help"], ["runs", "--help"], ["report", "--help"], ["compare", "--help"],
+                                     ["embed", "--help"], ["gallery", "--help"], ["gallery", "build", "--help"],
+                                     ["identify", "--help"], ["data", "--help"]])
 def test_help_loads_no_heavy_module(command):
     done, loaded, _ = cli_in_fresh_process(*command)
     assert done.returncode == 0 and "Usage" in done.stdout, done.stderr
     assert loaded == []
+
+
+def test_every_lazy_api_name_is_in___all___and_resolves():
+    import nnlab
+    from nnlab.models.registry import register_model
+    from nnlab.training.callbacks import Callback, StopTraining
+
+    assert set(nnlab.API) <= set(nnlab.__all__) <= set(dir(nnlab))
+    assert all(getattr(nnlab, name) is not None for name in nnlab.__all__)
+    assert (nnlab.register_model, nnlab.Callback, nnlab.StopTraining) == (register_model, Callback, StopTraining)

@@ -1,12 +1,14 @@
 """nnlab: train, compare and ship image recognizers from one config file.
 
-The Python API (`nnlab.fit`, `distill`, `load_run`, `resume`, `study`, `lr_find`; see docs/python-api.md) is imported on first
+The Python API (`nnlab.fit`, `distill`, `load_run`, `resume`, `study`, `lr_find`, `register_model`,
+`Callback`; see docs/python-api.md) is imported on first
 use: torch takes seconds to load, and `nnlab data ...` runs without it."""
 
 from nnlab.errors import ConfigError, DataError, ModelError, NnlabError, TrainingError
 from nnlab.version import __version__
 
-API = ("Predictions", "StudyResult", "TrainedRun", "distill", "fit", "load_run", "lr_find", "make_config", "resume", "study")
+API = ("Callback", "Predictions", "StopTraining", "StudyResult", "TrainedRun", "distill", "fit", "load_run",
+       "lr_find", "make_config", "register_model", "resume", "study")
 
 __all__ = ["ConfigError", "DataError", "ModelError", "NnlabError", "TrainingError", "__version__", *API]
 

@@ -26,12 +26,14 @@ from matplotlib.figure import Figure
 
 from nnlab.config import ExperimentConfig, load_config, save_config, set_key, validate
 from nnlab.datasets.kinds import is_drawings
+from nnlab.datasets.user import UserData, as_images
 from nnlab.errors import ConfigError, NnlabError
 from nnlab.fileio import atomic_write_bytes
 from nnlab.evaluation.evaluate import evaluate_run
 from nnlab.inference.kaggle.drawing_rows import read_drawing_rows
 from nnlab.inference.kaggle.submission import predict_drawings
 from nnlab.inference.predict import predict_images, read_image_inputs
+from nnlab.models.registry import model_name_for, register_model  # noqa: F401  (nnlab.register_model)
 from nnlab.ingest.image_files import read_image
 from nnlab.metrics import confusion_matrix
 from nnlab.progress import plural
@@ -42,6 +44,7 @@ from nnlab.studies.execute import StudyOutcome, run_study
 from nnlab.studies.plan import plan_study
 from nnlab.studies.report import format_tables
 from nnlab.training import fit as train
+from nnlab.training.callbacks import Callback, StopTraining  # noqa: F401  (nnlab.Callback, nnlab.StopTraining)
 from nnlab.training.lr_find import LRFindResult, lr_find_for
 
 ConfigLike = str | os.PathLike | Mapping[str, Any] | ExperimentConfig
@@ -171,14 +174,39 @@ class TrainedRun:
 
 
 def fit(config: ConfigLike, overrides: Overrides = None, out: str | os.PathLike | None = None,
-        announce: Callable[[Path], None] | None = None, echo: bool = True) -> TrainedRun:
+        announce: Callable[[Path], None] | None = None, echo: bool = True, *, model: Any = None,
+        train_data: Any = None, val_data: Any = None, test_data: Any = None, classes: Sequence[str] | None = None,
+        callbacks: Sequence[Callback] = (), overwrite: bool = False) -> TrainedRun:
     """Train an experiment into a new run directory (default runs/<name>-<timestamp>) and return it.
 
     Prints one line per epoch (also in RUN/train.log) unless `echo` is False; `announce(path)` is called
-    with the run directory before training starts."""
+    with the run directory before training starts. `overwrite=True` replaces a finished or interrupted run
+    at `out` (a notebook cell run again); without it such an `out` is refused.
+
+    Your own parts (docs/python-api.md): `model` a model name, a builder function or class
+    (`@nnlab.register_model`), or an `nn.Module`; `train_data` (and `val_data`, `test_data`) a torch
+    Dataset of (image, label) or arrays (X, y), kept in the run directory (`classes` names integer labels);
+    `callbacks` `nnlab.Callback`s called at the start, after each step and epoch, and at the end."""
     cfg = make_config(config, overrides)
+    if model is not None:
+        cfg = make_config(cfg, {"model.name": model_name_for(model)})
+    given = UserData.from_inputs(train_data, val_data, test_data, classes) if train_data is not None else None
+    if given is None and (val_data is not None or test_data is not None):
+        raise NnlabError("fit: val_data or test_data without train_data")
+    if given is not None:
+        cfg = given.config(cfg)
+    if overwrite and out is not None:
+        rundir.remove_run(Path(out))
+
+    def on_create(run: rundir.Run) -> None:
+        if given is not None:  # the data goes into the run before anything reads it
+            run.config = given.write(run.path, run.config)
+            save_config(run.config, run.path / "config.toml")
+        if announce is not None:
+            announce(run.path)
+
     try:
-        run = train(cfg, out=out, announce=(lambda r: announce(r.path)) if announce else None, echo=echo)
+        run = train(cfg, out=out, announce=on_create, echo=echo, callbacks=list(callbacks))
     except NnlabError as exc:
         raise _naming(exc, config) from exc
     return TrainedRun(run.path)
@@ -220,10 +248,11 @@ def load_run(path: str | os.PathLike) -> TrainedRun:
     return TrainedRun(path)
 
 
-def resume(run: TrainedRun | str | os.PathLike, epochs: int | None = None, echo: bool = True) -> TrainedRun:
+def resume(run: TrainedRun | str | os.PathLike, epochs: int | None = None, echo: bool = True,
+           callbacks: Sequence[Callback] = ()) -> TrainedRun:
     """Continue a run where its last checkpoint left it; `epochs` extends (or shortens) the plan to that many
     epochs in all, re-planning the schedule and recording the new count in its config.toml.
-    A finished run that is not extended is left as it is (with a line saying so)."""
+    A finished run that is not extended is left as it is (with a line saying so). `callbacks` as `fit`'s."""
     d = rundir.Run.open(run.path if isinstance(run, TrainedRun) else run)
     finished = (d.path / "metrics.json").is_file()
     done = len(d.history())
@@ -250,7 +279,7 @@ def resume(run: TrainedRun | str | os.PathLike, epochs: int | None = None, echo:
         save_config(d.config, d.path / "config.toml")
         (d.path / "metrics.json").unlink(missing_ok=True)
     try:
-        train(d.config, resume_run=d, echo=echo)
+        train(d.config, resume_run=d, echo=echo, callbacks=list(callbacks))
     except BaseException:
         if saved and len(d.history()) == done:  # not one new epoch: the run is put back as it was
             for name, data in saved.items():
@@ -346,6 +375,12 @@ def _image_inputs(inputs: Any) -> tuple[list[str], list[np.ndarray]]:
     is one image (H, W, C); any other 3-D array is a stack of grey images (N, H, W)."""
     if isinstance(inputs, (str, os.PathLike)):
         return read_image_inputs(Path(inputs))
+    if type(inputs).__module__.startswith("torch"):
+        inputs = inputs.detach().cpu().numpy()  # a tensor, as a Dataset holds them
+    if isinstance(inputs, np.ndarray) and inputs.ndim >= 2:
+        first = inputs.ndim == 4 and inputs.shape[1] in (1, 3) and inputs.shape[-1] not in CHANNEL_COUNTS
+        if first or inputs.dtype.kind == "f":  # (N, C, H, W) or 0..1 floats, as train_data takes them
+            inputs = as_images(inputs if inputs.ndim >= 3 else inputs[None], "predict")
     if isinstance(inputs, np.ndarray):
         inputs = _numbers(inputs, "the array")
         one = inputs.ndim == 2 or inputs.ndim == 3 and inputs.shape[-1] in CHANNEL_COUNTS

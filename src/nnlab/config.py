@@ -382,7 +382,8 @@ class TrainConfig(Section):
     amp: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="mixed precision on CUDA; CPU is fp32")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1,
-                                description="CPU threads: torch's, or BLAS's for the NumPy engine (default: the library's)")
+                                description="CPU threads: torch's, or BLAS's for the NumPy engine (default: chosen so "
+                                "that torch threads + data.num_workers fit the usable cores; see device.choose_threads)")
     freeze_first: int = Field(0, ge=0, description="freeze the first N parameterised layers")
     train_last: int | None = Field(None, ge=1, description="train only the last K parameterised layers")
     unfreeze_epoch: int | None = Field(None, ge=1, description="train every layer after this many epochs with "

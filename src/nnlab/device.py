@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from nnlab.config import ExperimentConfig
 from nnlab.errors import ModelError, NnlabError
 
 
@@ -174,3 +175,116 @@ def load_torch_file(path: Path, others: Sequence[Path] = ()) -> Any:
     alt = f"; other checkpoints there: {', '.join(usable)}" if usable else "; no other checkpoint there"
     size = path.stat().st_size
     raise ModelError(f"{path}: the checkpoint is damaged ({'empty file' if size == 0 else reason}){alt}")
+
+
+# --------------------------------------------------------------------------- CPU threads
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask: a container's or `taskset`'s share), not the
+    machine's count that `os.cpu_count()` gives."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows: no affinity API
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """How a training process uses the CPUs: intra-op torch threads and BLAS threads of the main process,
+    DataLoader worker processes (one thread each), and whether the plan oversubscribes the cores."""
+
+    cores: int
+    torch_threads: int
+    blas_threads: int
+    workers: int
+    chosen: bool  # True when torch threads were picked here, False when the config set them
+    oversubscribed: bool
+
+    def note(self) -> str:
+        """The one-time line a run prints about its threads."""
+        workers = f", {self.workers} loader worker{'s' if self.workers != 1 else ''} x 1 thread" if self.workers else ""
+        how = "chosen to fit" if self.chosen else "as configured"
+        text = (f"note: CPU threads: torch {self.torch_threads}, BLAS {self.blas_threads}{workers} on "
+                f"{self.cores} usable core{'s' if self.cores != 1 else ''} ({how})")
+        if self.oversubscribed:
+            text += (f"; {self.torch_threads + self.workers} busy threads on {self.cores} cores oversubscribe "
+                     "them and slow every step (leave train.threads unset, or lower data.num_workers)")
+        return text
+
+
+def choose_threads(cores: int | None = None, workers_wanted: int | None = None, threads_wanted: int | None = None,
+                   blas_wanted: int | None = None, render_bound: bool = False, cap: int | None = None) -> ThreadPlan:
+    """Threads that fit the machine. The rule: **torch_threads + workers <= cores**, where `cores` is the
+    affinity mask's size (`usable_cores`), each DataLoader worker runs one torch and one BLAS thread
+    (`single_thread_worker`), and the main process runs `torch_threads` intra-op threads with its
+    BLAS capped at the same number. So the busy threads never outnumber the cores when the choice is ours,
+    except for the one main thread left when the workers alone take every core (it mostly waits for them).
+
+    - workers: `workers_wanted` when given (the config's `data.num_workers` always wins); when None,
+      `cores - 1` if `render_bound` (drawings render in the workers: they get the cores first), else 0.
+    - torch threads: `threads_wanted` (the config's `train.threads`) when given; else
+      `max(1, cores - workers)`, and never more than `cap` (a limit the caller already set: OMP_NUM_THREADS,
+      or `torch.set_num_threads` in a notebook or test).
+    - BLAS threads: `blas_wanted` when given, else the torch threads.
+    An explicit setting that makes `torch_threads + workers > cores` is kept, flagged `oversubscribed`
+    (the run then says so once)."""
+    cores = max(1, cores or usable_cores())
+    if workers_wanted is None:
+        workers = cores - 1 if render_bound and cores > 1 else 0
+    else:
+        workers = max(0, workers_wanted)
+    chosen = threads_wanted is None
+    if chosen:
+        torch_threads = max(1, cores - workers)
+        if cap is not None:
+            torch_threads = max(1, min(torch_threads, cap))
+    else:
+        torch_threads = max(1, threads_wanted)
+    blas = max(1, blas_wanted) if blas_wanted else torch_threads
+    busy = torch_threads + workers
+    # one busy thread over the cores is the floor (a main thread beside as many workers as cores)
+    oversubscribed = busy > cores and not (torch_threads == 1 and workers <= cores)
+    return ThreadPlan(cores, torch_threads, blas, workers, chosen, oversubscribed)
+
+
+_THREADS = {"set": None, "cap": None}  # torch threads nnlab set last; the caller's own limit seen last
+
+
+def caller_thread_cap() -> int | None:
+    """A torch thread limit set outside nnlab (OMP_NUM_THREADS, torch's start-up default, or
+    `torch.set_num_threads` by the caller since nnlab last set it), which an automatic choice keeps to."""
+    current = torch.get_num_threads()
+    if current != _THREADS["set"]:  # not ours: the start-up default, or the caller changed it since
+        _THREADS["cap"] = current
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    caps = [c for c in (_THREADS["cap"], int(env) if env.isdigit() and int(env) > 0 else None) if c]
+    return min(caps) if caps else None
+
+
+def thread_plan(cfg: ExperimentConfig, world: int = 1, cores: int | None = None) -> ThreadPlan:
+    """`choose_threads` for a config: `train.threads` and `data.num_workers` as set, the cores shared by the
+    `world` processes of a CPU DDP run on this machine."""
+    cores = max(1, (cores or usable_cores()) // max(1, world))
+    return choose_threads(cores, cfg.data.num_workers, cfg.train.threads,
+                          render_bound=getattr(cfg.data, "modality", "images") == "drawings",
+                          cap=caller_thread_cap())
+
+
+def apply_threads(plan: ThreadPlan) -> None:
+    """Set this process's torch and BLAS threads to the plan (process-wide, as torch's setting is)."""
+    torch.set_num_threads(plan.torch_threads)
+    _THREADS["set"] = plan.torch_threads
+    from threadpoolctl import threadpool_limits  # small; the BLAS pools of NumPy/SciPy in this process
+
+    threadpool_limits(limits=plan.blas_threads, user_api="blas")
+
+
+def single_thread_worker(_worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: one torch and one BLAS thread per worker process, the `choose_threads`
+    rule's assumption (torch sets its own to 1 in workers, a BLAS pool would take every core in each; the
+    numba renderer is serial, so numba's pool is never started)."""
+    torch.set_num_threads(1)
+    from threadpoolctl import threadpool_limits  # small; only in worker processes
+
+    threadpool_limits(limits=1)

@@ -10,6 +10,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from nnlab.config import DataConfig
+from nnlab.device import single_thread_worker
 
 def loader_options(d: DataConfig, pin_memory: bool = False) -> dict[str, Any]:
     """DataLoader keywords from the data section: workers, and where there are workers, whether they
@@ -18,6 +19,7 @@ def loader_options(d: DataConfig, pin_memory: bool = False) -> dict[str, Any]:
     opts: dict[str, Any] = {"num_workers": d.num_workers, "pin_memory": pin_memory}
     if d.num_workers > 0:  # torch rejects both without workers
         opts["persistent_workers"] = d.persistent_workers
+        opts["worker_init_fn"] = single_thread_worker  # one thread per worker: device.choose_threads' rule
         if d.prefetch_factor is not None:
             opts["prefetch_factor"] = d.prefetch_factor
     return opts

@@ -105,7 +105,7 @@ def _classes_for(labels: np.ndarray, classes: Sequence[str] | None, where: Path 
     return classes
 
 
-def _to_uint8(images: np.ndarray, where: Path | str) -> np.ndarray:
+def to_uint8(images: np.ndarray, where: Path | str) -> np.ndarray:
     """uint8 images from any numeric array: floats in 0..1 are scaled by 255."""
     if images.dtype == np.uint8:
         return images
@@ -122,7 +122,7 @@ def _to_uint8(images: np.ndarray, where: Path | str) -> np.ndarray:
     return np.rint(values).astype(np.uint8)
 
 
-def _check_image_shape(images: np.ndarray, where: Path | str) -> None:
+def check_image_shape(images: np.ndarray, where: Path | str) -> None:
     if images.ndim == 4 and images.shape[-1] in (1, 3, 4):
         return
     if images.ndim == 3:
@@ -173,7 +173,7 @@ def load_npz_source(path: PathLike | None = None, images_key: str = "images",
         raise
     except (ValueError, OSError, EOFError) as err:
         raise DataError(f"{file}: cannot read as .npz without pickle ({err})") from None
-    _check_image_shape(images, f"{file}['{images_key}']")
+    check_image_shape(images, f"{file}['{images_key}']")
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) != len(images):
         raise DataError(f"{file}: '{labels_key}' must have one label per image "
@@ -186,7 +186,7 @@ def load_npz_source(path: PathLike | None = None, images_key: str = "images",
     elif len(labels) and labels.min() < 0:
         raise DataError(f"{file}: '{labels_key}' holds negative labels")
     labels = labels.astype(np.int64)
-    images = _to_uint8(images, f"{file}['{images_key}']")
+    images = to_uint8(images, f"{file}['{images_key}']")
     return ImageSource(classes=_classes_for(labels, classes, file), labels=labels, images=images)
 
 

@@ -65,7 +65,8 @@ class Run:
                 out = Path("runs") / f"{cfg.name}-{stamp}-{suffix}"
         path = Path(out).resolve()
         if (path / "config.toml").exists():
-            raise NnlabError(f"{path} already holds a run; use `nnlab resume {path}` or another --out")
+            raise NnlabError(f"{path} already holds a run; resume it (`nnlab resume {path}`, nnlab.resume), "
+                             "replace it (nnlab.fit(..., overwrite=True)) or choose another output folder")
         cfg = resolve_paths(cfg)
         found = set(os.listdir(path)) if path.is_dir() else None
         run = cls(path, cfg)
@@ -343,6 +344,21 @@ def check_inputs_exist(cfg: ExperimentConfig, where: str) -> None:
         if value and not Path(value).exists() and not (section == "data" and getattr(cfg.data, "download", False)):
             raise DataError(f"{where}: {section}.{key} = {value} no longer exists; put it back (or edit "
                             f"{section}.{key} in config.toml) and resume again; nothing was changed")
+
+
+def remove_run(path: Path) -> None:
+    """Remove the run at `path` so that a new one can take its place (`nnlab.fit(..., overwrite=True)`):
+    only a folder holding config.toml and nothing another process is training; an absent folder is fine."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if not (path / "config.toml").is_file():
+        if path.is_dir() and not any(path.iterdir()):
+            return
+        raise NnlabError(f"{path}: overwrite: not a run directory (no config.toml); nothing was removed")
+    if is_being_trained(path):
+        raise NnlabError(f"{path}: overwrite: another process is training this run; nothing was removed")
+    shutil.rmtree(path)
 
 
 def is_being_trained(path: Path) -> bool:

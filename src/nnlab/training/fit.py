@@ -4,12 +4,13 @@ run directory, so reports, studies and comparisons treat them alike."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nnlab.config import ExperimentConfig
 from nnlab.fileio import disk_full_error, is_disk_full
 from nnlab.runs.run import Run
+from nnlab.training.callbacks import Callback
 from nnlab.training.loop import fit_torch
 from nnlab.training.resources import check_resources
 from nnlab.training.tracking import check_tracking, finish_run
@@ -18,12 +19,13 @@ from nnlab.training.numpy_engine import fit_numpy
 
 def fit(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | None = None,
         stop_after_epoch: int | None = None, announce: Callable[[Run], None] | None = None,
-        echo: bool = True) -> Run:
+        echo: bool = True, callbacks: Sequence[Callback] = ()) -> Run:
     """Train an experiment into a run directory (or carry on `resume_run`) and return the run.
 
     `announce` is called with the new run before training starts (the CLI prints its path);
     `stop_after_epoch` ends the session after that epoch as an interruption would (torch engine; for tests);
-    `echo` prints one line per epoch (always written to RUN/train.log).
+    `echo` prints one line per epoch (always written to RUN/train.log); `callbacks` (`nnlab.Callback`s) are
+    called at the start, after each step (torch) and epoch, and at the end (`training/callbacks.py`).
     A new run that fails before its first epoch ends (unknown model, unreadable data...) leaves no directory;
     a config this machine cannot train (`check_resources`) fails before one is made.
     """
@@ -41,10 +43,11 @@ def fit(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | 
     main = os.environ.get("RANK", "0") == "0"
     try:
         if cfg.engine == "numpy":
-            run = fit_numpy(cfg, out=out, resume_run=resume_run, announce=on_create, echo=echo)
+            run = fit_numpy(cfg, out=out, resume_run=resume_run, announce=on_create, echo=echo,
+                            callbacks=callbacks)
         else:
             run = fit_torch(cfg, out=out, resume_run=resume_run, stop_after_epoch=stop_after_epoch,
-                            announce=on_create, echo=echo)
+                            announce=on_create, echo=echo, callbacks=callbacks)
         if main:
             finish_run(run)  # train.tracking: the results to MLflow (an interrupted session stays running)
         return run

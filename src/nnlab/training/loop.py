@@ -16,11 +16,12 @@ every random generator is restored.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from nnlab.config import ExperimentConfig
 from nnlab.datasets import DataBundle, build_data
 from nnlab.device import (
     Dist,
+    ThreadPlan,
+    apply_threads,
     autocast,
     check_compile,
     input_layout,
@@ -40,6 +43,7 @@ from nnlab.device import (
     seed_everything,
     set_rng_state,
     setup_distributed,
+    thread_plan,
     unwrap,
 )
 from nnlab.errors import TrainingError
@@ -49,10 +53,11 @@ from nnlab.models import build_model, count_parameters
 from nnlab.progress import progress
 from nnlab.runs.run import Run
 from nnlab.runs.trained import EMA_KEY, trained_weights
+from nnlab.training.callbacks import Callback, Callbacks, EarlyStopping
 from nnlab.training.checkpoint import load_checkpoint, save_checkpoint
 from nnlab.training.distill import Teachers, make_teachers
 from nnlab.training.ema import make_ema, update_ema
-from nnlab.training.epochs import EpochLog, best_tracker, epoch_row, run_metrics, stop_early
+from nnlab.training.epochs import EpochLog, best_tracker, epoch_row, run_metrics
 from nnlab.training.mix import BatchMixer, make_mixer, soft_target_loss
 from nnlab.training.optim import apply_schedule, base_lr, build_optimizer, freeze_layers, unfreeze_all
 from nnlab.training.schedule import Schedule
@@ -60,10 +65,13 @@ from nnlab.training.tensorboard import TensorBoardLog
 from nnlab.training.throughput import LOG_EVERY, data_wait_hint, throughput
 
 
+_NOTED: set[str] = set()  # the thread notes this process has printed
+
+
 def train_one_epoch(model, loader, optimizer, schedule: Schedule, scaler, criterion, cfg: ExperimentConfig,
                     device: str, epoch: int, steps: int, show: bool, ema=None,
-                    tb: TensorBoardLog | None = None, mixer: BatchMixer | None = None,
-                    teachers: Teachers | None = None) -> dict[str, float]:
+                    mixer: BatchMixer | None = None, teachers: Teachers | None = None,
+                    hooks: Callbacks | None = None) -> dict[str, float]:
     """One pass over `steps` batches (after each optimiser step the EMA, if any, is updated and the
     schedule sets the next step's rate); returns mean loss, accuracy and throughput (`throughput.py`).
     `mixer` mixes the batches (MixUp/CutMix, soft targets), `teachers` adds the distillation term;
@@ -120,8 +128,8 @@ def train_one_epoch(model, loader, optimizer, schedule: Schedule, scaler, criter
         correct += (logits.detach().argmax(1) == y).sum()
         seen += len(y)
         bar.update()
-        if tb is not None:
-            tb.step(epoch * steps + step, loss.detach(), base_lr(optimizer))
+        if hooks is not None:
+            hooks.step_end(epoch * steps + step, loss.detach())
         if step % LOG_EVERY == 0 and not bar.disable:
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - start):.0f}",
                             data_wait=f"{waited / (time.perf_counter() - start):.0%}")
@@ -153,25 +161,28 @@ def forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion, 
 
 def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | None = None,
               stop_after_epoch: int | None = None, announce: Callable[[Run], None] | None = None,
-              echo: bool = True) -> Run:
+              echo: bool = True, callbacks: Sequence[Callback] = ()) -> Run:
     """Train a torch experiment into a run directory (or carry on `resume_run`) and return the run.
 
     `announce` is called with the new run before training starts (the CLI prints its path);
     `stop_after_epoch` ends the session after that epoch as an interruption would (for tests);
-    `echo` prints the per-epoch lines (RUN/train.log gets them either way).
+    `echo` prints the per-epoch lines (RUN/train.log gets them either way); `callbacks` are called
+    after the built-in ones (early stopping, TensorBoard; see `training/callbacks.py`).
     """
     device = pick_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
     if cfg.train.compile:
         check_compile(device)  # before the run directory exists
     ddp = setup_distributed(device)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    threads = thread_plan(cfg, ddp.world if device == "cpu" else 1)
+    apply_threads(threads)
     run = resume_run or _create_run(cfg, out, ddp)
     if announce is not None and ddp.main and resume_run is None:
         announce(run)
     cfg = run.config
     if ddp.main and echo and device == "cpu" and cfg.train.amp in ("bf16", "fp16"):
         print(f"note: train.amp = {cfg.train.amp!r} applies on CUDA only; this CPU run is fp32", flush=True)
+    if ddp.main and device == "cpu":
+        _say_threads(threads, echo)
     seed_everything(cfg.seed)
     data = build_data(cfg, run.path, ddp.rank, ddp.world, pin_memory=device.startswith("cuda"))
     model = build_model(cfg.model, data.in_chans, len(data.classes), data.image_size)
@@ -196,14 +207,17 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     start_epoch = _resume(run, ddp, model, optimizer, schedule, scaler, ema, best) if resume_run is not None else 0
     apply_schedule(optimizer, schedule, start_epoch * schedule.steps_per_epoch)
     if ddp.main:
-        run.write_env(device, {"world_size": ddp.world, "params": count_parameters(model)})
+        run.write_env(device, {"world_size": ddp.world, "params": count_parameters(model),
+                               "threads": dataclasses.asdict(threads)})
         run.write_classes(data.classes)
 
     has_val = data.has("val")
     train_seconds = sum(r.get("epoch_seconds", 0.0) for r in run.history()) if ddp.main else 0.0
     stopped_early, hinted = False, False
     log = EpochLog(run, echo=echo) if ddp.main else None
-    tb = TensorBoardLog(run, enabled=cfg.train.tensorboard and ddp.main)
+    tb = TensorBoardLog(run, enabled=cfg.train.tensorboard and ddp.main, lr=lambda: base_lr(optimizer))
+    hooks, early = Callbacks([tb, *callbacks]), EarlyStopping(cfg, best)
+    hooks.fit_start(run)
     for epoch in range(start_epoch, cfg.train.epochs):
         for holder in (data.loaders["train"].sampler, getattr(data.loaders["train"], "batch_sampler", None)):
             if hasattr(holder, "set_epoch"):
@@ -212,7 +226,8 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
                 and ddp.main and echo:
             print(f"epoch {epoch + 1}: every layer trains from now on (train.unfreeze_epoch)", flush=True)
         stats = train_one_epoch(model, data.loaders["train"], optimizer, schedule, scaler, criterion, cfg,
-                                device, epoch, steps, show=ddp.main, ema=ema, tb=tb, mixer=mixer, teachers=teachers)
+                                device, epoch, steps, show=ddp.main, ema=ema, mixer=mixer, teachers=teachers,
+                                hooks=hooks)
         train_seconds += stats["seconds"]
         hint = None if hinted or not ddp.main else data_wait_hint(cfg, epoch, stats["data_wait_fraction"])
         if hint:
@@ -228,20 +243,29 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
         if ddp.main:  # the epoch's history row, log line and scalars, then the checkpoint that marks it done:
             run.append_history(row)  # a kill before the checkpoint leaves lines that resume drops and writes again
             log(row)
-            tb.epoch(row)
+        stop = hooks.epoch_end(row)  # TensorBoard's scalars, the user's callbacks (every rank: one stops all)
+        if ddp.main:
             save_checkpoint(run, epoch, model, optimizer, schedule, scaler, best, value, ema)
         else:
             best.update(run, epoch, value, save=None)  # the same early-stopping count, no files
-        if stop_early(cfg, best):
+        if stop or early.on_epoch_end(row):  # early stopping reads the best-k count the checkpoint updated
             stopped_early = True
             break
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.train.epochs:
-            tb.close()
+            hooks.close()
             return run
     if dist.is_initialized():
         dist.barrier()  # rank 0 has written the last checkpoint
-    tb.finish(finish(run, model, data, device, train_seconds, stopped_early, write=ddp.main))
+    hooks.fit_end(run, finish(run, model, data, device, train_seconds, stopped_early, write=ddp.main))
     return run
+
+
+def _say_threads(threads: ThreadPlan, echo: bool) -> None:
+    """The thread note, once per process and plan (a study's cells, a notebook's re-runs say it once);
+    an oversubscribing plan is said on stderr even with `echo` off."""
+    if (echo or threads.oversubscribed) and threads.note() not in _NOTED:
+        _NOTED.add(threads.note())
+        print(threads.note(), file=sys.stderr if threads.oversubscribed else sys.stdout, flush=True)
 
 
 def _resume(run: Run, ddp: Dist, model, optimizer, schedule: Schedule, scaler, ema, best) -> int:

@@ -9,7 +9,7 @@ the optimiser state and, in its JSON header, the epoch and every random generato
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from nnlab.datasets import DataBundle
 from nnlab.datasets.kinds import is_drawings
 from nnlab.datasets.images import ImageDataset, load_image_source, make_transform
 from nnlab.datasets.splits import image_splits
+from nnlab.device import choose_threads
 from nnlab.errors import ConfigError
 from nnlab.evaluation.results import write_results
 from nnlab.metrics import evaluation_report
@@ -31,7 +32,8 @@ from nnlab.scratch.model import build_mlp
 from nnlab.scratch.optim import OPTIMIZERS, Optimizer
 from nnlab.scratch.serialize import load_weights, save_model
 from nnlab.scratch.trainer import fit_epoch, predict_proba, steps_per_epoch
-from nnlab.training.epochs import EpochLog, best_tracker, epoch_row, run_metrics, stop_early
+from nnlab.training.callbacks import Callback, Callbacks, EarlyStopping
+from nnlab.training.epochs import EpochLog, best_tracker, epoch_row, run_metrics
 from nnlab.training.schedule import Schedule, optimizer_kwargs
 
 
@@ -93,19 +95,23 @@ def set_rng_states(model: Sequential, shuffle: np.random.Generator, states: dict
 
 
 def fit_numpy(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | None = None,
-              announce: Callable[[Run], None] | None = None, echo: bool = True) -> Run:
+              announce: Callable[[Run], None] | None = None, echo: bool = True,
+              callbacks: Sequence[Callback] = ()) -> Run:
     """Train an MLP with the NumPy engine into a run directory (or carry on `resume_run`); `echo` prints
-    the per-epoch lines (RUN/train.log gets them either way)."""
+    the per-epoch lines (RUN/train.log gets them either way); `callbacks` as the torch engine's, but
+    `on_step_end` (the NumPy trainer's inner loop has no hook)."""
     check_config(cfg)
     run = resume_run or Run.create(cfg, out)
     if announce is not None and resume_run is None:
         announce(run)
-    with threadpool_limits(limits=run.config.train.threads):  # NumPy's BLAS threads; None leaves them as they are
-        _train(run, resume=resume_run is not None, echo=echo)
+    # NumPy's BLAS threads: train.threads, else every usable core (the affinity mask's, not the machine's)
+    blas = choose_threads(workers_wanted=0, threads_wanted=run.config.train.threads).blas_threads
+    with threadpool_limits(limits=blas, user_api="blas"):
+        _train(run, resume=resume_run is not None, echo=echo, callbacks=callbacks)
     return run
 
 
-def _train(run: Run, resume: bool, echo: bool) -> None:
+def _train(run: Run, resume: bool, echo: bool, callbacks: Sequence[Callback] = ()) -> None:
     cfg = run.config
     data, inputs = image_arrays(cfg, run.path)
     model = build_mlp(inputs["train"].shape[1], cfg.model.hidden, len(data.classes), cfg.model.activation,
@@ -130,6 +136,8 @@ def _train(run: Run, resume: bool, echo: bool) -> None:
     has_val = len(data.labels["val"]) > 0
     stopped_early = False
     log = EpochLog(run, echo=echo)
+    hooks, early = Callbacks(callbacks), EarlyStopping(cfg, best)
+    hooks.fit_start(run)
     apply_schedule(optimizer, schedule, start_epoch * schedule.steps_per_epoch)
     for epoch in range(start_epoch, cfg.train.epochs):
         first = epoch * schedule.steps_per_epoch
@@ -144,11 +152,12 @@ def _train(run: Run, resume: bool, echo: bool) -> None:
         row = epoch_row(epoch, optimizer.lr, stats, val, seconds, stats["samples"] / seconds)
         run.append_history(row)  # before the checkpoint that marks the epoch done, as the torch loop
         log(row)
+        stop = hooks.epoch_end(row)  # the user's callbacks, before the checkpoint as in the torch loop
         best.update(run, epoch, value, lambda path: save_model(path, model, meta={"epoch": epoch}), suffix=".npz")
         save_model(last, model, optimizer=optimizer,
                    meta={"epoch": epoch, "rng": rng_states(model, shuffle), "best": best.state(),
                          "schedule": schedule.state_dict()})
-        if stop_early(cfg, best):
+        if stop or early.on_epoch_end(row):  # early stopping reads the best-k count just updated
             stopped_early = True
             break
 
@@ -162,7 +171,7 @@ def _train(run: Run, resume: bool, echo: bool) -> None:
         if len(data.labels[split]):
             outputs[split] = predict_proba(model, inputs[split])
             metrics[split] = evaluate(model, data, inputs, split, cfg.eval.top_k, outputs[split])
-    write_results(run, data, metrics, outputs)
+    hooks.fit_end(run, write_results(run, data, metrics, outputs))
 
 
 def evaluate(model: Sequential, data: DataBundle, inputs: dict[str, np.ndarray], split: str, k: int,

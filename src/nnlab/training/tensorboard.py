@@ -5,6 +5,7 @@ call it unconditionally."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +13,17 @@ import numpy as np
 from PIL import Image
 
 from nnlab.runs.run import Run
+from nnlab.training.callbacks import Callback
 
 HPARAMS = (("model", "name"), ("optim", "name"), ("optim", "lr"), ("optim", "weight_decay"), ("schedule", "name"),
            ("data", "batch_size"), ("data", "image_size"), ("train", "epochs"), ("loss", "label_smoothing"))
 
 
-class TensorBoardLog:
-    """Writes a run's TensorBoard events when the config asks for them (rank 0 only)."""
+class TensorBoardLog(Callback):
+    """Writes a run's TensorBoard events when the config asks for them (rank 0 only); a `Callback`, called by
+    the loop with the others. `lr` reads the current learning rate for the per-step scalars."""
 
-    def __init__(self, run: Run, enabled: bool | None = None) -> None:
+    def __init__(self, run: Run, enabled: bool | None = None, lr: Callable[[], float] | None = None) -> None:
         cfg = run.config.train
         self.enabled = cfg.tensorboard if enabled is None else enabled
         self.every = cfg.tensorboard_every
@@ -30,6 +33,7 @@ class TensorBoardLog:
 
             self.writer = SummaryWriter(log_dir=str(run.path / "tensorboard"))
         self.run = run
+        self.lr = lr or (lambda: float("nan"))
 
     @property
     def path(self) -> Path:
@@ -40,6 +44,15 @@ class TensorBoardLog:
         if self.writer is not None and global_step % self.every == 0:
             self.writer.add_scalar("step/train_loss", float(loss), global_step)
             self.writer.add_scalar("step/lr", lr, global_step)
+
+    def on_step_end(self, step: int, loss: Any) -> None:
+        self.step(step, loss, self.lr())
+
+    def on_epoch_end(self, row: dict[str, Any]) -> None:
+        self.epoch(row)
+
+    def on_fit_end(self, run: Run, metrics: dict[str, Any]) -> None:
+        self.finish(metrics)
 
     def epoch(self, row: dict[str, Any]) -> None:
         """Every number of the history row, as `train/...`, `val/...` and `epoch/...` scalars."""

@@ -8,10 +8,9 @@ logging interval, so time the GPU is busy shows up as model time, never as data 
 
 from __future__ import annotations
 
-import os
-
 from nnlab.config import ExperimentConfig
 from nnlab.datasets.kinds import is_drawings
+from nnlab.device import usable_cores
 
 #: Above this share of an epoch spent waiting for batches, the run says once what to change.
 DATA_WAIT_HINT = 0.2
@@ -34,7 +33,7 @@ def data_wait_hint(cfg: ExperimentConfig, epoch: int, fraction: float) -> str | 
     if fraction <= DATA_WAIT_HINT:
         return None
     d = cfg.data
-    cpus = os.cpu_count() or 1
+    cpus = usable_cores()  # the affinity mask's, as the thread choice counts them
     fixes = [f"more data.num_workers (now {d.num_workers}; this machine has {cpus} CPUs)" if d.num_workers < cpus
              else f"fewer other processes on the CPUs (data.num_workers = {d.num_workers} already)"]
     if is_drawings(d):
