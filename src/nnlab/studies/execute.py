@@ -26,6 +26,7 @@ from nnlab.runs.run import Run
 from nnlab.studies.plan import ERROR_FILE, Cell, CellOutcome, Study, cell_state
 from nnlab.studies.report import write_report
 from nnlab.training import fit
+from nnlab.training.throughput import say_once
 
 # --------------------------------------------------------------------------- running
 
@@ -55,6 +56,7 @@ def available_cores() -> int:
 def _init_worker(threads: int) -> None:
     """Each worker process: its share of the cores, and no per-epoch bars (one bar over cells)."""
     os.environ["NNLAB_PROGRESS"] = "0"
+    say_once().__enter__()  # this worker's cells say a data-wait note once, for the worker's life
     torch.set_num_threads(threads)
     threadpool_limits(threads)  # BLAS, for NumPy-engine cells (a cell's own train.threads still wins)
 
@@ -99,12 +101,12 @@ def run_study(study: Study, workers: int | None = None) -> StudyOutcome:
     outcomes = {c: CellOutcome(c, "done") for c in study.cells if states[c] == "done"}
     cores = available_cores()
     workers = max(1, min(workers or study.settings.workers or cores, max(1, len(todo))))
+    if todo:
+        _prefetch(todo)  # before any folder: a failed download leaves no empty variant folders behind
     for c in todo:
         if states[c] == "new" and c.path.exists():
             shutil.rmtree(c.path)  # a cell that died before its first checkpoint starts again
         c.path.parent.mkdir(parents=True, exist_ok=True)
-    if todo:
-        _prefetch(todo)
 
     bar = progress(total=len(study.cells), initial=len(outcomes), desc=f"study {study.name}", unit="cell")
 
@@ -118,8 +120,9 @@ def run_study(study: Study, workers: int | None = None) -> StudyOutcome:
              for c in todo}
     try:
         if workers == 1:  # in this process: no start-up cost, and tracebacks stay simple
-            for c in todo:
-                record(c, _train_cell(*tasks[c]))
+            with say_once():  # a data-wait note once for the study, not once per cell
+                for c in todo:
+                    record(c, _train_cell(*tasks[c]))
         elif todo:
             _run_parallel(todo, tasks, workers, max(1, cores // workers), record)
     finally:

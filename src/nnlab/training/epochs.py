@@ -37,6 +37,13 @@ def stop_early(cfg: ExperimentConfig, best: BestCheckpoints) -> bool:
     return bool(cfg.train.early_stop_patience) and best.stale >= cfg.train.early_stop_patience
 
 
+def early_stop_note(cfg: ExperimentConfig, epoch: int) -> str:
+    """The line saying why training ended after `epoch` (counted from 0) and how to train more."""
+    return (f"stopped early after epoch {epoch + 1} of {cfg.train.epochs}: val_{cfg.eval.main_metric} did not "
+            f"improve for {cfg.train.early_stop_patience} epochs (train.early_stop_patience); "
+            "`nnlab resume RUN --epochs N` trains more, its patience counted afresh")
+
+
 def run_metrics(cfg: ExperimentConfig, engine: str, checkpoint: str, params: int, history: list[dict[str, float]],
                 stopped_early: bool, train_seconds: float, data_info: dict[str, Any]) -> dict[str, Any]:
     """The head of metrics.json (before the per-split metrics)."""
@@ -71,6 +78,13 @@ class EpochLog:
             parts.append(f"data wait {row['data_wait_fraction']:.0%}")
         parts += [f"{row['epoch_seconds']:.1f} s", f"ETA {format_seconds(wall * epochs_left)}"]
         return "  ".join(parts)
+
+    def note(self, text: str) -> None:
+        """A line that is not an epoch's (why training stopped), in train.log and printed like the epochs'."""
+        with self.file.open("a") as fh:
+            fh.write(text + "\n")
+        if self.echo:
+            print(text, flush=True)
 
     def __call__(self, row: dict[str, Any]) -> str:
         self.done += 1

@@ -16,12 +16,13 @@ from nnlab.training.numpy_engine import fit_numpy
 
 def fit(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | None = None,
         stop_after_epoch: int | None = None, announce: Callable[[Run], None] | None = None,
-        echo: bool = True) -> Run:
+        echo: bool = True, restart_patience: bool = False) -> Run:
     """Train an experiment into a run directory (or carry on `resume_run`) and return the run.
 
     `announce` is called with the new run before training starts (the CLI prints its path);
     `stop_after_epoch` ends the session after that epoch as an interruption would (torch engine; for tests);
-    `echo` prints one line per epoch (always written to RUN/train.log).
+    `echo` prints one line per epoch (always written to RUN/train.log);
+    `restart_patience` (a resumed run extended to more epochs) counts early stopping's epochs afresh.
     A new run that fails before its first epoch ends (unknown model, unreadable data...) leaves no directory;
     a config this machine cannot train (`check_resources`) fails before one is made.
     """
@@ -37,9 +38,10 @@ def fit(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | 
 
     try:
         if cfg.engine == "numpy":
-            return fit_numpy(cfg, out=out, resume_run=resume_run, announce=on_create, echo=echo)
+            return fit_numpy(cfg, out=out, resume_run=resume_run, announce=on_create, echo=echo,
+                             restart_patience=restart_patience)
         return fit_torch(cfg, out=out, resume_run=resume_run, stop_after_epoch=stop_after_epoch,
-                         announce=on_create, echo=echo)
+                         announce=on_create, echo=echo, restart_patience=restart_patience)
     except BaseException:
         if created and not created[0].history():
             created[0].discard()

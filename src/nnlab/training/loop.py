@@ -51,7 +51,7 @@ from nnlab.runs.run import Run
 from nnlab.runs.trained import EMA_KEY, trained_weights
 from nnlab.training.checkpoint import load_checkpoint, save_checkpoint
 from nnlab.training.ema import make_ema, update_ema
-from nnlab.training.epochs import EpochLog, best_tracker, epoch_row, run_metrics, stop_early
+from nnlab.training.epochs import EpochLog, best_tracker, early_stop_note, epoch_row, run_metrics, stop_early
 from nnlab.training.optim import apply_schedule, build_optimizer, freeze_layers
 from nnlab.training.schedule import Schedule
 from nnlab.training.tensorboard import TensorBoardLog
@@ -73,7 +73,7 @@ def train_one_epoch(model, loader, optimizer, schedule: Schedule, scaler, criter
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     nonfinite = torch.zeros((), device=device, dtype=torch.bool)
-    seen, waited, start = 0, 0.0, time.perf_counter()
+    seen, waited, warmup, start = 0, 0.0, 0.0, time.perf_counter()
     bar = progress(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", leave=False, disable=None if show else True)
     optimizer.zero_grad(set_to_none=True)
     updates = epoch * schedule.steps_per_epoch  # optimiser steps before this epoch (the EMA's warm-up, the schedule)
@@ -82,6 +82,8 @@ def train_one_epoch(model, loader, optimizer, schedule: Schedule, scaler, criter
         asked = time.perf_counter()
         x, y = next(batches)[:2]
         waited += time.perf_counter() - asked
+        if step == 0:
+            warmup = waited  # the first batch: the loader's workers starting, not its pace
         x = x.to(device, non_blocking=True, memory_format=input_layout(x, t.channels_last))
         y = y.to(device, non_blocking=True)
         with amp:
@@ -126,6 +128,7 @@ def train_one_epoch(model, loader, optimizer, schedule: Schedule, scaler, criter
     loss_total, correct_total, seen_total, waited_total = totals.tolist()
     world = dist.get_world_size() if dist.is_initialized() else 1
     return {"loss": loss_total / seen_total, "accuracy": correct_total / seen_total, "seconds": elapsed,
+            "first_batch_seconds": warmup,  # this rank's; kept out of history.csv
             **throughput(seen_total, elapsed, waited_total / world)}  # the ranks' mean wait
 
 
@@ -141,10 +144,11 @@ def forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion) 
 
 def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | None = None,
               stop_after_epoch: int | None = None, announce: Callable[[Run], None] | None = None,
-              echo: bool = True) -> Run:
+              echo: bool = True, restart_patience: bool = False) -> Run:
     """Train a torch experiment into a run directory (or carry on `resume_run`) and return the run.
 
     `announce` is called with the new run before training starts (the CLI prints its path);
+    `restart_patience` (a resumed run extended to more epochs) counts early stopping's epochs afresh;
     `stop_after_epoch` ends the session after that epoch as an interruption would (for tests);
     `echo` prints the per-epoch lines (RUN/train.log gets them either way).
     """
@@ -178,6 +182,8 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     best = best_tracker(cfg)
 
     start_epoch = _resume(run, ddp, model, optimizer, schedule, scaler, ema, best) if resume_run is not None else 0
+    if restart_patience:
+        best.stale = 0
     apply_schedule(optimizer, schedule, start_epoch * schedule.steps_per_epoch)
     if ddp.main:
         run.write_env(device, {"world_size": ddp.world, "params": count_parameters(model)})
@@ -195,7 +201,7 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
         stats = train_one_epoch(model, data.loaders["train"], optimizer, schedule, scaler, criterion, cfg,
                                 device, epoch, steps, show=ddp.main, ema=ema, tb=tb)
         train_seconds += stats["seconds"]
-        hint = None if hinted or not ddp.main else data_wait_hint(cfg, epoch, stats["data_wait_fraction"])
+        hint = None if hinted or not ddp.main else data_wait_hint(cfg, epoch, stats)
         if hint:
             print(hint, file=sys.stderr, flush=True)
             hinted = True
@@ -215,6 +221,8 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
             best.update(run, epoch, value, save=None)  # the same early-stopping count, no files
         if stop_early(cfg, best):
             stopped_early = True
+            if log is not None:
+                log.note(early_stop_note(cfg, epoch))
             break
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.train.epochs:
             tb.close()

@@ -31,7 +31,7 @@ from nnlab.scratch.model import build_mlp
 from nnlab.scratch.optim import OPTIMIZERS, Optimizer
 from nnlab.scratch.serialize import load_weights, save_model
 from nnlab.scratch.trainer import fit_epoch, predict_proba, steps_per_epoch
-from nnlab.training.epochs import EpochLog, best_tracker, epoch_row, run_metrics, stop_early
+from nnlab.training.epochs import EpochLog, best_tracker, early_stop_note, epoch_row, run_metrics, stop_early
 from nnlab.training.schedule import Schedule, optimizer_kwargs
 
 
@@ -93,9 +93,9 @@ def set_rng_states(model: Sequential, shuffle: np.random.Generator, states: dict
 
 
 def fit_numpy(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | None = None,
-              announce: Callable[[Run], None] | None = None, echo: bool = True) -> Run:
+              announce: Callable[[Run], None] | None = None, echo: bool = True, restart_patience: bool = False) -> Run:
     """Train an MLP with the NumPy engine into a run directory (or carry on `resume_run`); `echo` prints
-    the per-epoch lines (RUN/train.log gets them either way)."""
+    the per-epoch lines (RUN/train.log gets them either way); `restart_patience`: see `fit_torch`."""
     check_config(cfg)
     run = resume_run or Run.create(cfg, out)
     if announce is not None and resume_run is None:
@@ -120,6 +120,7 @@ def _train(run: Run, resume: bool, echo: bool) -> None:
         meta = load_weights(model, last, optimizer=optimizer)
         set_rng_states(model, shuffle, meta["rng"])
         best.load_state(meta["best"])
+        best.stale = 0 if restart_patience else best.stale
         schedule.load_state_dict(meta.get("schedule"))
         start_epoch = meta["epoch"] + 1
         run.truncate_history(start_epoch)
@@ -150,6 +151,7 @@ def _train(run: Run, resume: bool, echo: bool) -> None:
         log(row)
         if stop_early(cfg, best):
             stopped_early = True
+            log.note(early_stop_note(cfg, epoch))
             break
 
     best_file = run.best_checkpoint()
