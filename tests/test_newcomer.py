@@ -239,3 +239,28 @@ def test_an_averaged_run_reports_its_own_time_and_what_it_averaged(no_test_run, 
     assert metrics["images_per_second"] is None
     assert f"averaged   2 checkpoints (epochs 1, 2) of {no_test_run} in " in proc.stdout
     assert "trained " not in proc.stdout
+
+
+# ----------------------------------------------------------------------------- 5: a val split too small
+
+
+def test_a_small_val_splits_metric_is_shown_with_its_standard_error(no_test_run, capsys):
+    from nnlab.metrics import standard_error
+    from nnlab.training.epochs import EpochLog
+
+    # the binomial bound, checked against the spread of per-example hits of mean m
+    hits = np.r_[np.ones(7), np.zeros(56)]
+    assert standard_error("val_map3", hits.mean(), len(hits)) == pytest.approx(hits.std() / np.sqrt(len(hits)))
+    assert standard_error("val_map3", 0.1111, 21) == pytest.approx(0.0686, abs=1e-4)
+    assert standard_error("macro_f1", 0.5, 21) is None and standard_error("accuracy", 0.5, 0) is None
+
+    row = {"epoch": 1, "train_loss": 2.0, "val_accuracy": 0.1111, "lr": 0.1, "images_per_second": 100.0,
+           "epoch_seconds": 1.0}
+    log = EpochLog(Run.open(no_test_run), val_examples=21)
+    assert "val_accuracy 0.1111 (+-0.07, 21 images)  lr" in log(row) and log.warned
+    assert "note: the val split holds 21 images, so val_accuracy 0.1111 is uncertain by about +-0.07" \
+        in capsys.readouterr().out
+    log(row)
+    assert "note:" not in capsys.readouterr().out  # said once
+    assert "val_accuracy 0.9500  lr" in EpochLog(Run.open(no_test_run), echo=False, val_examples=900).line(
+        row | {"val_accuracy": 0.95}, 1.0, 0)  # SE 0.007: shown plain

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 
 from nnlab.config import ExperimentConfig, higher_is_better
+from nnlab.datasets.kinds import is_drawings
+from nnlab.metrics import UNCERTAIN_SE, standard_error
 from nnlab.progress import format_seconds
 from nnlab.runs.run import BestCheckpoints, Run
 
@@ -60,11 +62,15 @@ class EpochLog:
     whether or not stdout is a terminal (a notebook, `nohup`, CI logs all see it) and appended to
     RUN/train.log. Both engines call it with their history row."""
 
-    def __init__(self, run: Run, echo: bool = True) -> None:
+    def __init__(self, run: Run, echo: bool = True, val_examples: int = 0) -> None:
         self.run, self.echo = run, echo
         self.file = run.path / "train.log"
         self.start = time.perf_counter()
         self.done = 0
+        #: the val split's size: a main metric too uncertain at that size is shown with its standard error
+        self.val_examples = val_examples
+        self.unit = "drawings" if is_drawings(run.config.data) else "images"
+        self.warned = False
 
     def line(self, row: dict[str, Any], wall: float, epochs_left: int) -> str:
         """The text for one history row; `wall` is the mean wall time of this session's epochs."""
@@ -72,12 +78,19 @@ class EpochLog:
         metric = self.run.config.eval.main_metric
         parts = [f"epoch {int(row['epoch'])}/{total}", f"train_loss {row['train_loss']:.4f}"]
         if f"val_{metric}" in row:
-            parts.append(f"val_{metric} {row[f'val_{metric}']:.4f}")
+            value = row[f"val_{metric}"]
+            se = self.uncertainty(value)
+            parts.append(f"val_{metric} {value:.4f}" + (f" (+-{se:.2f}, {self.val_examples} {self.unit})" if se else ""))
         parts += [f"lr {row['lr']:.3g}", f"{row['images_per_second']:,.0f} img/s"]
         if "data_wait_fraction" in row:
             parts.append(f"data wait {row['data_wait_fraction']:.0%}")
         parts += [f"{row['epoch_seconds']:.1f} s", f"ETA {format_seconds(wall * epochs_left)}"]
         return "  ".join(parts)
+
+    def uncertainty(self, value: float) -> float | None:
+        """The main metric's standard error on the val split when it exceeds `UNCERTAIN_SE`, else None."""
+        se = standard_error(self.run.config.eval.main_metric, value, self.val_examples)
+        return se if se is not None and se > UNCERTAIN_SE else None
 
     def note(self, text: str) -> None:
         """A line that is not an epoch's (why training stopped), in train.log and printed like the epochs'."""
@@ -89,6 +102,13 @@ class EpochLog:
     def __call__(self, row: dict[str, Any]) -> str:
         self.done += 1
         wall = (time.perf_counter() - self.start) / self.done
+        metric = f"val_{self.run.config.eval.main_metric}"
+        se = self.uncertainty(row[metric]) if metric in row else None
+        if se and not self.warned:  # once per session, before the first line that shows it
+            self.warned = True
+            self.note(f"note: the val split holds {self.val_examples} {self.unit}, so {metric} {row[metric]:.4f} is "
+                      f"uncertain by about +-{se:.2f} (its standard error, sqrt(m(1 - m)/n)): differences between "
+                      "epochs or runs smaller than twice that are noise; a larger data.val_fraction narrows it")
         text = self.line(row, wall, self.run.config.train.epochs - int(row["epoch"]))
         with self.file.open("a") as fh:
             fh.write(text + "\n")

@@ -192,7 +192,7 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     has_val = data.has("val")
     train_seconds = sum(r.get("epoch_seconds", 0.0) for r in run.history()) if ddp.main else 0.0
     stopped_early, hinted = False, False
-    log = EpochLog(run, echo=echo) if ddp.main else None
+    log = EpochLog(run, echo=echo, val_examples=len(data.labels["val"]) if has_val else 0) if ddp.main else None
     tb = TensorBoardLog(run, enabled=cfg.train.tensorboard and ddp.main)
     for epoch in range(start_epoch, cfg.train.epochs):
         for holder in (data.loaders["train"].sampler, getattr(data.loaders["train"], "batch_sampler", None)):

@@ -130,7 +130,7 @@ def _train(run: Run, resume: bool, echo: bool) -> None:
 
     has_val = len(data.labels["val"]) > 0
     stopped_early = False
-    log = EpochLog(run, echo=echo)
+    log = EpochLog(run, echo=echo, val_examples=len(data.labels["val"]))
     apply_schedule(optimizer, schedule, start_epoch * schedule.steps_per_epoch)
     for epoch in range(start_epoch, cfg.train.epochs):
         first = epoch * schedule.steps_per_epoch
