@@ -264,3 +264,23 @@ def test_a_small_val_splits_metric_is_shown_with_its_standard_error(no_test_run,
     assert "note:" not in capsys.readouterr().out  # said once
     assert "val_accuracy 0.9500  lr" in EpochLog(Run.open(no_test_run), echo=False, val_examples=900).line(
         row | {"val_accuracy": 0.95}, 1.0, 0)  # SE 0.007: shown plain
+
+
+# ----------------------------------------------------------------------------- 20: the RNN recipe's CPU hint
+
+
+def test_the_rnn_recipes_cpu_hint_is_a_valid_config_and_the_benchmarks():
+    import sys
+
+    recipe = ROOT / "recipes" / "quickdraw-rnn.toml"
+    comment = " ".join(line.lstrip("# ").rstrip("\\ ") for line in recipe.read_text().splitlines()
+                       if line.startswith("#"))
+    hint = re.findall(r"--set (\S+)", comment[comment.index("quickdraw-rnn.toml --set"):])
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from stroke_gru_cpu import HINT
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert hint == HINT  # the comment's figures are the benchmark's
+    cfg = load_config(recipe, hint)
+    assert (cfg.model.name, cfg.data.max_points, cfg.train.steps_per_epoch) == ("stroke_gru", 96, 200)
