@@ -257,8 +257,8 @@ def test_a_small_val_splits_metric_is_shown_with_its_standard_error(no_test_run,
     row = {"epoch": 1, "train_loss": 2.0, "val_accuracy": 0.1111, "lr": 0.1, "images_per_second": 100.0,
            "epoch_seconds": 1.0}
     log = EpochLog(Run.open(no_test_run), val_examples=21)
-    assert "val_accuracy 0.1111 (+-0.07, 21 images)  lr" in log(row) and log.warned
-    assert "note: the val split holds 21 images, so val_accuracy 0.1111 is uncertain by about +-0.07" \
+    assert "val_accuracy 0.1111 (+-0.069, 21 images)  lr" in log(row) and log.warned
+    assert "note: the val split holds 21 images, so val_accuracy 0.1111 is uncertain by about +-0.069" \
         in capsys.readouterr().out
     log(row)
     assert "note:" not in capsys.readouterr().out  # said once

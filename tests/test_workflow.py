@@ -39,7 +39,7 @@ keep_best = 2
 tensorboard = true
 tensorboard_every = 5
 """
-LINE = re.compile(r"^epoch (\d+)/(\d+)  train_loss (\d+\.\d{4})  val_accuracy (\d\.\d{4})( \(\+-0\.\d\d, \d+ images\))?"
+LINE = re.compile(r"^epoch (\d+)/(\d+)  train_loss (\d+\.\d{4})  val_accuracy (\d\.\d{4})( \(\+-0\.\d+, \d+ images\))?"
                   r"  lr \S+  [\d,]+ img/s  "
                   r"data wait \d+%  \d+\.\d s  ETA \S+( s)?$")
 

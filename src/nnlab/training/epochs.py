@@ -80,7 +80,7 @@ class EpochLog:
         if f"val_{metric}" in row:
             value = row[f"val_{metric}"]
             se = self.uncertainty(value)
-            parts.append(f"val_{metric} {value:.4f}" + (f" (+-{se:.2f}, {self.val_examples} {self.unit})" if se else ""))
+            parts.append(f"val_{metric} {value:.4f}" + (f" (+-{se:.2g}, {self.val_examples} {self.unit})" if se else ""))
         parts += [f"lr {row['lr']:.3g}", f"{row['images_per_second']:,.0f} img/s"]
         if "data_wait_fraction" in row:
             parts.append(f"data wait {row['data_wait_fraction']:.0%}")
@@ -107,7 +107,7 @@ class EpochLog:
         if se and not self.warned:  # once per session, before the first line that shows it
             self.warned = True
             self.note(f"note: the val split holds {self.val_examples} {self.unit}, so {metric} {row[metric]:.4f} is "
-                      f"uncertain by about +-{se:.2f} (its standard error, sqrt(m(1 - m)/n)): differences between "
+                      f"uncertain by about +-{se:.2g} (its standard error, sqrt(m(1 - m)/n)): differences between "
                       "epochs or runs smaller than twice that are noise; a larger data.val_fraction narrows it")
         text = self.line(row, wall, self.run.config.train.epochs - int(row["epoch"]))
         with self.file.open("a") as fh:

@@ -101,11 +101,11 @@ def fit_numpy(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     if announce is not None and resume_run is None:
         announce(run)
     with threadpool_limits(limits=run.config.train.threads):  # NumPy's BLAS threads; None leaves them as they are
-        _train(run, resume=resume_run is not None, echo=echo)
+        _train(run, resume=resume_run is not None, echo=echo, restart_patience=restart_patience)
     return run
 
 
-def _train(run: Run, resume: bool, echo: bool) -> None:
+def _train(run: Run, resume: bool, echo: bool, restart_patience: bool = False) -> None:
     cfg = run.config
     data, inputs = image_arrays(cfg, run.path)
     model = build_mlp(inputs["train"].shape[1], cfg.model.hidden, len(data.classes), cfg.model.activation,

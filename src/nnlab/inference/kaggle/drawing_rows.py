@@ -166,8 +166,8 @@ def _enumerate_rows(path: Path, fmt: str, good: set[int]) -> tuple[np.ndarray, d
 def _enumerate_csv_rows(path: Path, good: set[int]) -> tuple[np.ndarray, dict[int, str], list]:
     """`_enumerate_rows` of a CSV, by Python's csv module: a row starts on the line after the
     previous row's last line (RFC 4180: a quoted field may hold newlines). A quote left open swallows
-    the lines up to the next quote: a line taken in that is a whole row by itself (as many fields as the
-    header, an integer key_id) is given back its own row, and listed in the third value, so that no
+    the lines up to the next quote: a line taken in that is a whole row by itself (`_row_key`) is given
+    back its own row, and listed in the third value, so that no
     key_id goes missing from a submission."""
     counted = [0]
     pending: list[str] = []  # the lines of the row being read
@@ -213,8 +213,10 @@ def _enumerate_csv_rows(path: Path, good: set[int]) -> tuple[np.ndarray, dict[in
 
 
 def _row_key(text: str, key_col: int, width: int) -> str | None:
-    """The key_id of a CSV line that is a whole row by itself (`width` fields, an integer key_id), else None."""
-    if key_col < 0:
+    """The key_id of a CSV line that is a whole row by itself (`width` fields, an integer key_id, and its
+    quotes paired: a line that goes on a quoted field of the line before, as RFC 4180 allows, closes it
+    with an odd quote), else None."""
+    if key_col < 0 or text.count('"') % 2:
         return None
     try:
         fields = next(csv.reader([text]))
