@@ -63,6 +63,13 @@ def test_extending_an_early_stopped_run_counts_patience_afresh_and_says_why_it_s
     assert len(api.load_run(run.path).history) == 7
 
 
+def test_early_stopping_works_with_keep_best_0(tmp_path):
+    # keep_best = 0 keeps no best checkpoint, but the best value so far is still what patience counts from
+    cfg = validate(tiny(epochs=5, early_stop_patience=2, keep_best=0) | {"optim": {"name": "sgd", "lr": 1e-12}})
+    run = api.fit(cfg, out=tmp_path / "run", echo=False)
+    assert len(run.history) == 3 and run.metrics["stopped_early"]
+
+
 # ----------------------------------------------------------------------------- 3: Google's strokes in run.predict
 
 
