@@ -49,6 +49,7 @@ def test_extending_an_early_stopped_run_counts_patience_afresh_and_says_why_it_s
     out = capsys.readouterr().out
     assert len(run.history) == 3 and run.metrics["stopped_early"]
     assert "stopped early after epoch 3 of 6: val_accuracy did not improve for 2 epochs" in out
+    assert f"`nnlab resume {run.path} --epochs N` trains more" in out
     assert "stopped early after epoch 3" in (run.path / "train.log").read_text()
 
     api.resume(run.path)  # nothing to resume: the line says early stopping ended it, and what to do

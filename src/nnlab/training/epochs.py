@@ -39,11 +39,12 @@ def stop_early(cfg: ExperimentConfig, best: BestCheckpoints) -> bool:
     return bool(cfg.train.early_stop_patience) and best.stale >= cfg.train.early_stop_patience
 
 
-def early_stop_note(cfg: ExperimentConfig, epoch: int) -> str:
+def early_stop_note(run: Run, epoch: int) -> str:
     """The line saying why training ended after `epoch` (counted from 0) and how to train more."""
+    cfg = run.config
     return (f"stopped early after epoch {epoch + 1} of {cfg.train.epochs}: val_{cfg.eval.main_metric} did not "
             f"improve for {cfg.train.early_stop_patience} epochs (train.early_stop_patience); "
-            "`nnlab resume RUN --epochs N` trains more, its patience counted afresh")
+            f"`nnlab resume {run.path} --epochs N` trains more, its patience counted afresh")
 
 
 def run_metrics(cfg: ExperimentConfig, engine: str, checkpoint: str, params: int, history: list[dict[str, float]],

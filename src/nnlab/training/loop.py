@@ -222,7 +222,7 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
         if stop_early(cfg, best):
             stopped_early = True
             if log is not None:
-                log.note(early_stop_note(cfg, epoch))
+                log.note(early_stop_note(run, epoch))
             break
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.train.epochs:
             tb.close()

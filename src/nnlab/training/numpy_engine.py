@@ -151,7 +151,7 @@ def _train(run: Run, resume: bool, echo: bool, restart_patience: bool = False) -
         log(row)
         if stop_early(cfg, best):
             stopped_early = True
-            log.note(early_stop_note(cfg, epoch))
+            log.note(early_stop_note(run, epoch))
             break
 
     best_file = run.best_checkpoint()
