@@ -83,8 +83,8 @@ def test_slow_loader_is_measured_and_hinted_once(tmp_path, monkeypatch, capsys):
 
 def test_hint_names_the_stroke_fixes_and_stays_quiet_below_the_threshold():
     cfg = validate({"data": {"kind": "synth", "num_workers": 2, "image_size": 64, "encoding": "time-decay"}})
-    assert data_wait_hint(cfg, 0, DATA_WAIT_HINT) is None
-    text = data_wait_hint(cfg, 4, 0.5)
+    assert data_wait_hint(cfg, 0, {"seconds": 1.0, "data_wait_fraction": DATA_WAIT_HINT}) is None
+    text = data_wait_hint(cfg, 4, {"seconds": 1.0, "data_wait_fraction": 0.5})
     assert "epoch 5" in text and "50%" in text and "data.image_size (now 64)" in text and "'time-decay'" in text
 
 

@@ -32,6 +32,7 @@ from nnlab.fileio import atomic_write_bytes
 from nnlab.evaluation.evaluate import evaluate_run
 from nnlab.inference.kaggle.drawing_rows import read_drawing_rows
 from nnlab.inference.kaggle.submission import predict_drawings
+from nnlab.inference.models.doodle import drawing_arrays
 from nnlab.inference.predict import predict_images, read_image_inputs
 from nnlab.models.registry import model_name_for, register_model  # noqa: F401  (nnlab.register_model)
 from nnlab.ingest.image_files import read_image
@@ -142,7 +143,9 @@ class TrainedRun:
     def predict(self, inputs: Any) -> Predictions:
         """Predict images (a path to an image, a folder or an .npz; an array (H, W[, C]) or (N, H, W[, C]),
         C = 1, 3 or 4, a 3-D array with such a last axis being one image;
-        a list of arrays or paths) or, for a drawing run, `Drawing`s, stroke lists or a drawings file;
+        a list of arrays or paths) or, for a drawing run, `Drawing`s, drawings as lists of strokes (Google's
+        nested lists [[x...], [y...]] or raw [[x...], [y...], [t...]], as the server takes them, or (n, 2|3)
+        NumPy point arrays) or a drawings file;
         preprocessed exactly as `nnlab predict` does."""
         if is_drawings(self.config):
             ids, source = _drawing_inputs(inputs)
@@ -150,8 +153,9 @@ class TrainedRun:
         ids, images = _image_inputs(inputs)
         return Predictions(ids, predict_images(self.dir, images), self.classes)
 
-    def evaluate(self, split: str = "test") -> dict[str, Any]:
-        """Metrics of the best checkpoint on a split of the run's own data (as `nnlab eval`)."""
+    def evaluate(self, split: str | None = None) -> dict[str, Any]:
+        """Metrics of the best checkpoint on a split of the run's own data (as `nnlab eval`; default test
+        where there is one, else val: the result's "split" says which)."""
         return evaluate_run(self.path, split=split)
 
     def plot_history(self) -> Figure:
@@ -256,7 +260,9 @@ def resume(run: TrainedRun | str | os.PathLike, epochs: int | None = None, echo:
     d = rundir.Run.open(run.path if isinstance(run, TrainedRun) else run)
     finished = (d.path / "metrics.json").is_file()
     done = len(d.history())
-    extend = epochs is not None and epochs != d.config.train.epochs
+    stopped = finished and bool(d.read_json("metrics.json").get("stopped_early"))
+    # an early-stopped run extended to its own plan trains the epochs early stopping skipped
+    extend = epochs is not None and (epochs != d.config.train.epochs or (stopped and epochs > done))
     if extend:
         if isinstance(epochs, bool) or not isinstance(epochs, int):
             raise NnlabError(f"resume: epochs must be a whole number, got {epochs!r}")
@@ -267,8 +273,7 @@ def resume(run: TrainedRun | str | os.PathLike, epochs: int | None = None, echo:
         extended = validate(raw, f"{d.path}/config.toml with --epochs {epochs}")
     elif finished:
         if echo:
-            print(f"{d.path} is finished ({plural(done, 'epoch')} of {d.config.train.epochs}); nothing to resume "
-                  f"(extend it with `nnlab resume {d.path} --epochs N`)", flush=True)
+            print(_finished_note(d, done), flush=True)
         return TrainedRun(d.path)
     rundir.check_inputs_exist(d.config, str(d.path))  # before a file changes
     saved: dict[str, bytes] = {}
@@ -279,13 +284,24 @@ def resume(run: TrainedRun | str | os.PathLike, epochs: int | None = None, echo:
         save_config(d.config, d.path / "config.toml")
         (d.path / "metrics.json").unlink(missing_ok=True)
     try:
-        train(d.config, resume_run=d, echo=echo, callbacks=list(callbacks))
+        train(d.config, resume_run=d, echo=echo, callbacks=list(callbacks), restart_patience=extend)
     except BaseException:
         if saved and len(d.history()) == done:  # not one new epoch: the run is put back as it was
             for name, data in saved.items():
                 atomic_write_bytes(d.path / name, data)
         raise
     return TrainedRun(d.path)
+
+
+def _finished_note(d: rundir.Run, done: int) -> str:
+    """Why a finished run has nothing to resume (the whole plan, or early stopping) and how to train more."""
+    planned = d.config.train.epochs
+    how = f"train more with `nnlab resume {d.path} --epochs N`"
+    if d.read_json("metrics.json").get("stopped_early"):
+        return (f"{d.path} is finished: early stopping ended it after {plural(done, 'epoch')} of {planned} "
+                f"(val_{d.config.eval.main_metric} did not improve for {d.config.train.early_stop_patience} epochs); "
+                f"nothing to resume ({how}, N > {done}: its patience is counted afresh)")
+    return f"{d.path} is finished ({plural(done, 'epoch')} of {planned}); nothing to resume ({how})"
 
 
 def lr_find(config: ConfigLike, overrides: Overrides = None, out: str | os.PathLike | None = None,
@@ -416,8 +432,15 @@ def _drawing_inputs(inputs: Any) -> tuple[list[str], Any]:
         rows = read_drawing_rows(inputs)
         return [rows.ids[i] for i in rows.parsed], rows.drawings  # rows that did not parse are left out
     items = [inputs] if isinstance(inputs, Drawing) else list(inputs)
+    if not items:
+        raise NnlabError("predict: no drawings given")
     ids = [str(d.key_id) if isinstance(d, Drawing) and d.key_id >= 0 else str(i) for i, d in enumerate(items)]
-    return ids, PackedSource(StrokeBatch.from_drawings(items))
+    drawings = [drawing_arrays(d, f"drawing {i}") for i, d in enumerate(items)]
+    widths = {a.shape[1] for d in drawings for a in d}
+    if len(widths) > 1:  # a batch is simplified or raw, as a file is (the readers' mixed_format)
+        raise NnlabError("predict: simplified ([x, y]) and raw ([x, y, t]) strokes mixed; "
+                         "predict each kind in a call of its own")
+    return ids, PackedSource(StrokeBatch.from_drawings(drawings))
 
 
 def _saved_predictions(path: Path, classes: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:

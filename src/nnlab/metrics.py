@@ -13,6 +13,7 @@ sort on ``-scores``), so every metric is deterministic. Bad input raises
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -199,6 +200,25 @@ def map_at_k(
             f"ground truth (e.g. {extra[:5].tolist()})"
         )
     return _map_from_topk(tlab[t_order], plab[p_order, :k])
+
+
+#: Metrics that are the mean of a score in [0, 1] per example (a hit, or MAP@k's 1/rank), whose standard
+#: error at n examples is at most sqrt(m (1 - m) / n) (the variance of a [0, 1] score of mean m is at most
+#: m (1 - m), reached by hits and misses: the binomial case).
+_PER_EXAMPLE_MEAN = re.compile(r"(top\d+_)?accuracy|map\d+|rank\d+")
+#: Above this standard error a split's metric is shown with it (about +-0.02 needs ~600 examples at 0.5).
+UNCERTAIN_SE = 0.02
+
+
+def standard_error(metric: str, value: float, n: int) -> float | None:
+    """The standard error of `metric` (accuracy, top-k accuracy, MAP@k, rank-k; a val_/test_ prefix is
+    ignored) measured as `value` on `n` examples, by the binomial bound sqrt(m (1 - m) / n); None for a
+    metric that is not a mean of per-example scores in [0, 1] (macro-F1, log loss) or without examples."""
+    base = re.sub(r"^(val|train|test)_", "", metric)
+    if n <= 0 or not _PER_EXAMPLE_MEAN.fullmatch(base) or not np.isfinite(value):
+        return None
+    m = min(max(float(value), 0.0), 1.0)
+    return float(np.sqrt(m * (1 - m) / n))
 
 
 def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from pathlib import Path
 
 import click
 import typer
@@ -13,12 +16,34 @@ from nnlab.errors import NnlabError
 from nnlab.fileio import disk_full_error, is_disk_full
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers and `kill` send before a kill), unwound as Ctrl-C is: the run keeps its last
+    checkpoint and the user is told how to resume; the exit status is 143 (128 + SIGTERM)."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    state["sigterm"] = True  # typer turns any KeyboardInterrupt into Exit(130): this tells them apart
+    raise Terminated
+
+
 def main() -> None:
-    """Entry point: a user error prints one line on stderr and exits 2."""
+    """Entry point: a user error prints one line on stderr and exits 2; Ctrl-C exits 130 and SIGTERM 143,
+    both with the `nnlab resume` line of the run being trained."""
+    on_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    state.pop("sigterm", None)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if on_main_thread else None
+    try:
+        _main()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main() -> None:
     try:
         code = plain_metavars(typer.main.get_command(app))(standalone_mode=False)
         if code == 130:  # click turns Ctrl-C into Exit(130), which non-standalone mode returns
-            raise KeyboardInterrupt
+            raise Terminated if state.pop("sigterm", False) else KeyboardInterrupt
     except NnlabError as exc:
         if state["debug"] or "--debug" in sys.argv:
             raise
@@ -26,10 +51,14 @@ def main() -> None:
         sys.exit(2)
     except SystemExit:
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         run_dir = state.get("run_dir")
-        print(f"interrupted; resume with nnlab resume {run_dir}" if run_dir else "interrupted", file=sys.stderr)
-        sys.exit(130)
+        if run_dir and not Path(run_dir).is_dir():  # stopped in its first epoch: the run removed itself
+            what += " in the first epoch; nothing was kept"
+        print(f"{what}; resume with nnlab resume {run_dir}" if run_dir and Path(run_dir).is_dir() else what,
+              file=sys.stderr)
+        sys.exit(143 if isinstance(exc, Terminated) else 130)
     except Exception as exc:  # click usage errors arrive here in non-standalone mode
         if isinstance(exc, (click.exceptions.Abort, typer.Abort)):
             sys.exit(1)

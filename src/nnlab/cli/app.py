@@ -35,16 +35,17 @@ def plain_metavars(command):
     """Readable placeholders in help and usage (CONFIG, PATH, N) instead of the Python types typer prints
     (`<bool>`, `<list[str]>`, `{config}`); a metavar a command sets itself is kept."""
     for param in command.params:
-        if param.metavar is not None or getattr(param, "is_flag", False):
+        if getattr(param, "is_flag", False):
             continue
         if getattr(param, "param_type_name", "") == "argument":
-            word = param.name.upper().replace("_", "-")
+            # the command's own metavar (MODEL, INPUT...) or the name; the "..." of several comes from nargs
+            word = (param.metavar or param.name.upper().replace("_", "-")).removesuffix("...")
             param.metavar = word
             # typer writes a required argument as {name} in usage and its Python type in help
             param._usage_display_name = (lambda w=word, p=param: (w if p.required else f"[{w}]")
                                          + ("..." if p.nargs != 1 else ""))
             param.display_type_rich = lambda ctx: None
-        else:
+        elif param.metavar is None:
             param.metavar = _type_word(getattr(param, "type_descriptor", None))
     for sub in getattr(command, "commands", {}).values():
         plain_metavars(sub)

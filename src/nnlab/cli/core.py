@@ -90,7 +90,8 @@ def resume(run_dir: Path = typer.Argument(..., help="Run directory to continue."
 @app.command("eval")
 def eval_(run_dir: Path = typer.Argument(..., help="Run directory."),
           data: Path | None = typer.Option(None, "--data", help="Evaluate on another data path (same kind)."),
-          split: str = typer.Option("test", "--split", help="train, val or test."),
+          split: str | None = typer.Option(None, "--split", help="train, val or test (default: test where the "
+                                                                 "run has a test split, else val)."),
           set_: list[str] = typer.Option([], "--set", help="Override data settings, e.g. data.kind=npz.")) -> None:
     """Evaluate a run's best checkpoint on a split, printing its metrics.
 
@@ -99,6 +100,8 @@ def eval_(run_dir: Path = typer.Argument(..., help="Run directory."),
     from nnlab.evaluation.evaluate import evaluate_run  # heavy (torch): imported when the command runs
 
     metrics = evaluate_run(run_dir, split=split, data_path=data, overrides=set_)
+    if split is None and metrics["split"] != "test":
+        typer.echo(f"note: the run has no test split; evaluating {metrics['split']}", err=True)
     for k, v in metrics.items():
         _echo(f"{k:<16} {v:.4f}" if isinstance(v, float) else f"{k:<16} {v}")
 

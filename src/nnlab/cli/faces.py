@@ -14,7 +14,8 @@ from nnlab.cli.app import app
 from nnlab.errors import NnlabError
 from nnlab.fileio import check_output_dir
 
-gallery_app = typer.Typer(no_args_is_help=True, help="Galleries of enrolled people: build one, add people.")
+gallery_app = typer.Typer(no_args_is_help=True, help="Galleries of enrolled people: build one, add people.\n\n"
+                          "Example: nnlab gallery build export/faces people/ --out gallery/")
 app.add_typer(gallery_app, name="gallery")
 faces_app = typer.Typer(no_args_is_help=True, help="Faces in photographs: detect and align them.")
 app.add_typer(faces_app, name="faces")
@@ -68,7 +69,10 @@ def embed(model_path: Path = typer.Argument(..., metavar="MODEL", help=MODEL_HEL
           out: Path = typer.Option(..., "--out", help="The .npz to write (embeddings, paths, labels, fingerprint)."),
           batch_size: int = typer.Option(64, "--batch-size", min=1, help=BATCH_HELP),
           faces: str = typer.Option("auto", "--faces", help=FACES_HELP)) -> None:
-    """L2-normalised embeddings of images, in batches: one per face crop, and per face of each photo."""
+    """L2-normalised embeddings of images, in batches: one per face crop, and per face of each photo.
+
+    Example: nnlab embed export/faces photos/ --out embeddings.npz
+    """
     from nnlab.inference.faces.embed import ImageFiles, list_images, save_embeddings  # heavy (torch)
     from nnlab.inference.faces.photos import boxes_of, check_mode, embed_faces  # heavy (torch)
     from nnlab.inference.models.image import load_image_model  # heavy (torch)
@@ -87,13 +91,16 @@ def embed(model_path: Path = typer.Argument(..., metavar="MODEL", help=MODEL_HEL
 
 @gallery_app.command("build")
 def gallery_build(model_path: Path = typer.Argument(..., metavar="MODEL", help=MODEL_HELP),
-                  folder: Path = typer.Argument(..., help="One sub-folder of images per person."),
+                  folder: Path = typer.Argument(..., metavar="FOLDER", help="One sub-folder of images per person."),
                   out: Path = typer.Option(..., "--out", help="Gallery directory to write."),
                   batch_size: int = typer.Option(64, "--batch-size", min=1, help=BATCH_HELP),
                   overwrite: bool = typer.Option(False, "--overwrite", help="Replace a gallery already at --out "
                                                  "(any other non-empty folder is refused)."),
                   faces: str = typer.Option("auto", "--faces", help=FACES_HELP)) -> None:
-    """Enrol the people of a folder in a new gallery: face crops, or photos of one face each."""
+    """Enrol the people of a folder in a new gallery: face crops, or photos of one face each.
+
+    Example: nnlab gallery build export/faces people/ --out gallery/
+    """
     from nnlab.inference.faces.gallery import GALLERY_FOLDER, build_gallery  # heavy (torch)
     from nnlab.inference.faces.photos import check_mode  # heavy (torch)
     from nnlab.inference.models.image import load_image_model  # heavy (torch)
@@ -112,7 +119,10 @@ def gallery_add(model_path: Path = typer.Argument(..., metavar="MODEL", help=MOD
                 folder: Path = typer.Argument(..., help="One sub-folder of images per person to enrol."),
                 batch_size: int = typer.Option(64, "--batch-size", min=1, help=BATCH_HELP),
                 faces: str = typer.Option("auto", "--faces", help=FACES_HELP)) -> None:
-    """Enrol more people (or more images of enrolled people) in a gallery."""
+    """Enrol more people (or more images of enrolled people) in a gallery.
+
+    Example: nnlab gallery add export/faces gallery/ newcomers/
+    """
     from nnlab.inference.faces.gallery import Gallery  # heavy (torch)
     from nnlab.inference.faces.photos import check_mode  # heavy (torch)
     from nnlab.inference.models.image import load_image_model  # heavy (torch)
@@ -147,7 +157,10 @@ def identify(model_path: Path = typer.Argument(..., metavar="MODEL", help=MODEL_
              search: str = typer.Option("auto", "--search", help="auto, numpy, faiss-flat, faiss-ivf, faiss-hnsw or faiss-pq."),
              batch_size: int = typer.Option(64, "--batch-size", min=1, help=BATCH_HELP),
              faces: str = typer.Option("auto", "--faces", help=FACES_HELP)) -> None:
-    """Who is in each image (each face of a photo): the best enrolled identity, or unknown below the threshold."""
+    """Who is in each image (each face of a photo): the best enrolled identity, or unknown below the threshold.
+
+    Example: nnlab identify export/faces gallery/ photos/ --out matches.csv --fpr 1e-3
+    """
     from nnlab.inference.faces.embed import list_images  # heavy (torch)
     from nnlab.inference.faces.gallery import Gallery, identification_report, identify_files, write_matches  # heavy
     from nnlab.inference.faces.photos import check_mode  # heavy (torch)

@@ -35,9 +35,10 @@ def evaluate_split(model: nn.Module, data: DataBundle, split: str, device: str, 
     return evaluate(model, data, split, device, cfg.train.amp, cfg.eval.top_k)
 
 
-def evaluate_run(run_dir: Path, split: str = "test", data_path: Path | None = None,
+def evaluate_run(run_dir: Path, split: str | None = None, data_path: Path | None = None,
                  overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """Metrics of a run's best checkpoint on one split (optionally of other data of the same kind)."""
+    """Metrics of a run's best checkpoint on one split (optionally of other data of the same kind); the
+    default split is test where the data has one, else val (the result's "split" says which)."""
     run = Run.open(run_dir)
     raw = run.config.model_dump(mode="json", exclude_none=True)
     for item in overrides:
@@ -47,6 +48,8 @@ def evaluate_run(run_dir: Path, split: str = "test", data_path: Path | None = No
         raw["data"]["path"] = str(Path(data_path).resolve())
     cfg = validate(raw, f"{run.path}/config.toml")
     data = build_data(cfg, run.path if reuse_splits else None)
+    if split is None:
+        split = "test" if data.has("test") else "val"
     if split not in data.loaders or not data.has(split):
         raise NnlabError(f"split {split!r} is empty or unknown (have: {', '.join(s for s in data.loaders if data.has(s))})")
     if data.classes != run.classes():

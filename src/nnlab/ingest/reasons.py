@@ -34,6 +34,8 @@ REASONS: dict[str, str] = {
     "corrupt_file": "the compressed stream is corrupt; the rest of the file cannot be read",
     "line_too_long": "the line (one drawing) is over 16 MB; it was skipped unread",
     "invalid_utf8": "the word or another text field is not valid UTF-8",
+    "in_open_quote": ("a CSV line that is a row by itself lies inside the previous row's unclosed quote "
+                      "(predict gives it its own row; the scanners read the two lines as one malformed row)"),
 }
 _CODE = {name: i for i, name in enumerate(REASONS)}
 _NAMES = list(REASONS)

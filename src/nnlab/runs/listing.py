@@ -47,10 +47,13 @@ def run_status(path: Path) -> RunStatus:
         elif (path / "metrics.json").is_file():
             status = "finished"
             m = json.loads((path / "metrics.json").read_text())
-            value = m.get("test" if "test" in m else "val", {}).get(metric)
+            # test where it has the metric, else val: an embedding run's test split holds open-set
+            # metrics only, and a run with keep_best = 0 is scored at its last epoch like any other
+            value = next((m[s][metric] for s in ("test", "val") if isinstance(m.get(s), dict)
+                          and isinstance(m[s].get(metric), (int, float))), None)
         else:
             status = "interrupted" if any(run.checkpoints.glob("last.*")) else "failed"
-        if value is None and history:
+        if value is None and history:  # unfinished (or metrics.json without it): the last epoch's val
             value = history[-1].get(f"val_{metric}")
     except (NnlabError, ValueError, OSError, AttributeError):  # damaged files: one row says so, the rest list
         return RunStatus(path, "unreadable", 0, "-", None, age)

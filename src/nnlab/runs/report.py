@@ -15,8 +15,7 @@ from nnlab.runs.run import Run
 def format_report(run: Run) -> str:
     m = run.read_json("metrics.json")
     lines = [f"run        {run.path}", f"model      {m.get('model')} ({m.get('params'):,} parameters, {m.get('engine')})",
-             f"trained    {plural(m.get('epochs') or 0, 'epoch')} in {m.get('train_seconds', 0):.1f} s"
-             f" ({m.get('images_per_second') or 0:,.0f} images/s)", f"checkpoint {m.get('checkpoint')}"]
+             _trained_line(m), f"checkpoint {m.get('checkpoint')}"]
     for split in ("val", "test"):
         if split in m:
             lines.append(f"{split:<10} " + "  ".join(f"{k} {v:.4f}" for k, v in m[split].items()
@@ -27,6 +26,20 @@ def format_report(run: Run) -> str:
     plots = sorted(p.name for p in run.plots.glob("*.png"))
     lines.append(f"plots      {run.plots} ({', '.join(plots)})")
     return "\n".join(lines)
+
+
+def _trained_line(m: dict[str, Any]) -> str:
+    """How the weights came about: the training's epochs and time, or for `nnlab average` its own time and
+    the checkpoints of the run it averaged."""
+    avg = m.get("averaged")
+    if avg:
+        epochs = avg.get("epochs") or []
+        span = f"epoch {epochs[0]}" if len(epochs) == 1 else f"epochs {', '.join(map(str, epochs))}"
+        bn = ", BatchNorm recomputed" if avg.get("bn_recomputed") else ""
+        return (f"averaged   {plural(len(avg.get('checkpoints') or []), 'checkpoint')} ({span}) of {avg.get('source')} "
+                f"in {m.get('train_seconds') or 0:.1f} s{bn}")
+    return (f"trained    {plural(m.get('epochs') or 0, 'epoch')} in {m.get('train_seconds', 0):.1f} s"
+            f" ({m.get('images_per_second') or 0:,.0f} images/s)")
 
 
 COMPARED = ("accuracy", "top3_accuracy", "map3", "macro_f1", "log_loss",  # classification

@@ -275,12 +275,12 @@ class BestCheckpoints:
     keep: int
     best: list[dict[str, Any]] = field(default_factory=list)  # {"epoch", "value", "file"}, best first
     stale: int = 0
+    top: float | None = None  # the best value so far, kept checkpoint or not (keep = 0 keeps none)
 
     def improved(self, value: float) -> bool:
-        if not self.best:
+        if self.top is None:
             return True
-        top = self.best[0]["value"]
-        return value > top if self.higher_is_better else value < top
+        return value > self.top if self.higher_is_better else value < self.top
 
     def update(self, run: Run, epoch: int, value: float | None, save: Callable[[Path], Any] | None,
                suffix: str = ".pt") -> None:
@@ -290,7 +290,10 @@ class BestCheckpoints:
         if value is None or not math.isfinite(value):
             self.stale += value is not None
             return
-        self.stale = 0 if self.improved(value) else self.stale + 1
+        if self.improved(value):
+            self.stale, self.top = 0, value
+        else:
+            self.stale += 1
         if self.keep <= 0:
             return
         name = f"best-e{epoch + 1:03d}-{self.metric}-{value:.4f}{suffix}"  # epochs from 1, as in history.csv
@@ -311,10 +314,12 @@ class BestCheckpoints:
             (run.checkpoints / old["file"]).with_suffix(".json").unlink(missing_ok=True)
 
     def state(self) -> dict[str, Any]:
-        return {"best": self.best, "stale": self.stale}
+        return {"best": self.best, "stale": self.stale, "top": self.top}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.best, self.stale = list(state["best"]), int(state["stale"])
+        # checkpoints of earlier versions kept no "top": their best kept checkpoint's value was it
+        self.top = state.get("top", self.best[0]["value"] if self.best else None)
 
 
 def resolve_paths(cfg: ExperimentConfig) -> ExperimentConfig:

@@ -28,7 +28,7 @@ from pydantic_core import PydanticCustomError
 
 from nnlab.config import describe_error
 from nnlab.errors import DataError, NnlabError
-from nnlab.inference.models.doodle import DoodleModel, arrays_to_google, google_to_arrays
+from nnlab.inference.models.doodle import DoodleModel, arrays_to_google, check_google_stroke, google_to_arrays
 from nnlab.serve.batching import MicroBatcher
 from nnlab.serve.hardening import is_json
 from nnlab.serve.preprocess import Busy, Preprocessor
@@ -46,19 +46,7 @@ PAGE = Path(__file__).parent / "static" / "index.html"
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-MAX_COORDINATE, le=MAX_COORDINATE)]
 
 
-def _check_stroke(stroke: list[list[float]]) -> list[list[float]]:
-    if len(stroke) not in (2, 3):
-        raise ValueError(f"a stroke is [[x...], [y...]] or [[x...], [y...], [t...]], got {len(stroke)} lists")
-    lengths = [len(c) for c in stroke]
-    if lengths[0] == 0:
-        raise ValueError("a stroke has no points")
-    if len(set(lengths)) > 1:
-        names = "x, y, t" if len(stroke) == 3 else "x, y"
-        raise ValueError(f"{names} have different lengths ({', '.join(map(str, lengths))})")
-    return stroke
-
-
-Stroke = Annotated[list[list[Number]], AfterValidator(_check_stroke)]
+Stroke = Annotated[list[list[Number]], AfterValidator(check_google_stroke)]  # the Python API's check too
 
 
 class PredictRequest(BaseModel):

@@ -23,6 +23,7 @@ from nnlab.studies.plan import ERROR_FILE, Cell, CellOutcome, Study, cell_state
 from nnlab.studies.report import write_report
 from nnlab.training import fit
 from nnlab.training.tracking import child_runs_of, finish_parent, open_parent
+from nnlab.training.throughput import say_once
 
 # --------------------------------------------------------------------------- running
 
@@ -91,12 +92,12 @@ def run_study(study: Study, workers: int | None = None, executor: str | Executor
         workers = max(1, min(len(todo), study.settings.slurm.array_parallelism))
     else:
         workers = max(1, min(workers or study.settings.workers or cores, max(1, len(todo))))
+    if todo:
+        _prefetch(todo)  # before any folder: a failed download leaves no empty variant folders behind
     for c in todo:
         if states[c] == "new" and c.path.exists():
             shutil.rmtree(c.path)  # a cell that died before its first checkpoint starts again
         c.path.parent.mkdir(parents=True, exist_ok=True)
-    if todo:
-        _prefetch(todo)
 
     bar = progress(total=len(study.cells), initial=len(outcomes), desc=f"study {study.name}", unit="cell")
 
@@ -114,7 +115,8 @@ def run_study(study: Study, workers: int | None = None, executor: str | Executor
             owned = not isinstance(executor, Executor)
             pool = make_executor(kind, study.out, study.name, study.settings.slurm, workers,
                                  max(1, cores // workers)) if owned else executor
-            _run_cells(pool, todo, calls, record, owned)
+            with say_once():  # cells in this process: a data-wait note once for the study, not once per cell
+                _run_cells(pool, todo, calls, record, owned)
     finally:
         bar.close()
     ordered = [outcomes[c] for c in study.cells]

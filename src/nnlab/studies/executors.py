@@ -48,10 +48,13 @@ def init_worker(threads: int | None = None) -> None:
     import torch  # heavy: only in the processes that train
     from threadpoolctl import threadpool_limits  # with torch: only in the processes that train
 
+    from nnlab.training.throughput import say_once  # with torch: only in the processes that train
+
     threads = threads or available_cores()
     os.environ["NNLAB_PROGRESS"] = "0"
     torch.set_num_threads(threads)
     threadpool_limits(threads)  # BLAS, for NumPy-engine cells (a cell's own train.threads still wins)
+    say_once().__enter__()  # this process's cells say a data-wait note once, for the process's life
 
 
 class CellJob:

@@ -7,6 +7,8 @@ new run is evaluated and reported like any other, so predict, export, serve and 
 
 from __future__ import annotations
 
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,7 @@ def has_batchnorm(model: nn.Module) -> bool:
 def average_run(run_dir: str | Path, out: str | Path, best: int | None = None, last: int | None = None) -> Run:
     """Average the chosen checkpoints of `run_dir` into a new, evaluated run directory `out`; a failure
     (a full disk: one DataError) leaves no new run behind."""
+    start = time.perf_counter()
     source = Run.open(run_dir)
     if source.config.engine != "torch":
         raise NnlabError(f"{source.path}: a {source.config.engine} run; averaging needs a torch run")
@@ -122,13 +125,15 @@ def _write_averaged(source: Run, run: Run, files: list[Path], epochs: list[int],
     if has_batchnorm(model):
         update_bn(_inputs(data.loaders["train"], BN_BATCHES), model, device=device)
     atomic_save({"epoch": max(epochs), "model": model.state_dict()}, run.checkpoints / AVERAGED)
+    seconds = time.perf_counter() - start  # this run's own time: loading, averaging, the BatchNorm pass
     info: dict[str, Any] = {"source": str(source.path), "checkpoints": [f.name for f in files],
-                            "epochs": [e + 1 for e in epochs], "bn_recomputed": has_batchnorm(model)}
+                            "epochs": [e + 1 for e in epochs], "bn_recomputed": has_batchnorm(model),
+                            "seconds": seconds}
     run.write_json("averaged.json", info)
     run.write_env(device, {"params": count_parameters(model), "averaged_from": str(source.path)})
-    metrics = run_metrics(cfg, "torch", AVERAGED, count_parameters(model), run.history(), False,
-                          float(source.read_json("metrics.json").get("train_seconds", 0.0))
-                          if (source.path / "metrics.json").is_file() else 0.0, data.info) | {"averaged": info}
+    # train_seconds and images/s are the averaging's: the source's training time is in its own metrics.json
+    metrics = run_metrics(cfg, "torch", AVERAGED, count_parameters(model), run.history(), False, seconds,
+                          data.info) | {"images_per_second": None, "averaged": info}
     outputs = {}
     for split in ("val", "test"):
         if data.has(split):

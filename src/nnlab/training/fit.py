@@ -19,13 +19,14 @@ from nnlab.training.numpy_engine import fit_numpy
 
 def fit(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | None = None,
         stop_after_epoch: int | None = None, announce: Callable[[Run], None] | None = None,
-        echo: bool = True, callbacks: Sequence[Callback] = ()) -> Run:
+        echo: bool = True, callbacks: Sequence[Callback] = (), restart_patience: bool = False) -> Run:
     """Train an experiment into a run directory (or carry on `resume_run`) and return the run.
 
     `announce` is called with the new run before training starts (the CLI prints its path);
     `stop_after_epoch` ends the session after that epoch as an interruption would (torch engine; for tests);
     `echo` prints one line per epoch (always written to RUN/train.log); `callbacks` (`nnlab.Callback`s) are
     called at the start, after each step (torch) and epoch, and at the end (`training/callbacks.py`).
+    `restart_patience` (a resumed run extended to more epochs) counts early stopping's epochs afresh.
     A new run that fails before its first epoch ends (unknown model, unreadable data...) leaves no directory;
     a config this machine cannot train (`check_resources`) fails before one is made.
     """
@@ -44,10 +45,11 @@ def fit(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | 
     try:
         if cfg.engine == "numpy":
             run = fit_numpy(cfg, out=out, resume_run=resume_run, announce=on_create, echo=echo,
-                            callbacks=callbacks)
+                            callbacks=callbacks, restart_patience=restart_patience)
         else:
             run = fit_torch(cfg, out=out, resume_run=resume_run, stop_after_epoch=stop_after_epoch,
-                            announce=on_create, echo=echo, callbacks=callbacks)
+                            announce=on_create, echo=echo, callbacks=callbacks,
+                            restart_patience=restart_patience)
         if main:
             finish_run(run)  # train.tracking: the results to MLflow (an interrupted session stays running)
         return run

@@ -57,7 +57,7 @@ from nnlab.training.callbacks import Callback, Callbacks, EarlyStopping
 from nnlab.training.checkpoint import load_checkpoint, save_checkpoint
 from nnlab.training.distill import Teachers, make_teachers
 from nnlab.training.ema import make_ema, update_ema
-from nnlab.training.epochs import EpochLog, best_tracker, epoch_row, run_metrics
+from nnlab.training.epochs import EpochLog, best_tracker, early_stop_note, epoch_row, run_metrics
 from nnlab.training.mix import BatchMixer, make_mixer, soft_target_loss
 from nnlab.training.optim import apply_schedule, base_lr, build_optimizer, freeze_layers, unfreeze_all
 from nnlab.training.schedule import Schedule
@@ -86,7 +86,7 @@ def train_one_epoch(model, loader, optimizer, schedule: Schedule, scaler, criter
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     nonfinite = torch.zeros((), device=device, dtype=torch.bool)
-    seen, waited, start = 0, 0.0, time.perf_counter()
+    seen, waited, warmup, start = 0, 0.0, 0.0, time.perf_counter()
     bar = progress(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", leave=False, disable=None if show else True)
     optimizer.zero_grad(set_to_none=True)
     updates = epoch * schedule.steps_per_epoch  # optimiser steps before this epoch (the EMA's warm-up, the schedule)
@@ -97,6 +97,8 @@ def train_one_epoch(model, loader, optimizer, schedule: Schedule, scaler, criter
         x, y = batch[:2]
         extras = [e.to(device, non_blocking=True) for e in batch[3]] if len(batch) > 3 else ()  # other teachers' inputs
         waited += time.perf_counter() - asked
+        if step == 0:
+            warmup = waited  # the first batch: the loader's workers starting, not its pace
         x = x.to(device, non_blocking=True, memory_format=input_layout(x, t.channels_last))
         y = y.to(device, non_blocking=True)
         x, target = mixer(x, y, epoch) if mixer is not None else (x, y)
@@ -142,6 +144,7 @@ def train_one_epoch(model, loader, optimizer, schedule: Schedule, scaler, criter
     loss_total, correct_total, seen_total, waited_total = totals.tolist()
     world = dist.get_world_size() if dist.is_initialized() else 1
     return {"loss": loss_total / seen_total, "accuracy": correct_total / seen_total, "seconds": elapsed,
+            "first_batch_seconds": warmup,  # this rank's; kept out of history.csv
             **throughput(seen_total, elapsed, waited_total / world)}  # the ranks' mean wait
 
 
@@ -161,10 +164,11 @@ def forward_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion, 
 
 def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | None = None,
               stop_after_epoch: int | None = None, announce: Callable[[Run], None] | None = None,
-              echo: bool = True, callbacks: Sequence[Callback] = ()) -> Run:
+              echo: bool = True, callbacks: Sequence[Callback] = (), restart_patience: bool = False) -> Run:
     """Train a torch experiment into a run directory (or carry on `resume_run`) and return the run.
 
     `announce` is called with the new run before training starts (the CLI prints its path);
+    `restart_patience` (a resumed run extended to more epochs) counts early stopping's epochs afresh;
     `stop_after_epoch` ends the session after that epoch as an interruption would (for tests);
     `echo` prints the per-epoch lines (RUN/train.log gets them either way); `callbacks` are called
     after the built-in ones (early stopping, TensorBoard; see `training/callbacks.py`).
@@ -205,6 +209,8 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     best = best_tracker(cfg)
 
     start_epoch = _resume(run, ddp, model, optimizer, schedule, scaler, ema, best) if resume_run is not None else 0
+    if restart_patience:
+        best.stale = 0
     apply_schedule(optimizer, schedule, start_epoch * schedule.steps_per_epoch)
     if ddp.main:
         run.write_env(device, {"world_size": ddp.world, "params": count_parameters(model),
@@ -214,7 +220,7 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     has_val = data.has("val")
     train_seconds = sum(r.get("epoch_seconds", 0.0) for r in run.history()) if ddp.main else 0.0
     stopped_early, hinted = False, False
-    log = EpochLog(run, echo=echo) if ddp.main else None
+    log = EpochLog(run, echo=echo, val_examples=len(data.labels["val"]) if has_val else 0) if ddp.main else None
     tb = TensorBoardLog(run, enabled=cfg.train.tensorboard and ddp.main, lr=lambda: base_lr(optimizer))
     hooks, early = Callbacks([tb, *callbacks]), EarlyStopping(cfg, best)
     hooks.fit_start(run)
@@ -229,7 +235,7 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
                                 device, epoch, steps, show=ddp.main, ema=ema, mixer=mixer, teachers=teachers,
                                 hooks=hooks)
         train_seconds += stats["seconds"]
-        hint = None if hinted or not ddp.main else data_wait_hint(cfg, epoch, stats["data_wait_fraction"])
+        hint = None if hinted or not ddp.main else data_wait_hint(cfg, epoch, stats)
         if hint:
             print(hint, file=sys.stderr, flush=True)
             hinted = True
@@ -250,6 +256,8 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
             best.update(run, epoch, value, save=None)  # the same early-stopping count, no files
         if stop or early.on_epoch_end(row):  # early stopping reads the best-k count the checkpoint updated
             stopped_early = True
+            if log is not None:
+                log.note(early_stop_note(run, epoch))
             break
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.train.epochs:
             hooks.close()

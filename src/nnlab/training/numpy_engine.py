@@ -33,7 +33,7 @@ from nnlab.scratch.optim import OPTIMIZERS, Optimizer
 from nnlab.scratch.serialize import load_weights, save_model
 from nnlab.scratch.trainer import fit_epoch, predict_proba, steps_per_epoch
 from nnlab.training.callbacks import Callback, Callbacks, EarlyStopping
-from nnlab.training.epochs import EpochLog, best_tracker, epoch_row, run_metrics
+from nnlab.training.epochs import EpochLog, best_tracker, early_stop_note, epoch_row, run_metrics
 from nnlab.training.schedule import Schedule, optimizer_kwargs
 
 
@@ -96,10 +96,10 @@ def set_rng_states(model: Sequential, shuffle: np.random.Generator, states: dict
 
 def fit_numpy(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: Run | None = None,
               announce: Callable[[Run], None] | None = None, echo: bool = True,
-              callbacks: Sequence[Callback] = ()) -> Run:
+              callbacks: Sequence[Callback] = (), restart_patience: bool = False) -> Run:
     """Train an MLP with the NumPy engine into a run directory (or carry on `resume_run`); `echo` prints
     the per-epoch lines (RUN/train.log gets them either way); `callbacks` as the torch engine's, but
-    `on_step_end` (the NumPy trainer's inner loop has no hook)."""
+    `on_step_end` (the NumPy trainer's inner loop has no hook); `restart_patience`: see `fit_torch`."""
     check_config(cfg)
     run = resume_run or Run.create(cfg, out)
     if announce is not None and resume_run is None:
@@ -107,11 +107,12 @@ def fit_numpy(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
     # NumPy's BLAS threads: train.threads, else every usable core (the affinity mask's, not the machine's)
     blas = choose_threads(workers_wanted=0, threads_wanted=run.config.train.threads).blas_threads
     with threadpool_limits(limits=blas, user_api="blas"):
-        _train(run, resume=resume_run is not None, echo=echo, callbacks=callbacks)
+        _train(run, resume=resume_run is not None, echo=echo, callbacks=callbacks, restart_patience=restart_patience)
     return run
 
 
-def _train(run: Run, resume: bool, echo: bool, callbacks: Sequence[Callback] = ()) -> None:
+def _train(run: Run, resume: bool, echo: bool, callbacks: Sequence[Callback] = (),
+           restart_patience: bool = False) -> None:
     cfg = run.config
     data, inputs = image_arrays(cfg, run.path)
     model = build_mlp(inputs["train"].shape[1], cfg.model.hidden, len(data.classes), cfg.model.activation,
@@ -126,6 +127,7 @@ def _train(run: Run, resume: bool, echo: bool, callbacks: Sequence[Callback] = (
         meta = load_weights(model, last, optimizer=optimizer)
         set_rng_states(model, shuffle, meta["rng"])
         best.load_state(meta["best"])
+        best.stale = 0 if restart_patience else best.stale
         schedule.load_state_dict(meta.get("schedule"))
         start_epoch = meta["epoch"] + 1
         run.truncate_history(start_epoch)
@@ -135,7 +137,7 @@ def _train(run: Run, resume: bool, echo: bool, callbacks: Sequence[Callback] = (
 
     has_val = len(data.labels["val"]) > 0
     stopped_early = False
-    log = EpochLog(run, echo=echo)
+    log = EpochLog(run, echo=echo, val_examples=len(data.labels["val"]))
     hooks, early = Callbacks(callbacks), EarlyStopping(cfg, best)
     hooks.fit_start(run)
     apply_schedule(optimizer, schedule, start_epoch * schedule.steps_per_epoch)
@@ -159,6 +161,7 @@ def _train(run: Run, resume: bool, echo: bool, callbacks: Sequence[Callback] = (
                          "schedule": schedule.state_dict()})
         if stop or early.on_epoch_end(row):  # early stopping reads the best-k count just updated
             stopped_early = True
+            log.note(early_stop_note(run, epoch))
             break
 
     best_file = run.best_checkpoint()

@@ -8,6 +8,10 @@ logging interval, so time the GPU is busy shows up as model time, never as data 
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+
 from nnlab.config import ExperimentConfig
 from nnlab.datasets.kinds import is_drawings
 from nnlab.device import usable_cores
@@ -28,8 +32,37 @@ def throughput(seen: float, seconds: float, wait_seconds: float) -> dict[str, fl
             "model_images_per_second": seen / busy if busy > 0 else float("inf")}
 
 
-def data_wait_hint(cfg: ExperimentConfig, epoch: int, fraction: float) -> str | None:
-    """The one-time note when the loader, not the model, set the pace of `epoch` (counted from 0)."""
+#: Inside `say_once()` (a study's cells), the notes printed already: cells share one machine and one loader
+#: set-up, so the note is said once per study (per worker process), not once per cell.
+_SAID: list[set[str]] = []
+
+
+@contextlib.contextmanager
+def say_once() -> Iterator[None]:
+    """While active, a data-wait note already printed is not printed again (the training of one run says it
+    at most once anyway)."""
+    _SAID.append(set())
+    try:
+        yield
+    finally:
+        _SAID.pop()
+
+
+def steady_wait_fraction(stats: dict[str, float]) -> float:
+    """The epoch's data wait without its first batch (`first_batch_seconds`): starting the loader's worker
+    processes (and the first render's compilation) is paid once, so it tells nothing about the loader's
+    pace; a one-batch epoch has none."""
+    seconds, first = stats["seconds"], stats.get("first_batch_seconds", 0.0)
+    steady = seconds - first
+    if steady <= 0:
+        return 0.0
+    return max(0.0, stats["data_wait_fraction"] * seconds - first) / steady
+
+
+def data_wait_hint(cfg: ExperimentConfig, epoch: int, stats: dict[str, float]) -> str | None:
+    """The one-time note when the loader, not the model, set the pace of `epoch` (counted from 0): its
+    wait past the first batch (`steady_wait_fraction`) above DATA_WAIT_HINT, once per process."""
+    fraction = steady_wait_fraction(stats)
     if fraction <= DATA_WAIT_HINT:
         return None
     d = cfg.data
@@ -40,5 +73,10 @@ def data_wait_hint(cfg: ExperimentConfig, epoch: int, fraction: float) -> str | 
         fixes.append(f"a smaller data.image_size (now {d.image_size}) or a cheaper data.encoding (now {d.encoding!r})")
     else:
         fixes.append(f"a smaller data.image_size (now {d.image_size}) or data.augment = false")
-    return (f"note: epoch {epoch + 1} waited for data {fraction:.0%} of its time, so the loader, not the model, "
-            f"sets the pace; try {fixes[0]}, or {fixes[1]}")
+    key = f"{fixes[0]} {fixes[1]}"
+    if _SAID and key in _SAID[-1]:
+        return None
+    if _SAID:
+        _SAID[-1].add(key)
+    return (f"note: epoch {epoch + 1} waited for data {fraction:.0%} of its time (past its first batch), so the "
+            f"loader, not the model, sets the pace; try {fixes[0]}, or {fixes[1]}")

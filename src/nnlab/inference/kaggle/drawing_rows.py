@@ -63,6 +63,9 @@ class DrawingRows:
     unit: str = "line"
     lost: int = 0  # .bin records that could not be read (no line structure to give them a row)
     trouble: tuple[str, int] | None = None  # ("truncated_file" | "corrupt_file", line where it stops)
+    #: (line of the opening quote, line taken in, its key_id): a CSV line inside another row's quoted field
+    #: that is a row by itself (an unclosed quote); each keeps its own row, as a bad one
+    swallowed: list[tuple[int, int, str]] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -86,7 +89,7 @@ def read_drawing_rows(path: str | os.PathLike) -> DrawingRows:
         return DrawingRows([str(k) for c in chunks for k in c.key_ids.tolist()], PackedSource(packed),
                            np.arange(len(good_lines)), [], stats.as_dict(), unit="record", lost=stats.total(),
                            trouble=trouble)
-    row_lines, bad_ids = _enumerate_rows(path, fmt, set(good_lines.tolist()))
+    row_lines, bad_ids, swallowed = _enumerate_rows(path, fmt, set(good_lines.tolist()))
     pos = np.searchsorted(row_lines, good_lines)
     if len(good_lines) and (pos.max() >= len(row_lines) or not np.array_equal(row_lines[pos], good_lines)):
         raise DataError(f"{path}: the rows read do not line up with the file's lines; "
@@ -99,7 +102,9 @@ def read_drawing_rows(path: str | os.PathLike) -> DrawingRows:
         line = int(row_lines[k])
         ids[k] = bad_ids.get(line, "")
         bad.append(line)
-    return DrawingRows(ids, PackedSource(packed), pos.astype(np.int64), bad, stats.as_dict(), trouble=trouble)
+    reasons = stats.as_dict() | ({"in_open_quote": len(swallowed)} if swallowed else {})
+    return DrawingRows(ids, PackedSource(packed), pos.astype(np.int64), bad, reasons, trouble=trouble,
+                       swallowed=swallowed)
 
 
 def _store_rows(path: Path) -> DrawingRows:
@@ -142,9 +147,9 @@ def _open_lines(path: Path) -> Iterator[bytes]:
             return
 
 
-def _enumerate_rows(path: Path, fmt: str, good: set[int]) -> tuple[np.ndarray, dict[int, str]]:
-    """The line of every row (non-blank line; a CSV's first line is its header) and, for the
-    rows the readers rejected, the key_id as written (best effort, "" when there is none)."""
+def _enumerate_rows(path: Path, fmt: str, good: set[int]) -> tuple[np.ndarray, dict[int, str], list]:
+    """The line of every row (non-blank line; a CSV's first line is its header), for the rows the readers
+    rejected the key_id as written (best effort, "" when there is none), and a CSV's swallowed rows."""
     if fmt == "csv":
         return _enumerate_csv_rows(path, good)
     lines: list[int] = []
@@ -155,41 +160,70 @@ def _enumerate_rows(path: Path, fmt: str, good: set[int]) -> tuple[np.ndarray, d
         lines.append(n)
         if n not in good:
             ids[n] = _json_key_id(raw.decode("utf-8-sig" if n == 1 else "utf-8", "replace"))
-    return np.asarray(lines, np.int64), ids
+    return np.asarray(lines, np.int64), ids, []
 
 
-def _enumerate_csv_rows(path: Path, good: set[int]) -> tuple[np.ndarray, dict[int, str]]:
+def _enumerate_csv_rows(path: Path, good: set[int]) -> tuple[np.ndarray, dict[int, str], list]:
     """`_enumerate_rows` of a CSV, by Python's csv module: a row starts on the line after the
-    previous row's last line (RFC 4180: a quoted field may hold newlines)."""
+    previous row's last line (RFC 4180: a quoted field may hold newlines). A quote left open swallows
+    the lines up to the next quote: a line taken in that is a whole row by itself (`_row_key`) is given
+    back its own row, and listed in the third value, so that no
+    key_id goes missing from a submission."""
     counted = [0]
+    pending: list[str] = []  # the lines of the row being read
 
     def texts() -> Iterator[str]:
         for raw in _open_lines(path):
             counted[0] += 1
-            yield raw.decode("utf-8-sig" if counted[0] == 1 else "utf-8", "replace")
+            text = raw.decode("utf-8-sig" if counted[0] == 1 else "utf-8", "replace")
+            pending.append(text)
+            yield text
 
     reader = csv.reader(texts())
     csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))
     lines: list[int] = []
     ids: dict[int, str] = {}
-    key_col = None
+    swallowed: list[tuple[int, int, str]] = []
+    key_col, width = None, 0
     end = 0
     try:
         for fields in reader:
             start, end = end + 1, counted[0]
+            taken = pending[-(end - start + 1):]
+            pending.clear()
             if key_col is None and start == 1:
                 header = [c.strip() for c in fields]
-                key_col = header.index("key_id") if "key_id" in header else -1
+                key_col, width = (header.index("key_id") if "key_id" in header else -1), len(header)
                 continue
             if not any(c.strip(" \t\r\n") for c in fields):
                 continue
             lines.append(start)
             if start not in good:
                 ids[start] = fields[key_col].strip() if 0 <= key_col < len(fields) else ""
+            for n, text in enumerate(taken[1:], start + 1):  # a row of several lines
+                key = _row_key(text, key_col, width)
+                if key is not None:
+                    lines.append(n)
+                    ids[n] = key
+                    swallowed.append((start, n, key))
     except csv.Error:  # e.g. a NUL byte: the readers have counted the rows; rows from here keep no id
         for n in range(end + 1, counted[0] + 1):
             lines.append(n)
-    return np.asarray(lines, np.int64), ids
+    return np.asarray(lines, np.int64), ids, swallowed
+
+
+def _row_key(text: str, key_col: int, width: int) -> str | None:
+    """The key_id of a CSV line that is a whole row by itself (`width` fields, an integer key_id, and its
+    quotes paired: a line that goes on a quoted field of the line before, as RFC 4180 allows, closes it
+    with an odd quote), else None."""
+    if key_col < 0 or text.count('"') % 2:
+        return None
+    try:
+        fields = next(csv.reader([text]))
+    except (csv.Error, StopIteration):
+        return None
+    key = fields[key_col].strip() if len(fields) == width else ""
+    return key if re.fullmatch(r"-?\d+", key) else None
 
 
 _KEY_RE = re.compile(r'"key_id"\s*:\s*"?(-?\d+)')

@@ -129,6 +129,8 @@ def predict_submission(runs: list[Run], input_path: str | os.PathLike, out: str 
         balance_note = (f"balanced: at most {balanced.share} first choices per class; {balanced.changed_top} of "
                         f"{len(rows.parsed)} rows changed their top {k} ({balanced.changed_first} first choices)")
     warnings = [f"warning: {notes[0]}"] if rows.trouble else []  # where the file stops comes first
+    if rows.swallowed:
+        warnings.append(f"warning: {swallowed_note(Path(input_path), rows)}")
     if rows.lost:
         warnings.append(f"warning: {input_path}: {rows.lost} records could not be read "
                         f"({', '.join(f'{r} {n}' for r, n in rows.reasons.items())}) and have no row")
@@ -166,12 +168,25 @@ def input_problems(path: Path, rows: DrawingRows) -> list[str]:
     notes = []
     if rows.trouble:
         notes.append(_stop_note(path, rows) + "; the rows after it are missing from the submission")
+    if rows.swallowed:
+        notes.append(swallowed_note(path, rows))
     if rows.bad or rows.lost:
         n = len(rows.bad) or rows.lost
         why = ", ".join(f"{r} {k}" for r, k in rows.reasons.items() if r not in ("truncated_file", "corrupt_file"))
         if why:
             notes.append(f"{path}: {n} {rows.unit}s could not be parsed ({why})")
     return notes
+
+
+def swallowed_note(path: Path, rows: DrawingRows, show: int = 5) -> str:
+    """Where quotes left open took in lines that are rows of their own, with those rows' key_ids."""
+    opened = sorted({q for q, _, _ in rows.swallowed})
+    keys = [k for _, _, k in rows.swallowed]
+    where = ", ".join(map(str, opened[:show])) + (", ..." if len(opened) > show else "")
+    listed = ", ".join(f"{k} (line {n})" for _, n, k in rows.swallowed[:show]) + (", ..." if len(keys) > show else "")
+    return (f"{path}: a quote opened on line {where} is not closed on its line and takes in "
+            f"{len(keys)} row{'s' if len(keys) != 1 else ''} of {'their' if len(keys) != 1 else 'its'} own: "
+            f"key_id {listed}; each keeps its place in the submission as a row that could not be parsed")
 
 
 def bad_rows_warning(path: Path, rows: DrawingRows, fallback: list[str], show: int = 10) -> str:

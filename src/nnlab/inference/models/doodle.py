@@ -153,9 +153,46 @@ def is_simplified(arrays: Sequence[np.ndarray]) -> bool:
     return bool((xy == np.round(xy)).all() and xy.min() >= 0 and xy.max() <= 255)
 
 
+def check_google_stroke(stroke: Sequence[Sequence[float]]) -> Sequence[Sequence[float]]:
+    """One stroke in Google's format, [[x...], [y...]] or [[x...], [y...], [t...]] (what the ndjson files and
+    the server take), or a DataError (a ValueError, as pydantic validators raise) saying what is wrong."""
+    if isinstance(stroke, (str, bytes)) or not isinstance(stroke, Sequence) or len(stroke) not in (2, 3):
+        got = f"{len(stroke)} lists" if isinstance(stroke, Sequence) and not isinstance(stroke, str) else repr(stroke)[:40]
+        raise DataError(f"a stroke is [[x...], [y...]] or [[x...], [y...], [t...]], got {got}")
+    if not all(isinstance(c, (Sequence, np.ndarray)) and not isinstance(c, str) for c in stroke):
+        raise DataError("a stroke is [[x...], [y...]] or [[x...], [y...], [t...]]: lists of numbers")
+    lengths = [len(c) for c in stroke]
+    if lengths[0] == 0:
+        raise DataError("a stroke has no points")
+    if len(set(lengths)) > 1:
+        names = "x, y, t" if len(stroke) == 3 else "x, y"
+        raise DataError(f"{names} have different lengths ({', '.join(map(str, lengths))})")
+    return stroke
+
+
 def google_to_arrays(drawing: Sequence[Sequence[Sequence[float]]]) -> list[np.ndarray]:
     """Google's [[x...], [y...](, [t...])] strokes -> (n, 2|3) arrays."""
     return [np.asarray(s, dtype=np.float64).T for s in drawing]
+
+
+def drawing_arrays(drawing: Any, where: str = "drawing") -> list[np.ndarray]:
+    """One drawing as the Python API takes it -> checked (n, 2|3) float arrays: a `Drawing`, NumPy arrays of
+    (n, 2|3) points, or Google's strokes as nested lists ([[x...], [y...]] simplified, [[x...], [y...], [t...]]
+    raw: the server's and the ndjson files' format). Anything else is a DataError naming `where` and the stroke."""
+    if isinstance(drawing, Drawing):
+        drawing = drawing.strokes
+    if isinstance(drawing, (str, bytes)) or not isinstance(drawing, (Sequence, np.ndarray)):
+        raise DataError(f"{where}: expected a list of strokes, got {type(drawing).__name__}")
+    arrays = []
+    for i, stroke in enumerate(drawing):
+        try:
+            arrays.append(stroke if isinstance(stroke, np.ndarray) else google_to_arrays([check_google_stroke(stroke)])[0])
+        except (DataError, TypeError, ValueError) as exc:
+            raise DataError(f"{where}, stroke {i}: {exc}") from None
+    try:
+        return checked_strokes(arrays)
+    except (DataError, TypeError, ValueError) as exc:
+        raise DataError(f"{where}: {exc}") from None
 
 
 def arrays_to_google(strokes: Sequence[np.ndarray]) -> list[list[list[float]]]:
