@@ -19,7 +19,6 @@ unless `create_app(..., docs=True)`.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 from collections.abc import Iterable
@@ -28,20 +27,20 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from nnlab.errors import NnlabError
 from nnlab.inference.models.doodle import DoodleModel, load_doodle_model
 from nnlab.inference.models.image import is_image_model
 from nnlab.serve.doodle import MAX_BODY_BYTES, MAX_POINTS, MAX_STROKES, doodle_router
-from nnlab.serve.hardening import UVICORN_LIMITS, SecurityHeaders
+from nnlab.serve.hardening import UVICORN_LIMITS, HostCheck, SecurityHeaders, request_error, send_json
 from nnlab.serve.images import MAX_IMAGE_BYTES, image_router
 
 # the doodle API's limits stay importable from here (tests and benchmarks read them)
 __all__ = ["MAX_BODY_BYTES", "MAX_POINTS", "MAX_STROKES", "create_app", "serve"]
 
-BODY_TIMEOUT_S = 10.0  # between two parts of a request body
+BODY_TIMEOUT_S = 10.0  # the whole request body must arrive within this (not each part of it)
 # Everything the page needs comes from this server: no external scripts, styles or fonts.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
@@ -68,25 +67,27 @@ class BodyLimit:
             try:
                 declared = int(length)
             except ValueError:
-                await _send_json(send, 400, {"detail": "Content-Length is not a number"})
+                await send_json(send, 400, {"detail": "Content-Length is not a number"})
                 return
             if declared > self.max_bytes:
-                await _send_json(send, 413, self._too_large(declared))
+                await send_json(send, 413, self._too_large(declared))
                 return
         body = bytearray()
         more = True
+        timeout_s = BODY_TIMEOUT_S
+        deadline = asyncio.get_running_loop().time() + timeout_s
         while more:
-            try:  # a client trickling its body cannot hold a connection for ever
-                message = await asyncio.wait_for(receive(), BODY_TIMEOUT_S)
+            try:  # a client trickling its body, even a byte at a time, cannot hold a connection for ever
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
             except TimeoutError:
-                await _send_json(send, 408, {"detail": f"the request body took over {BODY_TIMEOUT_S:g} s to arrive"})
+                await send_json(send, 408, {"detail": f"the request body took over {timeout_s:g} s to arrive"})
                 return
             if message["type"] == "http.disconnect":
                 return
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.max_bytes:
-                await _send_json(send, 413, self._too_large(None))
+                await send_json(send, 413, self._too_large(None))
                 return
         replayed = False
 
@@ -103,14 +104,6 @@ class BodyLimit:
         got = f" (got {size} bytes)" if size is not None else ""
         return {"detail": f"request body too large: at most {self.max_bytes} bytes ({self.max_bytes // 1024} KB)"
                           f" are allowed{got}"}
-
-
-async def _send_json(send, status: int, payload: dict) -> None:
-    data = json.dumps(payload).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": data})
 
 
 # --------------------------------------------------------------------------- the app
@@ -146,11 +139,12 @@ def create_app(path: str | os.PathLike | DoodleModel, threads: int | None = None
 
 
 def harden(app: FastAPI, max_bytes: int, allowed_hosts: Iterable[str] | None) -> FastAPI:
-    """The limits every demo app has: a body cap (413), optional Host checks (400), and nosniff and the
-    CSP on every answer."""
+    """The limits every demo app has: a body cap and a whole-body deadline (413, 408), Host checks (400:
+    two Host headers, or with `allowed_hosts` another host), request-parameter errors as one line (422),
+    and nosniff and the CSP on every answer."""
     app.add_middleware(BodyLimit, max_bytes=max_bytes)
-    if allowed_hosts:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
+    app.add_exception_handler(RequestValidationError, request_error)
     app.add_middleware(SecurityHeaders, csp=CSP)  # outermost: on every answer, 413 and 400 included
     return app
 
