@@ -292,3 +292,108 @@ def test_two_host_headers_are_400():
             with socket.create_connection(("127.0.0.1", port)) as s:
                 s.sendall(b"GET / HTTP/1.1\r\n" + head + b"\r\nConnection: close\r\n\r\n")
                 assert answer(s, 2).startswith(b"HTTP/1.1 " + status), head
+
+
+# --------------------------------------------------------------------------- image uploads
+
+
+def _encoded(image: np.ndarray, fmt: str = "PNG") -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_large_images_are_decoded_reduced_and_ordinary_ones_exactly(shared_data):
+    from nnlab.inference.models.image import decode_image
+    from nnlab.ingest.image_files import read_image
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    reduced = decode_image(_encoded(image), reduce_to=10)  # both sides >= 20: shrunk by 4, sides still >= 10
+    boxes = image.reshape(10, 4, 15, 4, 3).astype(np.float64).mean(axis=(1, 3))
+    assert reduced.shape == (10, 15, 3)
+    assert np.abs(reduced - boxes).max() <= 1  # the mean of each 4 x 4 box of pixels
+    photo = rng.integers(0, 256, (600, 800, 3), dtype=np.uint8)
+    jpeg = _encoded(photo, "JPEG")
+    drafted = decode_image(jpeg, reduce_to=100)  # decoded at 1/4 scale: 1/8 would make a side < 100
+    assert drafted.shape == (150, 200, 3)
+    full = decode_image(jpeg).reshape(150, 4, 200, 4, 3).mean(axis=(1, 3))
+    assert np.abs(drafted - full).mean() < 8
+    face = sorted((shared_data / "faces" / "orl").glob("s1/*.pgm"))[0]  # an ordinary image: read exactly
+    assert np.array_equal(decode_image(face.read_bytes(), reduce_to=1024), read_image(face))
+
+
+def _request(body: bytes, kind: str = "image/png"):
+    from starlette.requests import Request
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request({"type": "http", "method": "POST", "headers": [(b"content-type", kind.encode())]}, receive)
+
+
+def test_uploads_beyond_the_slots_are_503_with_retry_after():
+    from nnlab.serve.uploads import LIGHT_PIXELS, Refused, Uploads
+
+    small = _encoded(np.zeros((20, 20), dtype=np.uint8))
+    side = int(LIGHT_PIXELS ** 0.5) + 10
+    large = _encoded(np.zeros((side, side), dtype=np.uint8))
+
+    async def scenario(uploads: Uploads, first: bytes, second: bytes):
+        async with uploads.image(_request(first)) as image:
+            assert image.ndim == 2
+            try:
+                async with uploads.image(_request(second)):
+                    return "admitted"
+            except Refused as refused:
+                response = refused.response()
+                return response.status_code, response.headers.get("retry-after"), refused.detail
+
+    status, retry, detail = asyncio.run(scenario(Uploads(28, max_concurrent=1), small, small))
+    assert (status, retry) == (503, "1") and "busy" in detail
+    assert asyncio.run(scenario(Uploads(28, max_concurrent=4, max_heavy=1), large, small)) == "admitted"
+    assert asyncio.run(scenario(Uploads(28, max_concurrent=4, max_heavy=1), large, large))[0] == 503
+    uploads = Uploads(28, max_concurrent=1)
+    asyncio.run(scenario(uploads, small, small))
+    assert uploads.running == uploads.heavy == 0  # slots given back, refusals included
+
+
+def test_concurrent_uploads_of_the_largest_image_keep_memory_bounded():
+    import psutil
+    from fastapi.testclient import TestClient
+    from image_models import digits_export
+
+    from nnlab.serve.uploads import MAX_UPLOAD_PIXELS
+
+    side = int(MAX_UPLOAD_PIXELS ** 0.5)  # the largest image allowed: 4,000 x 4,000 RGBA, 62 KB of PNG
+    worst = _encoded(np.zeros((side, side, 4), dtype=np.uint8))
+    over = _encoded(np.zeros((side + 1, side, 4), dtype=np.uint8))
+    client = TestClient(create_app(digits_export(), max_concurrent=4))
+    assert client.post("/api/predict", content=over, headers={"content-type": "image/png"}).status_code == 413
+    proc = psutil.Process()
+    base, peak, statuses = proc.memory_info().rss, [0], []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.01)
+
+    def upload() -> None:
+        r = client.post("/api/predict", content=worst, headers={"content-type": "image/png"})
+        statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=sample)] + [threading.Thread(target=upload) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads[1:]:
+        t.join()
+    done.set()
+    threads[0].join()
+    assert set(statuses) <= {200, 503} and 200 in statuses, statuses
+    # before: each upload decoded at full size and converted to float (about 0.5 GB each)
+    assert peak[0] - base < 400 * 1024 * 1024, (peak[0] - base) / 2**20

@@ -36,6 +36,7 @@ from nnlab.inference.models.image import is_image_model
 from nnlab.serve.doodle import MAX_BODY_BYTES, MAX_POINTS, MAX_STROKES, doodle_router
 from nnlab.serve.hardening import UVICORN_LIMITS, HostCheck, SecurityHeaders, request_error, send_json
 from nnlab.serve.images import MAX_IMAGE_BYTES, image_router
+from nnlab.serve.uploads import MAX_CONCURRENT
 
 # the doodle API's limits stay importable from here (tests and benchmarks read them)
 __all__ = ["MAX_BODY_BYTES", "MAX_POINTS", "MAX_STROKES", "create_app", "serve"]
@@ -115,16 +116,18 @@ def static_dir() -> Path:
 
 def create_app(path: str | os.PathLike | DoodleModel, threads: int | None = None,
                gallery: str | os.PathLike | None = None, docs: bool = False,
-               allowed_hosts: Iterable[str] | None = None) -> FastAPI:
+               allowed_hosts: Iterable[str] | None = None, max_concurrent: int = MAX_CONCURRENT) -> FastAPI:
     """The demo app for a run directory, an export directory or an already loaded model: the doodle
     demo (`nnlab.serve.doodle`), or for an image model the image demo (`nnlab.serve.images`; `gallery` for
     an embedding model). docs: serve /api/docs (its page loads Swagger UI from a CDN). allowed_hosts: answer
-    only requests whose Host header is one of these (400 otherwise)."""
+    only requests whose Host header is one of these (400 otherwise). max_concurrent: image uploads decoded or
+    computed at once (503 beyond; `nnlab.serve.uploads`)."""
     page_headers = {"Content-Security-Policy": CSP}
     if not isinstance(path, DoodleModel) and is_image_model(path):
         app = FastAPI(title="nnlab image demo", docs_url="/api/docs" if docs else None, redoc_url=None,
                       openapi_url="/api/openapi.json")
-        app.include_router(image_router(path, threads, gallery, page_headers=page_headers))
+        app.include_router(image_router(path, threads, gallery, page_headers=page_headers,
+                                        max_concurrent=max_concurrent))
         app.mount("/static", StaticFiles(directory=static_dir()), name="static")
         return harden(app, MAX_IMAGE_BYTES, allowed_hosts)
     if gallery is not None:
@@ -151,12 +154,13 @@ def harden(app: FastAPI, max_bytes: int, allowed_hosts: Iterable[str] | None) ->
 
 def serve(path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None,
           access_log: bool = True, announce=None, gallery: str | os.PathLike | None = None,
-          allowed_hosts: Iterable[str] | None = None, docs: bool = False) -> None:
+          allowed_hosts: Iterable[str] | None = None, docs: bool = False, max_concurrent: int = MAX_CONCURRENT) -> None:
     """Load the model, then run uvicorn until interrupted; `announce(url)` is called once it is loaded.
     A port already in use is a one-line error before the model is loaded. uvicorn runs with
     `UVICORN_LIMITS` (idle connections closed, request heads and connections capped)."""
     check_port_free(host, port)
-    app = create_app(path, threads=threads, gallery=gallery, docs=docs, allowed_hosts=allowed_hosts)
+    app = create_app(path, threads=threads, gallery=gallery, docs=docs, allowed_hosts=allowed_hosts,
+                     max_concurrent=max_concurrent)
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host
         announce(f"http://{shown}:{port}/")

@@ -193,11 +193,11 @@ def doodle_router(model: DoodleModel, page_headers: dict[str, str] | None = None
         return Response(answer.model_dump_json(), media_type="application/json")
 
     @router.get("/api/classes")
-    def classes() -> dict[str, list[str]]:
+    async def classes() -> dict[str, list[str]]:
         return {"classes": model.classes}
 
     @router.get("/api/health")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         return {"status": "ok", **model.info(), "limits": {"body_bytes": MAX_BODY_BYTES, "strokes": MAX_STROKES,
                                                            "points": MAX_POINTS}}
 
