@@ -184,7 +184,7 @@ def doodle_router(model: DoodleModel, page_headers: dict[str, str] | None = None
             return _unprocessable([f"top_k: must be between 1 and {len(model.classes)} (the number of classes), "
                                    f"got {body.top_k}"])
         try:
-            probs = await batcher.probabilities(await prep(google_to_arrays(body.drawing)))
+            probs = await batcher.probabilities(await prep(google_to_arrays(body.drawing)), prepared=True)
         except Busy as exc:
             return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
         except DataError as exc:
