@@ -5,7 +5,7 @@ admission slots, so that concurrent uploads of the largest images allowed keep m
 An upload's size is read from its header first (nothing decoded): over `MAX_UPLOAD_PIXELS`, 413.
 Each request then holds a slot while its image is decoded and the model runs: at most
 `max_concurrent` requests at once, of which at most `max_heavy` have an image over `LIGHT_PIXELS`
-(those cost the most to decode); a request beyond either is answered 503 with `Retry-After` at
+(those cost the most to decode, on threads of a lower priority); a request beyond either is answered 503 with `Retry-After` at
 once, rather than queueing work without end. A large image is decoded reduced (JPEG at 1/2..1/8
 of its scale, others shrunk by an integer factor) to sides of at least `REDUCE_TO` pixels, or four
 times the model's input when larger, before the model's own resize: full-size float copies of a
@@ -14,9 +14,12 @@ times the model's input when larger, before the model's own resize: full-size fl
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import numpy as np
@@ -35,6 +38,15 @@ MAX_CONCURRENT = 16  # requests decoding or computing at once (`nnlab serve --ma
 # of which with an image over LIGHT_PIXELS: half the cores, so that the others keep serving ordinary requests
 MAX_HEAVY = max(1, len(os.sched_getaffinity(0)) // 2 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2) // 2)
 ACCEPTED_TYPES = ("image/", "application/octet-stream")  # browsers send no image type for some formats (PGM)
+
+
+def _lower_priority() -> None:
+    """Run this worker thread at nice 10 (Linux: a thread is a task): large decodes take the CPU that
+    ordinary requests leave, not theirs."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # not Linux, or not allowed: the slots still bound the work
+        pass
 
 
 class Refused(Exception):
@@ -64,6 +76,8 @@ class Uploads:
         self.max_pixels = max_pixels
         self.running = 0
         self.heavy = 0
+        self._heavy_pool = ThreadPoolExecutor(self.max_heavy, thread_name_prefix="nnlab-decode-large",
+                                              initializer=_lower_priority)
 
     @asynccontextmanager
     async def image(self, request: Request) -> AsyncIterator[np.ndarray]:
@@ -92,7 +106,11 @@ class Uploads:
         self.heavy += heavy
         try:
             try:
-                image = await run_in_threadpool(decode_image, body, "upload", self.max_pixels, self.reduce_to)
+                if heavy:
+                    image = await asyncio.get_running_loop().run_in_executor(
+                        self._heavy_pool, decode_image, body, "upload", self.max_pixels, self.reduce_to)
+                else:
+                    image = await run_in_threadpool(decode_image, body, "upload", self.max_pixels, self.reduce_to)
             except ImageTooLargeError as exc:
                 raise Refused(413, str(exc)) from None
             except DataError as exc:
