@@ -161,6 +161,14 @@ def start_server(export_dir: Path, port: int, threads: int) -> subprocess.Popen:
     raise SystemExit("the server did not come up within 120 s")
 
 
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
 def worst_case_body() -> bytes:
     """The worst-case valid request: MAX_POINTS raw points of a zigzag with fractional x."""
     n = MAX_POINTS
@@ -302,11 +310,7 @@ def main() -> None:
             loris = serve_attacks.slowloris(port, args.slowloris, seconds, args.warmup) if args.slowloris else None
             heads = serve_attacks.huge_heads(port, server.pid, megabytes=16 if args.quick else 64)
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_server(server)
 
     lat = np.array(latencies) * 1000
     p50, p90, p99 = np.percentile(lat, [50, 90, 99]) if len(lat) else (float("nan"),) * 3
@@ -345,11 +349,7 @@ def image_mix(args: argparse.Namespace, seconds: float) -> dict:
             return serve_attacks.image_mix(port, server.pid, serve_attacks.digit_images(DATA),
                                            serve_attacks.worst_image(), args.image_bombs, seconds, args.warmup)
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_server(server)
 
 
 def report_hostile(n_bad: int, lat_s: list[float], errors: list[str], elapsed: float, health_s: list[float],
