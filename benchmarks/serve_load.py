@@ -30,7 +30,14 @@ of the same run, served in turn (alternating, two rounds each) under the normal 
 p50 and p99 side by side, the validation metric of both models and the drop, and
 `RESULT serve_int8_speedup` (INT8 requests/s over float). Pass a trained --run for a meaningful drop.
 
-Run: .venv/bin/python benchmarks/serve_load.py [--export DIR | --run DIR] [--seconds 20] [--int8]
+Then the attacks (`serve_attacks.py`): --slowloris sockets (300) trickling heads and bodies from
+another loopback address while /api/health is probed; 8 connections sending 64 MB of headers each;
+and the image mix: an image classifier's server, --image-bombs clients (16) uploading the largest
+image allowed while 4 clients upload real digits and /api/health is probed, the server's RSS sampled.
+RESULT lines: serve_slowloris_health_p99_ms, serve_huge_head_431, serve_huge_head_rss_mb,
+serve_image_rss_gb, serve_image_p99_ms, serve_health_p99_ms_under_images, serve_image_5xx, ...
+
+Run: .venv/bin/python benchmarks/serve_load.py [--export DIR | --run DIR] [--seconds 20] [--quick] [--int8]
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
+import serve_attacks  # the phases with image uploads, slowloris sockets and huge heads
 from nnlab.serve.app import MAX_BODY_BYTES, MAX_POINTS, MAX_STROKES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,6 +166,14 @@ def start_server(export_dir: Path, port: int, threads: int) -> subprocess.Popen:
     raise SystemExit("the server did not come up within 120 s")
 
 
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
 def worst_case_body() -> bytes:
     """The worst-case valid request: MAX_POINTS raw points of a zigzag with fractional x."""
     n = MAX_POINTS
@@ -250,7 +266,15 @@ def main() -> None:
     ap.add_argument("--int8", action="store_true", help="compare the float and the INT8 export instead")
     ap.add_argument("--int8-max-drop", type=float, default=1.0,
                     help="--max-drop of the INT8 export (default 1: always measure; the drop is printed)")
+    ap.add_argument("--slowloris", type=int, default=300, help="slowloris sockets in the attack phase (0: none)")
+    ap.add_argument("--image-bombs", type=int, default=16,
+                    help="clients uploading the worst image in the image mix (0: no image mix)")
+    ap.add_argument("--image-export", type=Path, help="an image classifier's export for the image mix "
+                                                      "(default: LeNet on digits, trained for a few steps)")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: every phase for about 3 s")
     args = ap.parse_args()
+    if args.quick:
+        args.seconds, args.warmup, args.drawings = min(args.seconds, 3.0), min(args.warmup, 0.5), 300
     seconds = min(max(args.seconds, 1.0), 60.0)
     os.environ.setdefault("NNLAB_PROGRESS", "0")
     if not (DATA / "quickdraw" / "simplified").is_dir():
@@ -273,7 +297,7 @@ def main() -> None:
         print(f"requests: {len(bodies)} real drawings (a quarter raw), body {sizes.mean() / 1024:.1f} KB mean, "
               f"{sizes.max() / 1024:.1f} KB max")
 
-        ref_ms = reference(export_dir, bodies, seconds=3.0)
+        ref_ms = reference(export_dir, bodies, seconds=1.0 if args.quick else 3.0)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         print(f"reference (in process, no HTTP, one thread): {ref_ms:.2f} ms of CPU per request "
               f"-> at best {1000 / ref_ms * cores:.0f} requests/s on {cores} cores")
@@ -293,12 +317,10 @@ def main() -> None:
                 h_lat, h_err, h_elapsed = drive(port, bodies, args.clients, seconds, args.warmup,
                                                 hostile=worst_case_body(), hostile_clients=n_bad, health=health)
                 hostile = (n_bad, h_lat, h_err, h_elapsed, health)
+            loris = serve_attacks.slowloris(port, args.slowloris, seconds, args.warmup) if args.slowloris else None
+            heads = serve_attacks.huge_heads(port, server.pid, megabytes=16 if args.quick else 64)
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_server(server)
 
     lat = np.array(latencies) * 1000
     p50, p90, p99 = np.percentile(lat, [50, 90, 99]) if len(lat) else (float("nan"),) * 3
@@ -323,6 +345,21 @@ def main() -> None:
     print(f"RESULT serve_errors {len(errors)}")
     if hostile is not None:
         report_hostile(*hostile, clients=args.clients)
+    images = image_mix(args, seconds) if args.image_bombs else None
+    serve_attacks.report(images, loris, heads)
+
+
+def image_mix(args: argparse.Namespace, seconds: float) -> dict:
+    """The image mix (serve_attacks.image_mix) against an image classifier's server."""
+    with tempfile.TemporaryDirectory(prefix="serve-images-") as tmp:
+        export_dir = args.image_export or serve_attacks.image_model(Path(tmp))
+        port = free_port()
+        server = start_server(export_dir, port, args.threads)
+        try:
+            return serve_attacks.image_mix(port, server.pid, serve_attacks.digit_images(DATA),
+                                           serve_attacks.worst_image(), args.image_bombs, seconds, args.warmup)
+        finally:
+            stop_server(server)
 
 
 def report_hostile(n_bad: int, lat_s: list[float], errors: list[str], elapsed: float, health_s: list[float],

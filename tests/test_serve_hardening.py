@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
+import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -123,30 +126,53 @@ def test_allowed_hosts():
     assert TestClient(app, base_url="http://evil.example").get("/api/health").status_code == 400
 
 
-def _slow_head_is_closed(protocol, timeout_s: float = 0.5) -> bool:
-    """Whether a server with `protocol` closes a connection whose headers trickle in (slowloris)."""
-    import socket
-    import threading
-    import time
+async def _ok_app(scope, receive, send):
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
 
+
+@contextmanager
+def real_server(app=_ok_app, **limits):
+    """uvicorn with GuardedProtocol (`limits` override its class attributes) on a free loopback port,
+    in a thread: yields the port."""
     import uvicorn
 
-    async def app(scope, receive, send):
-        if scope["type"] == "http":
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"ok"})
+    from nnlab.serve.hardening import GuardedProtocol
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    quick = type("Quick", (protocol,), {"head_timeout_s": timeout_s})  # the class itself stays as it is
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=quick, log_level="error"))
+    protocol = type("Quick", (limits.pop("protocol", GuardedProtocol),), limits)  # the class itself stays as it is
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=protocol, log_level="error",
+                                           lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
         deadline = time.time() + 10
         while not server.started and time.time() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.02)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+
+
+def answer(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """Everything the server sends until it closes the connection (or `timeout` passes)."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return data
+
+
+def _slow_head_is_closed(protocol, timeout_s: float = 0.5) -> bool:
+    """Whether a server with `protocol` closes a connection whose headers trickle in (slowloris)."""
+    with real_server(protocol=protocol, head_timeout_s=timeout_s) as port:
         with socket.create_connection(("127.0.0.1", port)) as ok:  # a normal request still works
             ok.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             assert b"200" in ok.recv(1024)
@@ -165,19 +191,209 @@ def _slow_head_is_closed(protocol, timeout_s: float = 0.5) -> bool:
                     closed = True
                     break
             return closed
-    finally:
-        server.should_exit = True
-        thread.join(timeout=5)
 
 
 def test_a_request_head_that_trickles_in_is_closed():
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    from nnlab.serve.hardening import UVICORN_LIMITS, HeadTimeoutProtocol
+    from nnlab.serve.hardening import UVICORN_LIMITS, GuardedProtocol
 
     class Plain(HttpToolsProtocol):
         head_timeout_s = 0.0  # unused: uvicorn's own protocol has no head timeout
 
-    assert UVICORN_LIMITS["http"] is HeadTimeoutProtocol
+    assert UVICORN_LIMITS["http"] is GuardedProtocol
     assert not _slow_head_is_closed(Plain)  # before: ~7 s of trickling kept the connection open
-    assert _slow_head_is_closed(HeadTimeoutProtocol)
+    assert _slow_head_is_closed(GuardedProtocol)
+
+
+def test_huge_request_heads_are_431_at_once():
+    import psutil
+
+    with real_server(max_head_bytes=4096) as port:
+        with socket.create_connection(("127.0.0.1", port)) as ok:  # a head just under the limit: 200
+            ok.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 3900 + b"\r\n\r\n")
+            assert answer(ok, 1).startswith(b"HTTP/1.1 200")
+        # pipelined: two small requests in one packet are two answers
+        with socket.create_connection(("127.0.0.1", port)) as two:
+            two.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+            assert answer(two, 0.5).count(b"HTTP/1.1 200") == 2
+        rss = psutil.Process().memory_info().rss
+        start = time.perf_counter()
+        for head in (b"GET /" + b"a" * 5000, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: "):
+            with socket.create_connection(("127.0.0.1", port)) as big:
+                sent = 0
+                try:  # 64 MB of header (before: uvicorn's httptools protocol buffered all of it and said 200)
+                    big.sendall(head)
+                    for _ in range(1024):
+                        big.sendall(b"b" * 65536)
+                        sent += 65536
+                except OSError:  # the server closed the connection: the rest was never read
+                    pass
+                reply = answer(big, 2)
+            assert reply.startswith(b"HTTP/1.1 431") and b"4096 bytes" in reply, reply[:200]
+            assert sent < 32 * 1024 * 1024
+        assert time.perf_counter() - start < 5
+        assert psutil.Process().memory_info().rss - rss < 50 * 1024 * 1024
+
+
+def test_one_client_cannot_take_every_connection():
+    with real_server(max_connections_per_client=3) as port:
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        with socket.create_connection(("127.0.0.1", port)) as extra:
+            reply = answer(extra, 2)
+        assert reply.startswith(b"HTTP/1.1 503") and b"too many connections" in reply
+        held.pop().close()
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port)) as again:  # a slot freed is a slot again
+            again.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert answer(again, 2).startswith(b"HTTP/1.1 200")
+        for s in held:
+            s.close()
+
+
+def test_a_body_trickled_in_gets_408_within_the_whole_body_deadline(monkeypatch):
+    import nnlab.serve.app as app_mod
+
+    monkeypatch.setattr(app_mod, "BODY_TIMEOUT_S", 0.6)
+
+    async def echo(scope, receive, send):
+        body = (await receive())["body"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    with real_server(app_mod.BodyLimit(echo)) as port, socket.create_connection(("127.0.0.1", port)) as slow:
+        slow.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n")
+        start = time.perf_counter()
+        slow.settimeout(0.1)
+        reply = b""
+        for _ in range(50):  # a byte every 0.1 s: each part well within 0.6 s, the whole body not
+            try:
+                slow.sendall(b"x")
+                reply += slow.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if reply:
+                break
+        reply += answer(slow, 1)
+    assert reply.startswith(b"HTTP/1.1 408"), reply  # before: never answered (the deadline was per part)
+    assert time.perf_counter() - start < 1.5
+
+
+def test_two_host_headers_are_400():
+    from nnlab.serve.hardening import HostCheck
+
+    with real_server(HostCheck(_ok_app, ["demo.example"])) as port:
+        for head, status in ((b"Host: demo.example", b"200"), (b"Host: demo.example:8000", b"200"),
+                             (b"Host: evil.example", b"400"),
+                             (b"Host: demo.example\r\nHost: evil.example", b"400"),
+                             (b"Host: evil.example\r\nHost: demo.example", b"400")):
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(b"GET / HTTP/1.1\r\n" + head + b"\r\nConnection: close\r\n\r\n")
+                assert answer(s, 2).startswith(b"HTTP/1.1 " + status), head
+
+
+# --------------------------------------------------------------------------- image uploads
+
+
+def _encoded(image: np.ndarray, fmt: str = "PNG") -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_large_images_are_decoded_reduced_and_ordinary_ones_exactly(shared_data):
+    from nnlab.inference.models.image import decode_image
+    from nnlab.ingest.image_files import read_image
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    reduced = decode_image(_encoded(image), reduce_to=10)  # both sides >= 20: shrunk by 4, sides still >= 10
+    boxes = image.reshape(10, 4, 15, 4, 3).astype(np.float64).mean(axis=(1, 3))
+    assert reduced.shape == (10, 15, 3)
+    assert np.abs(reduced - boxes).max() <= 1  # the mean of each 4 x 4 box of pixels
+    photo = rng.integers(0, 256, (600, 800, 3), dtype=np.uint8)
+    jpeg = _encoded(photo, "JPEG")
+    drafted = decode_image(jpeg, reduce_to=100)  # decoded at 1/4 scale: 1/8 would make a side < 100
+    assert drafted.shape == (150, 200, 3)
+    full = decode_image(jpeg).reshape(150, 4, 200, 4, 3).mean(axis=(1, 3))
+    assert np.abs(drafted - full).mean() < 8
+    face = sorted((shared_data / "faces" / "orl").glob("s1/*.pgm"))[0]  # an ordinary image: read exactly
+    assert np.array_equal(decode_image(face.read_bytes(), reduce_to=1024), read_image(face))
+
+
+def _request(body: bytes, kind: str = "image/png"):
+    from starlette.requests import Request
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request({"type": "http", "method": "POST", "headers": [(b"content-type", kind.encode())]}, receive)
+
+
+def test_uploads_beyond_the_slots_are_503_with_retry_after():
+    from nnlab.serve.uploads import LIGHT_PIXELS, Refused, Uploads
+
+    small = _encoded(np.zeros((20, 20), dtype=np.uint8))
+    side = int(LIGHT_PIXELS ** 0.5) + 10
+    large = _encoded(np.zeros((side, side), dtype=np.uint8))
+
+    async def scenario(uploads: Uploads, first: bytes, second: bytes):
+        async with uploads.image(_request(first)) as image:
+            assert image.ndim == 2
+            try:
+                async with uploads.image(_request(second)):
+                    return "admitted"
+            except Refused as refused:
+                response = refused.response()
+                return response.status_code, response.headers.get("retry-after"), refused.detail
+
+    status, retry, detail = asyncio.run(scenario(Uploads(28, max_concurrent=1), small, small))
+    assert (status, retry) == (503, "1") and "busy" in detail
+    assert asyncio.run(scenario(Uploads(28, max_concurrent=4, max_heavy=1), large, small)) == "admitted"
+    assert asyncio.run(scenario(Uploads(28, max_concurrent=4, max_heavy=1), large, large))[0] == 503
+    uploads = Uploads(28, max_concurrent=1)
+    asyncio.run(scenario(uploads, small, small))
+    assert uploads.running == uploads.heavy == 0  # slots given back, refusals included
+
+
+def test_concurrent_uploads_of_the_largest_image_keep_memory_bounded():
+    import psutil
+    from fastapi.testclient import TestClient
+    from image_models import digits_export
+
+    from nnlab.serve.uploads import MAX_UPLOAD_PIXELS
+
+    side = int(MAX_UPLOAD_PIXELS ** 0.5)  # the largest image allowed: 4,000 x 4,000 RGBA, 62 KB of PNG
+    worst = _encoded(np.zeros((side, side, 4), dtype=np.uint8))
+    over = _encoded(np.zeros((side + 1, side, 4), dtype=np.uint8))
+    client = TestClient(create_app(digits_export(), max_concurrent=4))
+    assert client.post("/api/predict", content=over, headers={"content-type": "image/png"}).status_code == 413
+    proc = psutil.Process()
+    base, peak, statuses = proc.memory_info().rss, [0], []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.01)
+
+    def upload() -> None:
+        r = client.post("/api/predict", content=worst, headers={"content-type": "image/png"})
+        statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=sample)] + [threading.Thread(target=upload) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads[1:]:
+        t.join()
+    done.set()
+    threads[0].join()
+    assert set(statuses) <= {200, 503} and 200 in statuses, statuses
+    # before: each upload decoded at full size and converted to float (about 0.5 GB each)
+    assert peak[0] - base < 400 * 1024 * 1024, (peak[0] - base) / 2**20

@@ -80,12 +80,15 @@ def test_refusals_have_a_status_and_a_message(digits_client, tmp_path):
     status, body = post(digits_client, "/api/predict", image[: len(image) // 2])  # truncated
     assert status == 422 and "cannot read image" in body["detail"]
     status, body = post(digits_client, "/api/predict", huge_png(tmp_path / "h.png").read_bytes())
-    assert status == 413 and "at most 40,000,000 pixels" in body["detail"]
+    assert status == 413 and "at most 16,000,000 pixels" in body["detail"]
     status, body = post(digits_client, "/api/predict", b"\0" * (MAX_IMAGE_BYTES + 1))
     assert status == 413 and "too large" in body["detail"]
     for k in (0, 11):
         status, body = post(digits_client, f"/api/predict?top_k={k}", image)
         assert status == 422 and "top_k" in body["detail"]
+    status, body = post(digits_client, "/api/predict?top_k=abc", image)  # before: FastAPI's list of dicts
+    assert status == 422 and body["detail"] == "top_k: Input should be a valid integer, unable to parse string " \
+        "as an integer (got 'abc')", body
     # a browser gives a PGM no image type: octet-stream is accepted
     buf = io.BytesIO()
     Image.fromarray(validation_images(Run.open(digits_run()), 1)[0]).save(buf, format="PPM")

@@ -60,7 +60,9 @@ def serve(path: Path = typer.Argument(..., help="A run directory (torch) or an `
           allowed_host: list[str] = typer.Option([], "--allowed-host", help="Answer only requests for this Host "
                                                  "header (repeat for several; default: any)."),
           docs: bool = typer.Option(False, "--docs", help="Serve the API docs at /api/docs (loads Swagger UI "
-                                                         "from a CDN).")) -> None:
+                                                         "from a CDN)."),
+          max_concurrent: int = typer.Option(16, "--max-concurrent", min=1, help="Image demo: uploads decoded or "
+                                             "computed at once, large ones (over 2 MP) on at most half the cores (503 beyond).")) -> None:
     """Serve a demo: the doodle page that guesses while you draw, or for an image model a page where
     you drop an image and see the top-k classes (or, with --gallery, who it is).
 
@@ -69,5 +71,5 @@ def serve(path: Path = typer.Argument(..., help="A run directory (torch) or an `
     from nnlab.serve.app import serve as run_server  # heavy (torch): imported when the command runs
 
     run_server(path, host=host, port=port, threads=threads, access_log=access_log, gallery=gallery,
-               allowed_hosts=allowed_host or None, docs=docs,
+               allowed_hosts=allowed_host or None, docs=docs, max_concurrent=max_concurrent,
                announce=lambda url: typer.echo(f"serving {path} at {url} (Ctrl+C to stop)"))

@@ -26,13 +26,17 @@ class ImageTooLargeError(DataError):
     """An image with more pixels than the caller allows (checked from its header, before decoding)."""
 
 
-def read_image(path: PathLike | BinaryIO, name: str | None = None, max_pixels: int | None = None) -> np.ndarray:
+def read_image(path: PathLike | BinaryIO, name: str | None = None, max_pixels: int | None = None,
+               reduce_to: int | None = None) -> np.ndarray:
     """One image file (or a binary file object) as uint8: (H, W) when grayscale, else (H, W, 3) RGB.
 
     16-bit grey is divided by 257 and float grey in 0..1 multiplied by 255; alpha
     is dropped. A missing, unreadable or truncated file is a DataError naming it
     (`name` when given, for file objects); so is an image over Pillow's pixel limit
     (a decompression bomb), and one over `max_pixels` (ImageTooLargeError).
+    `reduce_to`: an image whose sides are both at least twice this may come back smaller, each
+    side still at least `reduce_to` (a JPEG decoded at 1/2, 1/4 or 1/8 of its size, others shrunk
+    by an integer factor, averaging boxes of pixels): a server bounds the memory of a large upload.
     """
     shown = name or path
     try:
@@ -44,6 +48,8 @@ def read_image(path: PathLike | BinaryIO, name: str | None = None, max_pixels: i
             if max_pixels is not None and img.width * img.height > max_pixels:
                 raise ImageTooLargeError(f"image {shown}: {img.width} x {img.height} pixels; at most "
                                          f"{max_pixels:,} pixels are allowed")
+            if reduce_to is not None and img.format == "JPEG":
+                img.draft(img.mode, (reduce_to, reduce_to))  # decodes at a reduced scale, sides >= reduce_to
             if img.mode in _WIDE_GRAY_MODES:
                 values = np.asarray(img, dtype=np.float64)
                 top = values.max(initial=0.0)
@@ -53,6 +59,9 @@ def read_image(path: PathLike | BinaryIO, name: str | None = None, max_pixels: i
                     values = values / 257.0
                 return np.rint(values).clip(0, 255).astype(np.uint8)
             img = img.convert("L" if img.mode in _GRAY_MODES else "RGB")
+            factor = min(img.width, img.height) // reduce_to if reduce_to else 1
+            if factor >= 2:
+                img = img.reduce(factor)
             return np.asarray(img, dtype=np.uint8).copy()
     except FileNotFoundError:
         raise DataError(f"image file not found: {shown}") from None
@@ -62,6 +71,20 @@ def read_image(path: PathLike | BinaryIO, name: str | None = None, max_pixels: i
         raise ImageTooLargeError(f"image {shown}: {_plain(err, path, shown)}") from None
     except _PIL_ERRORS as err:
         raise DataError(f"cannot read image {shown}: {_plain(err, path, shown)} (corrupt or truncated?)") from None
+
+
+def image_size(path: PathLike | BinaryIO, name: str | None = None) -> tuple[int, int]:
+    """(width, height) from an image's header, nothing decoded; DataError when it has none readable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                return img.size
+    except Image.DecompressionBombError as err:
+        raise ImageTooLargeError(f"image {name or path}: {_plain(err, path, name or path)}") from None
+    except _PIL_ERRORS as err:
+        raise DataError(f"cannot read image {name or path}: {_plain(err, path, name or path)} "
+                        "(corrupt or truncated?)") from None
 
 
 def verify_image(path: Path, how: str) -> None:

@@ -19,7 +19,6 @@ unless `create_app(..., docs=True)`.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 from collections.abc import Iterable
@@ -28,20 +27,21 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from nnlab.errors import NnlabError
 from nnlab.inference.models.doodle import DoodleModel, load_doodle_model
 from nnlab.inference.models.image import is_image_model
 from nnlab.serve.doodle import MAX_BODY_BYTES, MAX_POINTS, MAX_STROKES, doodle_router
-from nnlab.serve.hardening import UVICORN_LIMITS, SecurityHeaders
+from nnlab.serve.hardening import UVICORN_LIMITS, HostCheck, SecurityHeaders, request_error, send_json
 from nnlab.serve.images import MAX_IMAGE_BYTES, image_router
+from nnlab.serve.uploads import MAX_CONCURRENT
 
 # the doodle API's limits stay importable from here (tests and benchmarks read them)
 __all__ = ["MAX_BODY_BYTES", "MAX_POINTS", "MAX_STROKES", "create_app", "serve"]
 
-BODY_TIMEOUT_S = 10.0  # between two parts of a request body
+BODY_TIMEOUT_S = 10.0  # the whole request body must arrive within this (not each part of it)
 # Everything the page needs comes from this server: no external scripts, styles or fonts.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
@@ -68,25 +68,27 @@ class BodyLimit:
             try:
                 declared = int(length)
             except ValueError:
-                await _send_json(send, 400, {"detail": "Content-Length is not a number"})
+                await send_json(send, 400, {"detail": "Content-Length is not a number"})
                 return
             if declared > self.max_bytes:
-                await _send_json(send, 413, self._too_large(declared))
+                await send_json(send, 413, self._too_large(declared))
                 return
         body = bytearray()
         more = True
+        timeout_s = BODY_TIMEOUT_S
+        deadline = asyncio.get_running_loop().time() + timeout_s
         while more:
-            try:  # a client trickling its body cannot hold a connection for ever
-                message = await asyncio.wait_for(receive(), BODY_TIMEOUT_S)
+            try:  # a client trickling its body, even a byte at a time, cannot hold a connection for ever
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
             except TimeoutError:
-                await _send_json(send, 408, {"detail": f"the request body took over {BODY_TIMEOUT_S:g} s to arrive"})
+                await send_json(send, 408, {"detail": f"the request body took over {timeout_s:g} s to arrive"})
                 return
             if message["type"] == "http.disconnect":
                 return
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.max_bytes:
-                await _send_json(send, 413, self._too_large(None))
+                await send_json(send, 413, self._too_large(None))
                 return
         replayed = False
 
@@ -105,14 +107,6 @@ class BodyLimit:
                           f" are allowed{got}"}
 
 
-async def _send_json(send, status: int, payload: dict) -> None:
-    data = json.dumps(payload).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": data})
-
-
 # --------------------------------------------------------------------------- the app
 
 
@@ -122,16 +116,18 @@ def static_dir() -> Path:
 
 def create_app(path: str | os.PathLike | DoodleModel, threads: int | None = None,
                gallery: str | os.PathLike | None = None, docs: bool = False,
-               allowed_hosts: Iterable[str] | None = None) -> FastAPI:
+               allowed_hosts: Iterable[str] | None = None, max_concurrent: int = MAX_CONCURRENT) -> FastAPI:
     """The demo app for a run directory, an export directory or an already loaded model: the doodle
     demo (`nnlab.serve.doodle`), or for an image model the image demo (`nnlab.serve.images`; `gallery` for
     an embedding model). docs: serve /api/docs (its page loads Swagger UI from a CDN). allowed_hosts: answer
-    only requests whose Host header is one of these (400 otherwise)."""
+    only requests whose Host header is one of these (400 otherwise). max_concurrent: image uploads decoded or
+    computed at once (503 beyond; `nnlab.serve.uploads`)."""
     page_headers = {"Content-Security-Policy": CSP}
     if not isinstance(path, DoodleModel) and is_image_model(path):
         app = FastAPI(title="nnlab image demo", docs_url="/api/docs" if docs else None, redoc_url=None,
                       openapi_url="/api/openapi.json")
-        app.include_router(image_router(path, threads, gallery, page_headers=page_headers))
+        app.include_router(image_router(path, threads, gallery, page_headers=page_headers,
+                                        max_concurrent=max_concurrent))
         app.mount("/static", StaticFiles(directory=static_dir()), name="static")
         return harden(app, MAX_IMAGE_BYTES, allowed_hosts)
     if gallery is not None:
@@ -146,23 +142,25 @@ def create_app(path: str | os.PathLike | DoodleModel, threads: int | None = None
 
 
 def harden(app: FastAPI, max_bytes: int, allowed_hosts: Iterable[str] | None) -> FastAPI:
-    """The limits every demo app has: a body cap (413), optional Host checks (400), and nosniff and the
-    CSP on every answer."""
+    """The limits every demo app has: a body cap and a whole-body deadline (413, 408), Host checks (400:
+    two Host headers, or with `allowed_hosts` another host), request-parameter errors as one line (422),
+    and nosniff and the CSP on every answer."""
     app.add_middleware(BodyLimit, max_bytes=max_bytes)
-    if allowed_hosts:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
+    app.add_exception_handler(RequestValidationError, request_error)
     app.add_middleware(SecurityHeaders, csp=CSP)  # outermost: on every answer, 413 and 400 included
     return app
 
 
 def serve(path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None,
           access_log: bool = True, announce=None, gallery: str | os.PathLike | None = None,
-          allowed_hosts: Iterable[str] | None = None, docs: bool = False) -> None:
+          allowed_hosts: Iterable[str] | None = None, docs: bool = False, max_concurrent: int = MAX_CONCURRENT) -> None:
     """Load the model, then run uvicorn until interrupted; `announce(url)` is called once it is loaded.
     A port already in use is a one-line error before the model is loaded. uvicorn runs with
     `UVICORN_LIMITS` (idle connections closed, request heads and connections capped)."""
     check_port_free(host, port)
-    app = create_app(path, threads=threads, gallery=gallery, docs=docs, allowed_hosts=allowed_hosts)
+    app = create_app(path, threads=threads, gallery=gallery, docs=docs, allowed_hosts=allowed_hosts,
+                     max_concurrent=max_concurrent)
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host
         announce(f"http://{shown}:{port}/")

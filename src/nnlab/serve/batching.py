@@ -27,12 +27,13 @@ class MicroBatcher:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    async def probabilities(self, strokes: Sequence[np.ndarray]) -> np.ndarray:
-        """Class probabilities of one drawing (raw or simplified strokes), computed in a batch."""
+    async def probabilities(self, strokes: Sequence[np.ndarray], prepared: bool = False) -> np.ndarray:
+        """Class probabilities of one drawing (raw or simplified strokes), computed in a batch;
+        `prepared`: the strokes are `prepare_strokes`'s output already (a `Preprocessor`'s), not checked again."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._ensure_started()
-        self._queue.put((strokes, loop, future))
+        self._queue.put((strokes, prepared, loop, future))
         return await future
 
     def close(self) -> None:
@@ -64,9 +65,9 @@ class MicroBatcher:
 
     def _run(self, jobs: list) -> None:
         ready, drawings = [], []
-        for strokes, loop, future in jobs:
+        for strokes, prepared, loop, future in jobs:
             try:
-                drawings.append(prepare_strokes(strokes, raw=self.model.prep.raw))  # framing is idempotent
+                drawings.append(strokes if prepared else prepare_strokes(strokes, raw=self.model.prep.raw))
                 ready.append((loop, future))
             except Exception as exc:  # noqa: BLE001 - handed to the request that sent the drawing
                 loop.call_soon_threadsafe(_settle, future, None, exc)

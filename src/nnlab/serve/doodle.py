@@ -172,7 +172,7 @@ def doodle_router(model: DoodleModel, page_headers: dict[str, str] | None = None
             return _unprocessable([f"top_k: must be between 1 and {len(model.classes)} (the number of classes), "
                                    f"got {body.top_k}"])
         try:
-            probs = await batcher.probabilities(await prep(google_to_arrays(body.drawing)))
+            probs = await batcher.probabilities(await prep(google_to_arrays(body.drawing)), prepared=True)
         except Busy as exc:
             return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
         except DataError as exc:
@@ -181,11 +181,11 @@ def doodle_router(model: DoodleModel, page_headers: dict[str, str] | None = None
         return Response(answer.model_dump_json(), media_type="application/json")
 
     @router.get("/api/classes")
-    def classes() -> dict[str, list[str]]:
+    async def classes() -> dict[str, list[str]]:
         return {"classes": model.classes}
 
     @router.get("/api/health")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         return {"status": "ok", **model.info(), "limits": {"body_bytes": MAX_BODY_BYTES, "strokes": MAX_STROKES,
                                                            "points": MAX_POINTS}}
 

@@ -14,8 +14,9 @@
     GET  /api/classes    the classifier's classes, or the gallery's identities
 
 Limits, as the doodle API: a body over MAX_IMAGE_BYTES gets 413 (the app's BodyLimit middleware),
-an image over MAX_PIXELS pixels 413, a Content-Type that is not an image 415, an empty body, a
-corrupt image or a bad top_k 422, each with a message in "detail".
+an image over MAX_UPLOAD_PIXELS pixels 413, a Content-Type that is not an image 415, an empty body, a
+corrupt image or a bad top_k 422, too many uploads at once 503 with Retry-After (`nnlab.serve.uploads`:
+a pixel budget, reduced decoding, admission slots), each with a message in "detail".
 """
 
 from __future__ import annotations
@@ -30,14 +31,13 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from nnlab.errors import DataError, NnlabError
+from nnlab.errors import NnlabError
 from nnlab.inference.faces.detect import default_detector
 from nnlab.inference.faces.gallery import Gallery, Match
-from nnlab.inference.models.image import DEFAULT_FPR, MAX_PIXELS, ImageModel, decode_image, load_image_model
-from nnlab.ingest.image_files import ImageTooLargeError
+from nnlab.inference.models.image import DEFAULT_FPR, ImageModel, load_image_model
+from nnlab.serve.uploads import MAX_CONCURRENT, MAX_UPLOAD_PIXELS, Refused, Uploads
 
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
-ACCEPTED_TYPES = ("image/", "application/octet-stream")  # browsers send no image type for some formats (PGM)
 
 
 class Prediction(BaseModel):
@@ -76,27 +76,11 @@ def _error(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
 
 
-async def _read_image(request: Request) -> Any:
-    """The uploaded image as uint8, or the JSONResponse that refuses it (415, 413, 422)."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if not kind.startswith(ACCEPTED_TYPES):
-        return _error(415, f"Content-Type {kind or '(none)'!r}: send the image file itself as the body, with "
-                           "Content-Type image/png, image/jpeg, ... (or application/octet-stream)")
-    body = await request.body()
-    if not body:
-        return _error(422, "the body is empty: send an image file (PNG, JPEG, PGM, ...)")
-    try:
-        return await run_in_threadpool(decode_image, body, "upload", MAX_PIXELS)
-    except ImageTooLargeError as exc:
-        return _error(413, str(exc))
-    except DataError as exc:
-        return _error(422, str(exc))
-
-
 def image_router(path: str | os.PathLike | ImageModel, threads: int | None = None,
                  gallery: str | os.PathLike | Gallery | None = None, fpr: float = DEFAULT_FPR,
-                 page_headers: dict[str, str] | None = None) -> APIRouter:
-    """The routes for an image classifier, or for an embedding model and its gallery."""
+                 page_headers: dict[str, str] | None = None, max_concurrent: int = MAX_CONCURRENT) -> APIRouter:
+    """The routes for an image classifier, or for an embedding model and its gallery; at most
+    `max_concurrent` uploads decoded or computed at once (`nnlab.serve.uploads`)."""
     model = path if isinstance(path, ImageModel) else load_image_model(path, threads=threads)
     if model.task == "embedding" and gallery is None:
         raise NnlabError(f"{model.path}: an embedding model; serve it with --gallery GALLERY (nnlab gallery build)")
@@ -114,6 +98,7 @@ def image_router(path: str | os.PathLike | ImageModel, threads: int | None = Non
         except NnlabError:
             pass
     model.outputs(model.prep.to_input([np.zeros((8, 8), dtype=np.uint8)]))  # first-call costs before any request
+    uploads = Uploads(model.prep.image_size, max_concurrent=max_concurrent)
     router = APIRouter()
     page = Path(__file__).parent / "static" / "images.html"
 
@@ -122,15 +107,16 @@ def image_router(path: str | os.PathLike | ImageModel, threads: int | None = Non
         return FileResponse(page, headers={"Cache-Control": "no-cache", **(page_headers or {})})
 
     @router.get("/api/health")
-    def health() -> dict[str, Any]:
-        info = {"status": "ok", **model.info(), "limits": {"body_bytes": MAX_IMAGE_BYTES, "pixels": MAX_PIXELS}}
+    async def health() -> dict[str, Any]:
+        info = {"status": "ok", **model.info(), "limits": {"body_bytes": MAX_IMAGE_BYTES, "pixels": MAX_UPLOAD_PIXELS,
+                                                       "concurrent": max_concurrent}}
         if gallery is not None:
             info["gallery"] = {"people": len(gallery.identities), "images": len(gallery),
                                "search": gallery.index().name, "threshold": threshold, "fpr": fpr}
         return info
 
     @router.get("/api/classes")
-    def classes() -> dict[str, list[str]]:
+    async def classes() -> dict[str, list[str]]:
         return {"classes": gallery.identities if gallery is not None else model.classes}
 
     @router.post("/api/predict", response_model=PredictResponse)
@@ -141,10 +127,11 @@ def image_router(path: str | os.PathLike | ImageModel, threads: int | None = Non
         if not 1 <= top_k <= len(model.classes):
             return _error(422, f"top_k: must be between 1 and {len(model.classes)} (the number of classes), "
                                f"got {top_k}")
-        image = await _read_image(request)
-        if isinstance(image, JSONResponse):
-            return image
-        probs = (await run_in_threadpool(model.probabilities, [image]))[0]
+        try:
+            async with uploads.image(request) as image:
+                probs = (await run_in_threadpool(model.probabilities, [image]))[0]
+        except Refused as refused:
+            return refused.response()
         return PredictResponse(predictions=[Prediction(label=c, probability=round(p, 6))
                                             for c, p in model.top_k(probs, top_k)])
 
@@ -153,11 +140,11 @@ def image_router(path: str | os.PathLike | ImageModel, threads: int | None = Non
         """Who is in one uploaded image (or unknown below the threshold)."""
         if gallery is None:
             return _error(404, "this server classifies images: POST the image to /api/predict")
-        image = await _read_image(request)
-        if isinstance(image, JSONResponse):
-            return image
         try:
-            matches = await run_in_threadpool(gallery.identify_photo, image, model, threshold)
+            async with uploads.image(request) as image:  # decoded to sides >= 1024, the detector's working size
+                matches = await run_in_threadpool(gallery.identify_photo, image, model, threshold)
+        except Refused as refused:
+            return refused.response()
         except NnlabError as exc:  # no face detector installed
             return _error(422, str(exc))
         if not matches:

@@ -246,9 +246,10 @@ def _load_export(path: Path, threads: int | None) -> ImageModel:
                       thresholds=(info.get("verification") or {}).get("threshold_at_fpr"))
 
 
-def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = None) -> np.ndarray:
-    """An encoded image (PNG, JPEG, ...) in memory -> uint8 as `read_image` gives it; DataError when
-    corrupt or empty, ImageTooLargeError over `max_pixels`."""
+def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = None,
+                 reduce_to: int | None = None) -> np.ndarray:
+    """An encoded image (PNG, JPEG, ...) in memory -> uint8 as `read_image` gives it (`reduce_to`: may be
+    decoded smaller, see there); DataError when corrupt or empty, ImageTooLargeError over `max_pixels`."""
     if not data:
         raise DataError(f"{name}: empty image")
-    return read_image(io.BytesIO(data), name=name, max_pixels=max_pixels)
+    return read_image(io.BytesIO(data), name=name, max_pixels=max_pixels, reduce_to=reduce_to)
