@@ -17,7 +17,7 @@ MAX_FUNCTION_LINES = 100
 
 # Each layer may import itself and the layers below it, never one above (cli and serve on top).
 LAYERS = [
-    ("errors", "version", "config", "progress", "fileio", "metrics"),
+    ("errors", "version", "schema_errors", "config", "progress", "fileio", "metrics"),
     ("strokes", "scratch"),
     ("ingest",),
     ("store",),
@@ -30,7 +30,7 @@ LAYERS = [
     ("cli", "serve", "api", "faces", "__main__", "nnlab"),
 ]
 LEVEL = {name: k for k, names in enumerate(LAYERS) for name in names}
-TORCH_FREE = ("strokes", "ingest", "store", "scratch", "errors", "version", "config", "progress", "fileio")
+TORCH_FREE = ("strokes", "ingest", "store", "scratch", "errors", "version", "schema_errors", "config", "progress", "fileio")
 
 
 def module_name(path: Path, src: Path = SRC) -> str:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 
 from nnlab import config
-from nnlab.config import did_you_mean
+from nnlab.schema_errors import did_you_mean
 from nnlab.datasets.bundle import DataBundle
 from nnlab.datasets.images import build_image_data, make_transform
 from nnlab.datasets.strokes import build_stroke_data, drawing_input, stroke_input_channels

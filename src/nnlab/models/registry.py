@@ -17,7 +17,8 @@ from typing import Any
 import timm
 from torch import nn
 
-from nnlab.config import ModelConfig, did_you_mean, options_for
+from nnlab.config import ModelConfig, options_for
+from nnlab.schema_errors import did_you_mean
 from nnlab.errors import ModelError
 from nnlab.models.timm_adapter import build_timm
 

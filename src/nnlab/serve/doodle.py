@@ -26,7 +26,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from nnlab.config import describe_error
+from nnlab.schema_errors import describe_error
 from nnlab.errors import DataError, NnlabError
 from nnlab.inference.models.doodle import DoodleModel, arrays_to_google, check_google_stroke, google_to_arrays
 from nnlab.serve.batching import MicroBatcher
@@ -103,7 +103,7 @@ class SampleResponse(BaseModel):
 
 
 def _describe(error: dict[str, Any]) -> str:
-    """One line per pydantic error: where (drawing.3.1.7) and what (`nnlab.config.describe_error`, the
+    """One line per pydantic error: where (drawing.3.1.7) and what (`nnlab.schema_errors.describe_error`, the
     one formatter of pydantic errors, after the messages peculiar to a request body)."""
     loc = [str(p) for p in error.get("loc", ()) if p != "body"]
     msg = str(error.get("msg", "invalid")).removeprefix("Value error, ")

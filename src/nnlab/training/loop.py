@@ -189,17 +189,7 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
         _say_threads(threads, echo)
     seed_everything(cfg.seed)
     data = build_data(cfg, run.path, ddp.rank, ddp.world, pin_memory=device.startswith("cuda"))
-    model = build_model(cfg.model, data.in_chans, len(data.classes), data.image_size)
-    freeze_layers(model, cfg.train.freeze_first, cfg.train.train_last)
-    model = prepare_model(model, device, cfg.train.channels_last)
-    ema = make_ema(cfg, model)  # copied before compiling: the copy must not share the compiled forward
-    if cfg.train.compile:
-        model = prepare_model(model, device, compile=True, compile_mode=cfg.train.compile_mode)
-    if ddp.world > 1 and cfg.train.unfreeze_epoch is not None:
-        raise TrainingError("train.unfreeze_epoch is not supported with DistributedDataParallel (it fixes the "
-                            "trained parameters when it wraps the model); train on one process")
-    if ddp.world > 1:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[ddp.local_rank] if device != "cpu" else None)
+    model, ema = _build_model(cfg, data, device, ddp)
     optimizer = build_optimizer(cfg, model)
     steps = cfg.train.steps_per_epoch or len(data.loaders["train"])
     schedule = Schedule(cfg, math.ceil(steps / cfg.train.grad_accum))  # per optimiser step
@@ -266,6 +256,23 @@ def fit_torch(cfg: ExperimentConfig, out: str | Path | None = None, resume_run: 
         dist.barrier()  # rank 0 has written the last checkpoint
     hooks.fit_end(run, finish(run, model, data, device, train_seconds, stopped_early, write=ddp.main))
     return run
+
+
+def _build_model(cfg: ExperimentConfig, data, device: str, ddp: Dist):
+    """The model to train (frozen layers, memory layout, compiled, DDP-wrapped as the config says) and its
+    EMA copy (None without train.ema_decay)."""
+    model = build_model(cfg.model, data.in_chans, len(data.classes), data.image_size)
+    freeze_layers(model, cfg.train.freeze_first, cfg.train.train_last)
+    model = prepare_model(model, device, cfg.train.channels_last)
+    ema = make_ema(cfg, model)  # copied before compiling: the copy must not share the compiled forward
+    if cfg.train.compile:
+        model = prepare_model(model, device, compile=True, compile_mode=cfg.train.compile_mode)
+    if ddp.world > 1 and cfg.train.unfreeze_epoch is not None:
+        raise TrainingError("train.unfreeze_epoch is not supported with DistributedDataParallel (it fixes the "
+                            "trained parameters when it wraps the model); train on one process")
+    if ddp.world > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[ddp.local_rank] if device != "cpu" else None)
+    return model, ema
 
 
 def _say_threads(threads: ThreadPlan, echo: bool) -> None:
