@@ -59,9 +59,9 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, mo
     real = train_mod.forward_loss
     calls = {"n": 0}
 
-    def poisoned(model, x, y, criterion):
+    def poisoned(model, x, y, criterion, *rest):  # rest: the distillation teachers and their inputs
         calls["n"] += 1
-        logits, loss = real(model, x, y, criterion)
+        logits, loss = real(model, x, y, criterion, *rest)
         return logits, loss * float("nan") if calls["n"] == 30 else loss  # in epoch 2 (21 steps/epoch)
 
     monkeypatch.setattr(train_mod, "forward_loss", poisoned)
