@@ -53,6 +53,7 @@
       const name = document.createElement("span");
       name.className = "name";
       name.textContent = `${f.identity} ${f.similarity.toFixed(2)}`;
+      if (x1 > 0.75 * answer.width) name.classList.add("end");  // near the right edge: align it to the box's right
       el.appendChild(name);
       return el;
     });
