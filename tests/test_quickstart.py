@@ -39,8 +39,10 @@ def test_quickstart_notebook_runs_in_a_kernel(tmp_path, monkeypatch):
     streams = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "TqdmWarning" not in streams and "IProgress not found" not in streams  # ipywidgets: the notebook extra
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)  # the bars drawn
-    by_source = {c.source.splitlines()[0]: c.outputs for c in nb.cells if c.cell_type == "code"}
-    accuracy = float(by_source['accuracy = run.metrics["test"]["accuracy"]'][-1]["data"]["text/plain"])
+    # a cell's result, after what it printed or displayed on the way (tqdm's widgets, notes on stderr)
+    by_source = {c.source.splitlines()[0]: [o for o in c.outputs if o.output_type == "execute_result"]
+                 for c in nb.cells if c.cell_type == "code"}
+    accuracy = float(by_source['accuracy = run.metrics["test"]["accuracy"]'][0]["data"]["text/plain"])
     assert accuracy > 0.7
     pngs = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(pngs) == 3  # history, confusion, the predicted digits (the study shows a Markdown table)
