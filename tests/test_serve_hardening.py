@@ -243,10 +243,13 @@ def test_one_client_cannot_take_every_connection():
             reply = answer(extra, 2)
         assert reply.startswith(b"HTTP/1.1 503") and b"too many connections" in reply
         held.pop().close()
-        time.sleep(0.2)
-        with socket.create_connection(("127.0.0.1", port)) as again:  # a slot freed is a slot again
-            again.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            assert answer(again, 2).startswith(b"HTTP/1.1 200")
+        deadline, reply = time.time() + 5, b""
+        while not reply.startswith(b"HTTP/1.1 200") and time.time() < deadline:  # a slot freed is a slot again
+            time.sleep(0.05)  # once the server has seen the close
+            with socket.create_connection(("127.0.0.1", port)) as again:
+                again.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                reply = answer(again, 2)
+        assert reply.startswith(b"HTTP/1.1 200"), reply
         for s in held:
             s.close()
 
@@ -278,7 +281,7 @@ def test_a_body_trickled_in_gets_408_within_the_whole_body_deadline(monkeypatch)
                 break
         reply += answer(slow, 1)
     assert reply.startswith(b"HTTP/1.1 408"), reply  # before: never answered (the deadline was per part)
-    assert time.perf_counter() - start < 1.5
+    assert time.perf_counter() - start < 3
 
 
 def test_two_host_headers_are_400():
@@ -397,3 +400,18 @@ def test_concurrent_uploads_of_the_largest_image_keep_memory_bounded():
     assert set(statuses) <= {200, 503} and 200 in statuses, statuses
     # before: each upload decoded at full size and converted to float (about 0.5 GB each)
     assert peak[0] - base < 400 * 1024 * 1024, (peak[0] - base) / 2**20
+
+
+def test_serve_options_reach_the_app_and_the_protocol(monkeypatch, cli):
+    import nnlab.serve.app as app_mod
+    from nnlab.serve.hardening import GuardedProtocol
+
+    seen: dict = {}
+    monkeypatch.setattr(app_mod, "check_port_free", lambda host, port: None)
+    monkeypatch.setattr(app_mod, "create_app", lambda path, **kw: seen.update(kw) or "app")
+    monkeypatch.setattr(app_mod.uvicorn, "run", lambda app, **kw: seen.update(uvicorn=kw))
+    cli("serve", "somewhere", "--max-concurrent", "3", "--max-connections-per-client", "5")
+    assert seen["max_concurrent"] == 3
+    protocol = seen["uvicorn"]["http"]
+    assert issubclass(protocol, GuardedProtocol) and protocol.max_connections_per_client == 5
+    assert GuardedProtocol.max_connections_per_client == 64  # the class itself stays as it is

@@ -77,6 +77,7 @@ def test_refusals_have_a_status_and_a_message(digits_client, tmp_path):
     assert status == 422 and "empty" in body["detail"]
     status, body = post(digits_client, "/api/predict", b"\x89PNG\r\n\x1a\ngarbage" * 10)
     assert status == 422 and "cannot read image upload" in body["detail"]
+    assert "BytesIO" not in body["detail"] and " at 0x" not in body["detail"]  # no repr of a file object
     status, body = post(digits_client, "/api/predict", image[: len(image) // 2])  # truncated
     assert status == 422 and "cannot read image" in body["detail"]
     status, body = post(digits_client, "/api/predict", huge_png(tmp_path / "h.png").read_bytes())

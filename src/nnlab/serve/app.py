@@ -34,7 +34,15 @@ from nnlab.errors import NnlabError
 from nnlab.inference.models.doodle import DoodleModel, load_doodle_model
 from nnlab.inference.models.image import is_image_model
 from nnlab.serve.doodle import MAX_BODY_BYTES, MAX_POINTS, MAX_STROKES, doodle_router
-from nnlab.serve.hardening import UVICORN_LIMITS, HostCheck, SecurityHeaders, request_error, send_json
+from nnlab.serve.hardening import (
+    MAX_CONNECTIONS_PER_CLIENT,
+    UVICORN_LIMITS,
+    GuardedProtocol,
+    HostCheck,
+    SecurityHeaders,
+    request_error,
+    send_json,
+)
 from nnlab.serve.images import MAX_IMAGE_BYTES, image_router
 from nnlab.serve.uploads import MAX_CONCURRENT
 
@@ -154,10 +162,12 @@ def harden(app: FastAPI, max_bytes: int, allowed_hosts: Iterable[str] | None) ->
 
 def serve(path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None,
           access_log: bool = True, announce=None, gallery: str | os.PathLike | None = None,
-          allowed_hosts: Iterable[str] | None = None, docs: bool = False, max_concurrent: int = MAX_CONCURRENT) -> None:
+          allowed_hosts: Iterable[str] | None = None, docs: bool = False, max_concurrent: int = MAX_CONCURRENT,
+          max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT) -> None:
     """Load the model, then run uvicorn until interrupted; `announce(url)` is called once it is loaded.
     A port already in use is a one-line error before the model is loaded. uvicorn runs with
-    `UVICORN_LIMITS` (idle connections closed, request heads and connections capped)."""
+    `UVICORN_LIMITS` (idle connections closed, request heads and connections capped), at most
+    `max_connections_per_client` connections from one address (behind a proxy, every client has its address)."""
     check_port_free(host, port)
     app = create_app(path, threads=threads, gallery=gallery, docs=docs, allowed_hosts=allowed_hosts,
                      max_concurrent=max_concurrent)
@@ -165,7 +175,8 @@ def serve(path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, th
         shown = f"[{host}]" if ":" in host else host
         announce(f"http://{shown}:{port}/")
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info" if access_log else "warning",
-                **UVICORN_LIMITS)
+                **{**UVICORN_LIMITS, "http": type("GuardedProtocol", (GuardedProtocol,),
+                                                  {"max_connections_per_client": max_connections_per_client})})
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -79,8 +79,16 @@ class MicroBatcher:
             for loop, future in ready:
                 loop.call_soon_threadsafe(_settle, future, None, exc)
             return
+        by_loop: dict = {}  # one wake-up of each event loop for the whole batch, not one per request
         for (loop, future), p in zip(ready, probs, strict=True):
-            loop.call_soon_threadsafe(_settle, future, p, None)
+            by_loop.setdefault(loop, []).append((future, p))
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_settle_all, settled)
+
+
+def _settle_all(settled: list) -> None:
+    for future, result in settled:
+        _settle(future, result, None)
 
 
 def _settle(future, result, exc) -> None:

@@ -126,9 +126,10 @@ class GuardedProtocol(HttpToolsProtocol):
 HeadTimeoutProtocol = GuardedProtocol  # its former name
 
 # uvicorn settings of `serve`: idle keep-alive connections closed after 5 s, the limits of GuardedProtocol,
-# at most 256 connections at once (503 beyond); h11's head limit too, should h11 be chosen instead.
+# at most 256 connections at once (503 beyond); h11's head limit too, should h11 be chosen instead; no
+# WebSocket upgrades (the demos have none, and an upgraded connection would leave GuardedProtocol's count).
 UVICORN_LIMITS = {"timeout_keep_alive": 5, "h11_max_incomplete_event_size": MAX_HEAD_BYTES, "limit_concurrency": 256,
-                  "http": GuardedProtocol}
+                  "http": GuardedProtocol, "ws": "none"}
 
 
 def is_json(content_type: str | None) -> bool:

@@ -46,7 +46,9 @@ class Preprocessor:
 
     async def __call__(self, strokes: Sequence[np.ndarray]) -> list[np.ndarray]:
         arrays = checked_strokes(strokes)
-        if is_simplified(arrays) or self.raw == "frame":
+        if is_simplified(arrays):  # kept, as prepare_strokes keeps it (without checking it twice)
+            return [a.astype(np.int32) for a in arrays]
+        if self.raw == "frame":
             return prepare_strokes(arrays, raw=self.raw)  # linear in the points: no thread needed
         loop = asyncio.get_running_loop()
         if scaled_ink_length(arrays) <= LIGHT_INK:
