@@ -25,11 +25,12 @@ from matplotlib.figure import Figure
 
 from nnlab.config import ExperimentConfig, load_config, save_config, set_key, validate
 from nnlab.datasets.kinds import is_drawings
-from nnlab.errors import ConfigError, NnlabError
+from nnlab.errors import ConfigError, DataError, NnlabError
 from nnlab.fileio import atomic_write_bytes
 from nnlab.evaluation.evaluate import evaluate_run
 from nnlab.inference.kaggle.drawing_rows import read_drawing_rows
 from nnlab.inference.kaggle.submission import predict_drawings
+from nnlab.inference.models.doodle import checked_strokes
 from nnlab.inference.predict import predict_images, read_image_inputs
 from nnlab.ingest.image_files import read_image
 from nnlab.metrics import confusion_matrix
@@ -356,6 +357,11 @@ def _drawing_inputs(inputs: Any) -> tuple[list[str], Any]:
         return [rows.ids[i] for i in rows.parsed], rows.drawings  # rows that did not parse are left out
     items = [inputs] if isinstance(inputs, Drawing) else list(inputs)
     ids = [str(d.key_id) if isinstance(d, Drawing) and d.key_id >= 0 else str(i) for i, d in enumerate(items)]
+    for i, d in enumerate(items):  # the rule drawings read from files and sent to the server follow
+        try:
+            checked_strokes(d.strokes if isinstance(d, Drawing) else d)
+        except (ValueError, TypeError) as exc:  # a DataError is a ValueError
+            raise DataError(f"predict: drawing {ids[i]}: {exc}") from None
     return ids, PackedSource(StrokeBatch.from_drawings(items))
 
 
