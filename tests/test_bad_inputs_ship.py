@@ -16,7 +16,7 @@ import pytest
 from image_models import digits_export, digits_run, faces_export, faces_run, split_folders
 
 import nnlab
-from nnlab.inference.faces.gallery import Gallery, build_gallery
+from nnlab.inference.faces.gallery import build_gallery
 from nnlab.inference.models.image import load_image_model
 
 

@@ -9,9 +9,10 @@ import shutil
 
 import numpy as np
 import pytest
-from doodle_model import tiny_export
+from doodle_model import tiny_export, tiny_run
 from fastapi.testclient import TestClient
 
+import nnlab
 import nnlab.evaluation.results
 import nnlab.fileio
 import nnlab.runs.run
@@ -90,7 +91,9 @@ def test_drawings_of_the_api_follow_the_readers_range_rule(tmp_path):
     bad = {"negative time": [[[0, 10, 20], [0, 10, 5], [-5, 10, 20]]],
            "huge coordinate": [[[0, 2e6], [0, 1], [0, 10]]],
            "time past the limit": [[[0, 10], [0, 10], [0, 2.0 ** 25]]]}
-    client = TestClient(__import__("nnlab.serve.app", fromlist=["create_app"]).create_app(tiny_export()))
+    from nnlab.serve.app import create_app
+
+    client, run = TestClient(create_app(tiny_export())), nnlab.load_run(tiny_run())
     for what, drawing in bad.items():
         file = tmp_path / "bad.ndjson"
         file.write_text(f'{{"word": "cat", "key_id": "1", "drawing": {drawing}}}\n')
@@ -101,5 +104,8 @@ def test_drawings_of_the_api_follow_the_readers_range_rule(tmp_path):
         assert REASONS["out_of_range"] in str(exc.value), what
         answer = client.post("/api/predict", json={"drawing": drawing})
         assert answer.status_code == 422 and REASONS["out_of_range"] in answer.text, (what, answer.text)
+        with pytest.raises(DataError, match="outside the format's range"):  # before: TrainedRun.predict took it
+            run.predict([[np.asarray(s, dtype=float).T for s in drawing]])
     ok = [[[0, 10, 20], [0, 10, 5], [0, 10, 20]]]
     assert client.post("/api/predict", json={"drawing": ok}).status_code == 200
+    assert len(run.predict([[np.asarray(s, dtype=float).T for s in ok]]).labels) == 1

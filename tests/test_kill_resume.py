@@ -177,3 +177,12 @@ def test_a_kill_at_any_write_of_export_leaves_the_old_export_or_the_new(tmp_path
         seen.add(len((snap / "samples.ndjson").read_text().splitlines()))
     assert seen == {2, 5}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # nothing left beside them
+    # a kill right after the swap leaves the old content in a stage folder: the next export removes it,
+    # not the stage of a writer still alive (this process)
+    dead, live = tmp_path / ".export.partial-999999999-abc", tmp_path / f".export.partial-{os.getpid()}-abc"
+    for stage in (dead, live):
+        shutil.copytree(out, stage)
+    monkeypatch.setattr(nnlab.fileio, "kill_point", lambda name: None)
+    monkeypatch.setattr(export_mod, "kill_point", lambda name: None)
+    export_onnx(tiny_run(), out, samples=2, overwrite=True)
+    assert not dead.exists() and live.is_dir()

@@ -208,7 +208,8 @@ def staged_output_dir(path: Path, kind: OutputKind, overwrite: bool = False,
     path = Path(path)
     check_output_dir(path, kind, overwrite, option)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    remove_stale_stages(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-{os.getpid()}-", dir=path.parent))
     try:
         os.chmod(tmp, umask_mode(directory=True))
         with disk_full_guard(path, kept=f"{path} is as it was"):
@@ -217,6 +218,30 @@ def staged_output_dir(path: Path, kind: OutputKind, overwrite: bool = False,
         replace_dir(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_stages(path: Path) -> list[Path]:
+    """Remove the folders a killed process left beside `path` while replacing it (`.NAME.partial-PID-*`,
+    `.NAME.old-PID-*`: a kill after the swap leaves the old content there); only those whose process
+    is gone, so that a writer still at work keeps its own."""
+    gone = []
+    for stage in Path(path).parent.glob(f".{Path(path).name}.*-*-*"):
+        kind, _, rest = stage.name[len(Path(path).name) + 2:].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind in ("partial", "old") and pid.isdigit() and stage.is_dir() and not _alive(int(pid)):
+            shutil.rmtree(stage, ignore_errors=True)
+            gone.append(stage)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 _RENAME_EXCHANGE = 2
@@ -234,7 +259,7 @@ def replace_dir(new: Path, path: Path) -> None:
         kill_point("folder-swapped")
         shutil.rmtree(new)  # `new` now holds the old content
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-{os.getpid()}-", dir=path.parent))
     os.replace(path, old / "content")
     kill_point("folder-swapped")
     os.replace(new, path)
