@@ -69,11 +69,13 @@ def snapshots(tmp_path_factory) -> dict[str, Run]:
 def test_a_kill_right_after_a_checkpoint_keeps_that_epochs_log_line_and_scalars(snapshots, tmp_path, monkeypatch):
     # epoch 1's last.pt is written: resume starts at epoch 2
     killed = Run.open(shutil.copytree(snapshots["checkpoint-saved:1"].path, tmp_path / "run"))
-    assert [line.split()[1] for line in (killed.path / "train.log").read_text().splitlines()] == ["1/2"]
+    assert [line.split()[1] for line in (killed.path / "train.log").read_text().splitlines()
+            if line.startswith("epoch ")] == ["1/2"]
     assert _scalars(killed.path / "tensorboard")["train/loss"] == [1]  # before: both lost
     monkeypatch.setenv("NNLAB_PLOTS", "0")
     resumed = fit(killed.config, resume_run=killed, echo=False)
-    assert [line.split()[1] for line in (resumed.path / "train.log").read_text().splitlines()] == ["1/2", "2/2"]
+    assert [line.split()[1] for line in (resumed.path / "train.log").read_text().splitlines()
+            if line.startswith("epoch ")] == ["1/2", "2/2"]  # notes (a small val split's uncertainty) aside
     assert sorted(_scalars(resumed.path / "tensorboard")["train/loss"]) == [1, 2]
 
 

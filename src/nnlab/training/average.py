@@ -91,7 +91,7 @@ def average_run(run_dir: str | Path, out: str | Path, best: int | None = None, l
     weights = average_state_dicts(states)
     run = Run.create(source.config, out)
     try:
-        _write_averaged(source, run, files, epochs, weights)
+        _write_averaged(source, run, files, epochs, weights, start)
     except BaseException as exc:
         run.discard()
         if is_disk_full(exc):
@@ -111,7 +111,9 @@ def own_checkpoint(run: Run, path: Path) -> dict[str, Any]:
     return state
 
 
-def _write_averaged(source: Run, run: Run, files: list[Path], epochs: list[int], weights: dict) -> None:
+def _write_averaged(source: Run, run: Run, files: list[Path], epochs: list[int], weights: dict,
+                    start: float) -> None:
+    """The averaged run's files; `start` (perf_counter) is when averaging began: its time is this run's own."""
     cfg = source.config
     for name in ("splits.json", "history.csv", "classes.txt"):  # same data split, same curves, same classes
         if (source.path / name).is_file():
