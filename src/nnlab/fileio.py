@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nnlab.errors import DataError
 
@@ -146,6 +148,19 @@ def read_classes(path: Path) -> list[str]:
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason}); a class list has one name per line") from None
     return [line.strip() for line in lines if line.strip()]
+
+
+def read_json_file(file: Path, error: type[Exception] = DataError) -> Any:
+    """A JSON file's content; `error` (one line naming the file) when it is not JSON, not UTF-8, nested too
+    deep or unreadable. A missing file raises FileNotFoundError, for the caller to say what it expected."""
+    try:
+        return json.loads(Path(file).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
+        raise error(f"{file}: not valid JSON ({str(exc)[:200]})") from None
+    except OSError as exc:
+        raise error(f"{file}: cannot be read ({exc.strerror})") from None
 
 
 def is_gzip(path: Path) -> bool:

@@ -39,7 +39,7 @@ import numpy as np
 
 from nnlab.errors import DataError, NnlabError
 from nnlab.fileio import (OutputKind, atomic_output, atomic_write_text, check_output_file, kill_point,
-                          staged_output_dir)
+                          read_json_file, staged_output_dir)
 from nnlab.inference.faces.detect import Face, FaceDetector
 from nnlab.inference.faces.embed import list_images
 from nnlab.inference.faces.photos import crop_size, embed_faces, image_faces
@@ -264,13 +264,9 @@ class Gallery:
 def _read_meta(folder: Path) -> dict[str, Any]:
     file = folder / "gallery.json"
     try:
-        meta = json.loads(file.read_text(encoding="utf-8"))
+        meta = read_json_file(file)
     except FileNotFoundError:
         raise NnlabError(f"{folder}: not a gallery (no gallery.json); make one with nnlab gallery build") from None
-    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
-        raise DataError(f"{file}: not valid JSON ({str(exc)[:200]})") from None
-    except OSError as exc:
-        raise DataError(f"{file}: cannot be read ({exc.strerror})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise DataError(f"{file}: not an {FORMAT} v{FORMAT_VERSION} file")
     missing = [k for k in ("fingerprint", "model", "identities", "paths") if k not in meta]

@@ -13,7 +13,6 @@ Both backends are thread-safe, so one instance serves every request.
 
 from __future__ import annotations
 
-import json
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from torch import nn
 from nnlab.datasets.kinds import input_channels, is_drawings, takes_sequences
 from nnlab.errors import ModelError, NnlabError
 from nnlab.evaluation.proba import proba_of_logits
-from nnlab.fileio import read_classes
+from nnlab.fileio import read_classes, read_json_file
 from nnlab.runs.run import Run
 from nnlab.runs.trained import load_trained
 
@@ -187,13 +186,9 @@ def read_export_info(path: Path) -> dict[str, Any]:
     """An export's preprocessing.json; ModelError when missing or not JSON."""
     info_file = Path(path) / "preprocessing.json"
     try:
-        info = json.loads(info_file.read_text(encoding="utf-8"))
+        info = read_json_file(info_file, ModelError)
     except FileNotFoundError:
         raise ModelError(f"{path}: no preprocessing.json (not an `nnlab export` directory)") from None
-    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
-        raise ModelError(f"{info_file}: not valid JSON ({str(exc)[:200]})") from None
-    except OSError as exc:
-        raise ModelError(f"{info_file}: cannot be read ({exc.strerror})") from None
     if not isinstance(info, dict) or info.get("format", "nnlab-onnx") != "nnlab-onnx":
         raise ModelError(f"{info_file}: not the preprocessing.json of an `nnlab export` (format nnlab-onnx)")
     given = info.get("input")
