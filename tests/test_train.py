@@ -93,3 +93,12 @@ def test_freeze_first_and_train_last():
 def test_gradient_accumulation_and_clipping_run(tmp_path):
     run = fit(digits_cfg(epochs=1, grad_accum=2, clip_grad_norm=1.0), out=tmp_path / "run")
     assert json.loads((run.path / "metrics.json").read_text())["test"]["accuracy"] > 0.3
+
+
+def test_steps_per_epoch_beyond_a_finite_loader_passes_over_it_again(tmp_path):
+    # digits: ~1,100 training images in batches of 64 is 18 batches; before: StopIteration at step 18
+    cfg = digits_cfg(epochs=1, steps_per_epoch=30)
+    run = fit(cfg, out=tmp_path / "run", echo=False)
+    row = run.history()[0]
+    assert row["epoch"] == 1 and row["train_loss"] == row["train_loss"]  # trained, not NaN
+    assert json.loads((run.path / "metrics.json").read_text())["val"]["accuracy"] > 0.3

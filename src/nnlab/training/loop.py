@@ -93,7 +93,11 @@ def train_one_epoch(model, loader, optimizer, schedule: Schedule, scaler, criter
     batches = iter(loader)
     for step in range(steps):
         asked = time.perf_counter()
-        batch = next(batches)
+        try:
+            batch = next(batches)
+        except StopIteration:  # a finite loader shorter than train.steps_per_epoch: another pass over it
+            batches = iter(loader)
+            batch = next(batches)
         x, y = batch[:2]
         extras = [e.to(device, non_blocking=True) for e in batch[3]] if len(batch) > 3 else ()  # other teachers' inputs
         waited += time.perf_counter() - asked
