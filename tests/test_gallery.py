@@ -276,6 +276,30 @@ def test_a_kill_at_any_write_of_gallery_add_leaves_the_old_or_the_new_gallery(mo
     assert (len(after), list(after.identities)) == new  # the gallery as it was before the killed add
 
 
+def test_a_kill_at_any_write_of_gallery_build_over_a_gallery_leaves_the_old_or_the_new(model, gallery, folders,
+                                                                                     tmp_path, monkeypatch):
+    """`gallery build --overwrite` over an existing gallery: at every write point the folder loads as the
+    old gallery or the new one (the same staged save as `add`, replaced whole)."""
+    from nnlab import fileio
+    from nnlab.inference.faces import gallery as gallery_mod
+
+    path = gallery.save(tmp_path / "g")
+    one = tmp_path / "one"
+    shutil.copytree(folders["enrol"] / sorted(p.name for p in folders["enrol"].iterdir())[0], one / "someone")
+    snapshots = []
+
+    def snapshot(name: str) -> None:
+        snapshots.append(shutil.copytree(path, tmp_path / f"snap-{len(snapshots)}-{name}"))
+
+    monkeypatch.setattr(fileio, "kill_point", snapshot)
+    monkeypatch.setattr(gallery_mod, "kill_point", snapshot)
+    build_gallery(model, one).save(path, overwrite=True)
+    assert len(snapshots) >= 3
+    seen = {tuple(Gallery.load(s).identities) for s in snapshots}
+    assert seen == {tuple(gallery.identities), ("someone",)}
+    assert Gallery.load(path).identities == ["someone"]
+
+
 def test_embed_and_identify_outputs_say_what_they_wrote_and_quote_formulas(model, gallery, folders, tmp_path):
     from nnlab.inference.faces.embed import save_embeddings
     from nnlab.inference.faces.gallery import Match, write_matches
