@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -24,24 +25,24 @@ def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 12
 
 
 def test_nnlab_study_is_the_api_function_whatever_was_imported_first():
-    done = run_python("""
+    orders = ["""
         import nnlab.studies.plan
         import nnlab
         import nnlab.api
         assert callable(nnlab.study), nnlab.study
         assert nnlab.study is nnlab.api.study
         print("ok")
-    """)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
-    done = run_python("""
+    """, """
         import nnlab
         study = nnlab.study
         import nnlab.studies.plan
         import nnlab.api
         assert nnlab.study is study is nnlab.api.study
         print("ok")
-    """)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    """]
+    with ThreadPoolExecutor(len(orders)) as pool:  # two fresh interpreters at once: each imports torch
+        for done in pool.map(run_python, orders):
+            assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
 def test_one_class_per_concept_for_a_run():
