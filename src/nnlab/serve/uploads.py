@@ -27,6 +27,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from nnlab.device import usable_cores
 from nnlab.errors import DataError
 from nnlab.inference.models.image import decode_image
 from nnlab.ingest.image_files import ImageTooLargeError, image_size
@@ -36,7 +37,7 @@ LIGHT_PIXELS = 2_000_000  # up to this, an image is cheap to decode (a few ms)
 REDUCE_TO = 1024  # a large image is decoded to sides of at least this (or 4x the model's input)
 MAX_CONCURRENT = 16  # requests decoding or computing at once (`nnlab serve --max-concurrent`)
 # of which with an image over LIGHT_PIXELS: half the cores, so that the others keep serving ordinary requests
-MAX_HEAVY = max(1, len(os.sched_getaffinity(0)) // 2 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2) // 2)
+MAX_HEAVY = max(1, usable_cores() // 2)
 ACCEPTED_TYPES = ("image/", "application/octet-stream")  # browsers send no image type for some formats (PGM)
 
 

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from nnlab.config import flatten, validate
+from nnlab.device import usable_cores
 from nnlab.errors import NnlabError
 from nnlab.ingest.idx import download_idx
 from nnlab.progress import progress
 from nnlab.runs.run import Run
-from nnlab.studies.executors import Call, available_cores, make_executor, submit_cells
+from nnlab.studies.executors import Call, make_executor, submit_cells
 from nnlab.studies.plan import ERROR_FILE, Cell, CellOutcome, Study, cell_state
 from nnlab.studies.report import write_report
 from nnlab.training import fit
@@ -83,7 +84,7 @@ def run_study(study: Study, workers: int | None = None, executor: str | Executor
     states = {c: cell_state(c) for c in study.cells}
     todo = [c for c in study.cells if states[c] != "done"]
     outcomes = {c: CellOutcome(c, "done") for c in study.cells if states[c] == "done"}
-    cores = available_cores()
+    cores = usable_cores()
     kind = executor if isinstance(executor, str) or executor is None else "given"
     kind = kind or study.settings.executor
     if kind == "local":

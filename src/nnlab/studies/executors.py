@@ -35,22 +35,16 @@ POLL_SECONDS = 0.5  # how often a finished local/Slurm job is looked for (submit
 Call = tuple[Callable[..., Any], tuple[Any, ...]]
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover  (macOS, Windows)
-        return os.cpu_count() or 1
-
-
 def init_worker(threads: int | None = None) -> None:
     """A process that trains cells: its share of the cores (default: the cores it may use, as a Slurm
     job's allocation), and no per-epoch bars (the study shows one bar over cells)."""
     import torch  # heavy: only in the processes that train
     from threadpoolctl import threadpool_limits  # with torch: only in the processes that train
 
+    from nnlab.device import usable_cores  # with torch: only in the processes that train
     from nnlab.training.throughput import say_once  # with torch: only in the processes that train
 
-    threads = threads or available_cores()
+    threads = threads or usable_cores()
     os.environ["NNLAB_PROGRESS"] = "0"
     torch.set_num_threads(threads)
     threadpool_limits(threads)  # BLAS, for NumPy-engine cells (a cell's own train.threads still wins)
