@@ -292,13 +292,14 @@ def train_ours(cfg, budget_s: float, log, ema_decay: float | None = None, snapsh
     from nnlab.models import build_model
     from nnlab.training.distill import distill_loss
     from nnlab.training.mix import make_mixer, soft_target_loss
-    from nnlab.training.optim import build_optimizer, set_lr
+    from nnlab.training.optim import build_optimizer, freeze_layers, set_lr
 
     seed_everything(cfg.seed)
     data = build_stroke_data(cfg)
     loader = data.loaders["train"]
     model = build_model(cfg.model, data.in_chans, len(data.classes), data.image_size)
     model = prepare_model(model, "cpu", cfg.train.channels_last)
+    freeze_layers(model, cfg.train.freeze_first, cfg.train.train_last)  # as `nnlab run` does
     opt = build_optimizer(cfg, model)
     mixer = make_mixer(cfg, len(data.classes))
     crit = soft_target_loss() if mixer else nn.CrossEntropyLoss(label_smoothing=cfg.loss.label_smoothing)

@@ -22,3 +22,39 @@ def test_the_routers_batcher_stops_with_the_app():
         assert answer.status_code == 200 and len(answer.json()["predictions"]) == 2
         assert len(_guessers()) == before + 1  # the first guess started the batcher's worker
     assert len(_guessers()) == before  # the router's lifespan closed it at shutdown
+
+
+def test_the_fast_path_answers_as_the_fastapi_route_does_with_every_protection(shared_data):
+    """POST /api/predict is answered by `FastRoutes` before FastAPI's routing; a bare FastAPI app with the same
+    router (the route itself) gives the same statuses and bodies, and only the hardened app adds the headers."""
+    import json
+
+    from fastapi import FastAPI
+
+    from nnlab.inference.models.doodle import load_doodle_model
+    from nnlab.serve.app import FastRoutes
+    from nnlab.serve.doodle import doodle_router
+
+    export = tiny_export()
+    bare = FastAPI()
+    bare.include_router(doodle_router(load_doodle_model(export)))
+    hardened = create_app(export)
+    assert any(m.cls is FastRoutes for m in hardened.user_middleware)
+    row = json.loads((shared_data / "quickdraw" / "simplified" / "cat.ndjson").read_text().splitlines()[0])
+    requests = [(json.dumps({"drawing": row["drawing"], "top_k": 3}), "application/json"),
+                ('{"drawing": [[[1, 2], [3]]]}', "application/json"), ("{not json", "application/json"),
+                (json.dumps({"drawing": row["drawing"]}), "text/plain"), ("", "application/json"),
+                (json.dumps({"drawing": row["drawing"], "top_k": 10_000}), "application/json")]
+    statuses = set()
+    with TestClient(bare) as route, TestClient(hardened) as fast:
+        for content, kind in requests:
+            a = route.post("/api/predict", content=content, headers={"content-type": kind})
+            b = fast.post("/api/predict", content=content, headers={"content-type": kind})
+            assert (a.status_code, a.json()) == (b.status_code, b.json()), content[:40]
+            statuses.add(b.status_code)
+            assert b.headers["content-type"] == "application/json" and b.headers["x-content-type-options"] == "nosniff"
+            assert "content-security-policy" in b.headers and "x-content-type-options" not in a.headers
+        assert statuses == {200, 415, 422} and a.status_code == 422  # the last one: top_k beyond the classes
+        too_big = fast.post("/api/predict", content=b"[" * (300 * 1024), headers={"content-type": "application/json"})
+        assert too_big.status_code == 413 and too_big.headers["x-content-type-options"] == "nosniff"
+        assert "/api/predict" in fast.get("/api/openapi.json").json()["paths"]  # the route documents it still

@@ -127,8 +127,8 @@ def top_k(scores: Any, k: int) -> np.ndarray:
     s = _scores(scores)
     if not 1 <= k <= s.shape[1]:
         raise DataError(f"k must be in 1..{s.shape[1]} (the number of classes), got {k}")
-    if k == s.shape[1]:
-        return np.argsort(-s, axis=1, kind="stable")
+    if k == s.shape[1] or len(s) == 1:  # one row (a served request): the stable sort is cheapest
+        return np.argsort(-s, axis=1, kind="stable")[:, :k]
     cand = np.argpartition(-s, k - 1, axis=1)[:, :k]
     cand_scores = np.take_along_axis(s, cand, axis=1)
     order = np.lexsort((cand, -cand_scores), axis=-1)  # by score desc, then index asc

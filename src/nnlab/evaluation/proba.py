@@ -29,5 +29,8 @@ def predict_proba(model: nn.Module, batches: Iterable[torch.Tensor], device: str
 
 
 def proba_of_logits(logits: np.ndarray) -> np.ndarray:
-    """Softmax probabilities (B, classes) of NumPy logits, in float64 (what a served model answers)."""
-    return torch.softmax(torch.from_numpy(np.asarray(logits, dtype=np.float64)), 1).numpy()
+    """Softmax probabilities (B, classes) of NumPy logits, in float64 (what a served model answers).
+    In NumPy: torch's dispatch costs more than this softmax of a small batch on a server's thread."""
+    z = np.asarray(logits, dtype=np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)

@@ -14,6 +14,7 @@ lifespan). The body limit, the Host check and the security headers are the app's
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections.abc import Iterable
@@ -120,22 +121,84 @@ def _describe(error: dict[str, Any]) -> str:
     return describe_error(error, PredictRequest, noun="field", skip=("body",), show_input=False)
 
 
-def _unprocessable(messages: list[str]) -> JSONResponse:
-    return JSONResponse({"detail": "; ".join(messages[:MAX_ERRORS_SHOWN])
-                         + (f"; and {len(messages) - MAX_ERRORS_SHOWN} more" if len(messages) > MAX_ERRORS_SHOWN
-                            else ""),
-                         "errors": messages[:50]}, status_code=422)
+Answer = tuple[int, bytes, dict[str, str]]  # status, JSON body, extra headers
+
+
+def _json(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> Answer:
+    return status, json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode(), headers or {}
+
+
+def _unprocessable(messages: list[str]) -> Answer:
+    more = f"; and {len(messages) - MAX_ERRORS_SHOWN} more" if len(messages) > MAX_ERRORS_SHOWN else ""
+    return _json(422, {"detail": "; ".join(messages[:MAX_ERRORS_SHOWN]) + more, "errors": messages[:50]})
+
+
+# --------------------------------------------------------------------------- POST /api/predict
+
+
+class PredictEndpoint:
+    """POST /api/predict as a plain ASGI app, and its answers (`answer`) for the FastAPI route too.
+
+    The body is parsed and validated by pydantic-core straight from the bytes, raw drawings are simplified off
+    the event loop (`Preprocessor`) and guessed in micro-batches (`MicroBatcher`). Served straight from ASGI
+    (inside the body limit, the Host check and the security headers): FastAPI's routing, request and exception
+    layers cost the event loop more than the model costs its thread (benchmarks/serve_load.py)."""
+
+    def __init__(self, model: DoodleModel, batcher: MicroBatcher, prep: Preprocessor) -> None:
+        self.model, self.batcher, self.prep = model, batcher, prep
+
+    async def answer(self, content_type: str | None, raw: bytes) -> Answer:
+        """(status, JSON bytes, extra headers) for one request's Content-Type and body."""
+        if not is_json(content_type):
+            return _json(415, {"detail": "send the drawing as JSON (Content-Type: application/json)"})
+        if not raw.strip():
+            return _unprocessable(["the body is empty (send JSON: {\"drawing\": [...], \"top_k\": 3})"])
+        try:
+            body = PredictRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            return _unprocessable([_describe(e) for e in exc.errors()])
+        classes = self.model.classes
+        if body.top_k > len(classes):
+            return _unprocessable([f"top_k: must be between 1 and {len(classes)} (the number of classes), "
+                                   f"got {body.top_k}"])
+        try:
+            probs = await self.batcher.probabilities(await self.prep(google_to_arrays(body.drawing)), prepared=True)
+        except Busy as exc:
+            return _json(503, {"detail": str(exc)}, {"Retry-After": "1"})
+        except DataError as exc:
+            return _unprocessable([f"drawing: {exc}"])
+        guesses = [{"word": w, "probability": round(p, 6)} for w, p in self.model.top_k(probs, body.top_k)]
+        return _json(200, {"predictions": guesses})
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - ASGI's callables
+        raw = bytearray()
+        while True:  # the body limit hands the whole body over at once
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            raw += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        content_type = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-type"), None)
+        status, data, headers = await self.answer(content_type, bytes(raw))
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                                *((k.lower().encode(), v.encode()) for k, v in headers.items())]})
+        await send({"type": "http.response.body", "body": data})
 
 
 # --------------------------------------------------------------------------- the routes
 
 
 def doodle_router(model: DoodleModel, page_headers: dict[str, str] | None = None) -> APIRouter:
-    """The routes of the doodle demo for a loaded model (warmed up here, its samples loading meanwhile)."""
+    """The routes of the doodle demo for a loaded model (warmed up here, its samples loading meanwhile).
+    `router.fast_routes` maps ("POST", "/api/predict") to its plain ASGI endpoint (`nnlab.serve.app.FastRoutes`
+    answers it before FastAPI's routing; the route here gives the OpenAPI schema and the same answers)."""
     model.warm_up()
     model.samples.prefetch()
     batcher = MicroBatcher(model)
     prep = Preprocessor(raw=model.prep.raw)
+    endpoint = PredictEndpoint(model, batcher, prep)
 
     @asynccontextmanager
     async def lifespan(app: Any):
@@ -156,29 +219,8 @@ def doodle_router(model: DoodleModel, page_headers: dict[str, str] | None = None
                      "schema": PredictRequest.model_json_schema()}}}})
     async def predict(request: Request) -> Response:
         """The model's top_k guesses for one drawing."""
-        # parsed and validated by pydantic-core straight from the bytes: FastAPI's body
-        # handling and response encoding cost more than the model on a small CPU
-        if not is_json(request.headers.get("content-type")):
-            return JSONResponse({"detail": "send the drawing as JSON (Content-Type: application/json)"},
-                                status_code=415)
-        raw = await request.body()
-        if not raw.strip():
-            return _unprocessable(["the body is empty (send JSON: {\"drawing\": [...], \"top_k\": 3})"])
-        try:
-            body = PredictRequest.model_validate_json(raw)
-        except ValidationError as exc:
-            return _unprocessable([_describe(e) for e in exc.errors()])
-        if body.top_k > len(model.classes):
-            return _unprocessable([f"top_k: must be between 1 and {len(model.classes)} (the number of classes), "
-                                   f"got {body.top_k}"])
-        try:
-            probs = await batcher.probabilities(await prep(google_to_arrays(body.drawing)), prepared=True)
-        except Busy as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
-        except DataError as exc:
-            return _unprocessable([f"drawing: {exc}"])
-        answer = PredictResponse(predictions=_guesses(model.top_k(probs, body.top_k)))
-        return Response(answer.model_dump_json(), media_type="application/json")
+        status, data, headers = await endpoint.answer(request.headers.get("content-type"), await request.body())
+        return Response(data, status_code=status, media_type="application/json", headers=headers)
 
     @router.get("/api/classes")
     async def classes() -> dict[str, list[str]]:
@@ -204,4 +246,5 @@ def doodle_router(model: DoodleModel, page_headers: dict[str, str] | None = None
         return SampleResponse(word=d.word, key_id=str(d.key_id), drawing=arrays_to_google(strokes),
                               predictions=_guesses(model.guess([strokes], min(3, len(model.classes)))[0]))
 
+    router.fast_routes = {("POST", "/api/predict"): endpoint}
     return router
