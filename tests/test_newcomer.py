@@ -277,6 +277,25 @@ def test_a_small_val_splits_metric_is_shown_with_its_standard_error(no_test_run,
 # ----------------------------------------------------------------------------- 20: the RNN recipe's CPU hint
 
 
+def test_the_quickdraw_recipes_cpu_hint_is_the_benchmarks_pretrained_start():
+    """The hint in quickdraw.toml's header (as benchmarks/cpu_threads.py reads it) is a valid config whose
+    model, weights, freezing and image size are those benchmarks/quickdraw_real.py scores as `pretrained`."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from cpu_threads import recipe_cpu_hint
+        from quickdraw_real import PRETRAINED
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    recipe = ROOT / "recipes" / "quickdraw.toml"
+    hint = recipe_cpu_hint(recipe)
+    cfg, bench = load_config(recipe, hint), load_config(recipe, [s.replace("'", '"') for s in PRETRAINED])
+    assert (cfg.model.name, cfg.model.pretrained, cfg.train.freeze_first, cfg.data.image_size, cfg.data.flip) == (
+        bench.model.name, bench.model.pretrained, bench.train.freeze_first, bench.data.image_size, bench.data.flip)
+    assert cfg.model.name == "timm:tf_efficientnet_lite0" and cfg.model.pretrained and cfg.train.amp == "off"
+
+
 def test_the_rnn_recipes_cpu_hint_is_a_valid_config_and_the_benchmarks():
     import sys
 
