@@ -31,7 +31,7 @@ from nnlab.schema_errors import describe_error
 from nnlab.errors import DataError, NnlabError
 from nnlab.inference.models.doodle import DoodleModel, arrays_to_google, check_google_stroke, google_to_arrays
 from nnlab.serve.batching import MicroBatcher
-from nnlab.serve.hardening import is_json
+from nnlab.serve.hardening import is_json, send_json_bytes
 from nnlab.serve.preprocess import Busy, Preprocessor
 
 MAX_BODY_BYTES = 256 * 1024
@@ -84,9 +84,9 @@ class Guess(BaseModel):
     probability: float
 
 
-def _guesses(pairs: Iterable[tuple[str, float]]) -> list[Guess]:
-    """(word, probability) pairs as the API's guesses, probabilities rounded to 6 places."""
-    return [Guess(word=w, probability=round(p, 6)) for w, p in pairs]
+def _guesses(pairs: Iterable[tuple[str, float]]) -> list[dict[str, Any]]:
+    """(word, probability) pairs as the API's guesses (`Guess` fields), probabilities rounded to 6 places."""
+    return [{"word": w, "probability": round(p, 6)} for w, p in pairs]
 
 
 class PredictResponse(BaseModel):
@@ -167,8 +167,7 @@ class PredictEndpoint:
             return _json(503, {"detail": str(exc)}, {"Retry-After": "1"})
         except DataError as exc:
             return _unprocessable([f"drawing: {exc}"])
-        guesses = [{"word": w, "probability": round(p, 6)} for w, p in self.model.top_k(probs, body.top_k)]
-        return _json(200, {"predictions": guesses})
+        return _json(200, {"predictions": _guesses(self.model.top_k(probs, body.top_k))})
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 - ASGI's callables
         raw = bytearray()
@@ -181,10 +180,7 @@ class PredictEndpoint:
                 break
         content_type = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-type"), None)
         status, data, headers = await self.answer(content_type, bytes(raw))
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                                *((k.lower().encode(), v.encode()) for k, v in headers.items())]})
-        await send({"type": "http.response.body", "body": data})
+        await send_json_bytes(send, status, data, [(k.lower().encode(), v.encode()) for k, v in headers.items()])
 
 
 # --------------------------------------------------------------------------- the routes

@@ -197,10 +197,14 @@ class HostCheck:
 
 async def send_json(send, status: int, payload: dict, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
     """Answer a request from ASGI middleware: `payload` as JSON, and close the connection."""
-    data = json.dumps(payload).encode()
+    await send_json_bytes(send, status, json.dumps(payload).encode(), [(b"connection", b"close"), *headers])
+
+
+async def send_json_bytes(send, status: int, data: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """Send an encoded JSON answer over ASGI (start and body), with `headers` after the content headers."""
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            (b"connection", b"close"), *headers]})
+                            *headers]})
     await send({"type": "http.response.body", "body": data})
 
 
