@@ -25,8 +25,11 @@ demo: $(STAMP)
 	echo "plots:       $$run/plots/history.png, $$run/plots/confusion.png" && \
 	echo "sample grid: $$run/plots/samples.png  (validation drawings with the model's guesses)"
 
+# Two pytest-xdist workers, a test file each at a time (module fixtures stay in one process); the runs
+# tests share are made once for both (tests/shared_runs.py). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 clean:
 	rm -rf $(VENV) runs studies

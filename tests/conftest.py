@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from cli_runner import run_cli
+from shared_runs import end_session, made_once, session_root, start_session
 
 os.environ.setdefault("NNLAB_PROGRESS", "0")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -15,6 +17,16 @@ os.environ.setdefault("NNLAB_PLOTS", "0")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("NNLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller (or a plain run); xdist's workers inherit it
+        start_session()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):
+        end_session()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -66,15 +78,28 @@ epochs = 2
 """
 
 
-@pytest.fixture(scope="session")
-def ddp_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
-    """`torchrun --nproc_per_node 2 -m nnlab run` (two CPU processes, gloo) of DDP_CONFIG, as a user would
-    launch it: the process and its run directory. Made once; test_ddp and test_gpu_check read it."""
-    root = tmp_path_factory.mktemp("ddp")
+@made_once
+def _ddp_run_folder() -> Path:
+    root = session_root() / "ddp"
+    shutil.rmtree(root, ignore_errors=True)  # what a failed try left
+    root.mkdir()
     (root / "exp.toml").write_text(DDP_CONFIG)
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            "-m", "nnlab", "run", str(root / "exp.toml"), "--out", str(root / "run")],
                           capture_output=True, text=True, timeout=540, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (root / "stdout.txt").write_text(proc.stdout)
+    (root / "stderr.txt").write_text(proc.stderr)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ddp_run() -> tuple[subprocess.CompletedProcess, Path]:
+    """`torchrun --nproc_per_node 2 -m nnlab run` (two CPU processes, gloo) of DDP_CONFIG, as a user would
+    launch it: the process (its output) and its run directory. Made once per session (`shared_runs`);
+    test_ddp and test_gpu_check read it."""
+    root = _ddp_run_folder()
+    proc = subprocess.CompletedProcess(["torchrun"], 0, (root / "stdout.txt").read_text(),
+                                       (root / "stderr.txt").read_text())
     return proc, root / "run"

@@ -3,11 +3,10 @@ and shared by test_export, test_serve_api and test_browser (not a test module it
 
 from __future__ import annotations
 
-import atexit
 import functools
-import shutil
-import tempfile
 from pathlib import Path
+
+from shared_runs import made_once, session_root
 
 TINY_CONFIG = {
     "name": "tiny-doodles", "seed": 0,
@@ -18,14 +17,12 @@ TINY_CONFIG = {
 }
 
 
-@functools.cache
 def _root() -> Path:
-    root = Path(tempfile.mkdtemp(prefix="nnlab-doodle-tests-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    return root
+    """The session's shared folder (`shared_runs.session_root`)."""
+    return session_root()
 
 
-@functools.cache
+@made_once
 def tiny_run() -> Path:
     """The run directory of a 1-epoch MobileNetV3 on 12 synthetic doodle classes at 32 px."""
     from nnlab.config import validate
@@ -34,7 +31,7 @@ def tiny_run() -> Path:
     return fit(validate(TINY_CONFIG, "tiny-doodles"), out=_root() / "run").path
 
 
-@functools.cache
+@made_once
 def tiny_export() -> Path:
     """`nnlab export` of tiny_run()."""
     from nnlab.inference.models.export import export_onnx

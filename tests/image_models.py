@@ -4,11 +4,11 @@ digits, and an ArcFace embedding model on the real ORL faces with its export and
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 from conftest import ROOT, SHARED_DATA
 from doodle_model import _root  # one temporary folder per test session, removed at exit
+from shared_runs import made_once, session_lock
 
 ORL = SHARED_DATA / "faces" / "orl"
 # recipes/faces-arcface.toml at 32 px for 6 epochs (~40 s on 2 cores): val accuracy is low, but the
@@ -16,7 +16,7 @@ ORL = SHARED_DATA / "faces" / "orl"
 FACES_OVERRIDES = ("data.image_size=32", "train.epochs=6", f'data.path="{ORL}"')
 
 
-@functools.cache
+@made_once
 def digits_run() -> Path:
     """recipes/digits-lenet.toml for 2 epochs (a few seconds)."""
     from nnlab.config import load_config
@@ -26,14 +26,14 @@ def digits_run() -> Path:
     return fit(cfg, out=_root() / "digits").path
 
 
-@functools.cache
+@made_once
 def digits_export() -> Path:
     from nnlab.inference.models.export import export_onnx
 
     return export_onnx(digits_run(), _root() / "digits-export").out_dir
 
 
-@functools.cache
+@made_once
 def faces_run() -> Path:
     """recipes/faces-arcface.toml shrunk (FACES_OVERRIDES) on the real ORL faces."""
     from nnlab.config import load_config
@@ -43,7 +43,7 @@ def faces_run() -> Path:
     return fit(cfg, out=_root() / "faces").path
 
 
-@functools.cache
+@made_once
 def faces_export() -> Path:
     from nnlab.inference.models.export import export_onnx
 
@@ -54,7 +54,11 @@ def split_folders(run: Path) -> dict[str, Path]:
     """Folders of symlinks from a faces run's splits.json: ``enrol`` (the first image of each unseen
     person), ``probes`` (their other images), ``impostors`` (every image of the training identities),
     each with one sub-folder per person. Made once per run."""
-    out = _root() / f"split-{run.name}"
+    with session_lock(f"split-{run.name}"):  # another worker may be making them
+        return _make_split_folders(run, _root() / f"split-{run.name}")
+
+
+def _make_split_folders(run: Path, out: Path) -> dict[str, Path]:
     if out.is_dir():
         return {name: out / name for name in ("enrol", "probes", "impostors")}
     import json
@@ -78,7 +82,7 @@ def split_folders(run: Path) -> dict[str, Path]:
     return {name: out / name for name in ("enrol", "probes", "impostors")}
 
 
-@functools.cache
+@made_once
 def other_faces_run() -> Path:
     """Another embedding model (same recipe, 16 px, a few steps): its embeddings are not faces_run()'s."""
     from nnlab.config import load_config
