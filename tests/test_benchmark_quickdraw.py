@@ -101,3 +101,17 @@ def test_a_learning_curve_is_summarised_per_budget_with_gains_over_cnn_ema(tmp_p
     assert float(results["quickdraw_map3_600s_mixup_gain"]) == pytest.approx(0.0)
     assert "quickdraw_map3_600s_pretrained" not in results and "quickdraw_map3_cnn_ema" not in results
     assert set(bench.GROUPS["cnn"]) | {"distill_teacher"} <= set(bench.ALL_VARIANTS)
+
+
+def test_the_distilled_student_takes_its_teachers_input(tmp_path):
+    """The benchmark's student is fed the batch its teachers see: their image size, channels and input."""
+    spec = importlib.util.spec_from_file_location("quickdraw_real", ROOT / "benchmarks" / "quickdraw_real.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from nnlab.datasets.strokes import input_signature
+
+    student = bench.ours_config(0, tmp_path, bench.DISTILL_STUDENT)
+    teacher = bench.ours_config(0, tmp_path, bench.PRETRAINED)
+    assert input_signature(student.data) == input_signature(teacher.data)
+    assert student.model.name == "timm:mobilenetv3_small_050" and student.data.image_size == 48  # the demo's size
+    assert (student.data.mean, student.data.std) == (teacher.data.mean, teacher.data.std)
