@@ -17,18 +17,13 @@ TINY_CONFIG = {
 }
 
 
-def _root() -> Path:
-    """The session's shared folder (`shared_runs.session_root`)."""
-    return session_root()
-
-
 @made_once
 def tiny_run() -> Path:
     """The run directory of a 1-epoch MobileNetV3 on 12 synthetic doodle classes at 32 px."""
     from nnlab.config import validate
     from nnlab.training import fit
 
-    return fit(validate(TINY_CONFIG, "tiny-doodles"), out=_root() / "run").path
+    return fit(validate(TINY_CONFIG, "tiny-doodles"), out=session_root() / "run").path
 
 
 @made_once
@@ -36,7 +31,7 @@ def tiny_export() -> Path:
     """`nnlab export` of tiny_run()."""
     from nnlab.inference.models.export import export_onnx
 
-    return export_onnx(tiny_run(), _root() / "export").out_dir
+    return export_onnx(tiny_run(), session_root() / "export").out_dir
 
 
 @functools.cache

@@ -7,8 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import ROOT, SHARED_DATA
-from doodle_model import _root  # one temporary folder per test session, removed at exit
-from shared_runs import made_once, session_lock
+from shared_runs import made_once, session_lock, session_root  # one folder per test session, removed at its end
 
 ORL = SHARED_DATA / "faces" / "orl"
 # recipes/faces-arcface.toml at 32 px for 6 epochs (~40 s on 2 cores): val accuracy is low, but the
@@ -23,14 +22,14 @@ def digits_run() -> Path:
     from nnlab.training import fit
 
     cfg = load_config(ROOT / "recipes" / "digits-lenet.toml", ["train.epochs=2"])
-    return fit(cfg, out=_root() / "digits").path
+    return fit(cfg, out=session_root() / "digits").path
 
 
 @made_once
 def digits_export() -> Path:
     from nnlab.inference.models.export import export_onnx
 
-    return export_onnx(digits_run(), _root() / "digits-export").out_dir
+    return export_onnx(digits_run(), session_root() / "digits-export").out_dir
 
 
 @made_once
@@ -40,14 +39,14 @@ def faces_run() -> Path:
     from nnlab.training import fit
 
     cfg = load_config(ROOT / "recipes" / "faces-arcface.toml", list(FACES_OVERRIDES))
-    return fit(cfg, out=_root() / "faces").path
+    return fit(cfg, out=session_root() / "faces").path
 
 
 @made_once
 def faces_export() -> Path:
     from nnlab.inference.models.export import export_onnx
 
-    return export_onnx(faces_run(), _root() / "faces-export").out_dir
+    return export_onnx(faces_run(), session_root() / "faces-export").out_dir
 
 
 def split_folders(run: Path) -> dict[str, Path]:
@@ -55,7 +54,7 @@ def split_folders(run: Path) -> dict[str, Path]:
     person), ``probes`` (their other images), ``impostors`` (every image of the training identities),
     each with one sub-folder per person. Made once per run."""
     with session_lock(f"split-{run.name}"):  # another worker may be making them
-        return _make_split_folders(run, _root() / f"split-{run.name}")
+        return _make_split_folders(run, session_root() / f"split-{run.name}")
 
 
 def _make_split_folders(run: Path, out: Path) -> dict[str, Path]:
@@ -90,7 +89,7 @@ def other_faces_run() -> Path:
 
     cfg = load_config(ROOT / "recipes" / "faces-arcface.toml",
                       ["data.image_size=16", "train.epochs=1", "train.steps_per_epoch=2", f'data.path="{ORL}"'])
-    return fit(cfg, out=_root() / "other-faces").path
+    return fit(cfg, out=session_root() / "other-faces").path
 
 
 def huge_png(path: Path, side: int = 10_000) -> Path:

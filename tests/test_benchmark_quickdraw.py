@@ -13,13 +13,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def load_benchmark():
+    """benchmarks/quickdraw_real.py as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("quickdraw_real", ROOT / "benchmarks" / "quickdraw_real.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
 WORDS = 48  # of the 344 shared words: every pipeline and score path at a seventh of the scoring work
 
 
 def test_both_pipelines_train_score_and_report(shared_data, capsys, tmp_path):
-    spec = importlib.util.spec_from_file_location("quickdraw_real", ROOT / "benchmarks" / "quickdraw_real.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark()
     words = tmp_path / "words"
     words.mkdir()
     for file in sorted((shared_data / "quickdraw" / "simplified").glob("*.ndjson"))[:WORDS]:
@@ -47,9 +53,7 @@ def test_both_pipelines_train_score_and_report(shared_data, capsys, tmp_path):
 
 
 def test_combine_merges_halves_by_seed(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("quickdraw_real", ROOT / "benchmarks" / "quickdraw_real.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark()
     (tmp_path / "a.json").write_text(json.dumps([{"cnn": 0.5, "cnn_ema": 0.6}, {"cnn": 0.4, "cnn_ema": 0.6}]))
     (tmp_path / "b.json").write_text(json.dumps([{"seq": 0.3, "blend": 0.7}, {"seq": 0.5, "blend": 0.6}]))
     bench.main(["--combine", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
@@ -63,9 +67,7 @@ def test_combine_merges_halves_by_seed(tmp_path, capsys):
 
 
 def test_tune_scores_a_slice_of_train_and_never_touches_validation(shared_data, capsys):
-    spec = importlib.util.spec_from_file_location("quickdraw_real", ROOT / "benchmarks" / "quickdraw_real.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark()
     from nnlab.store.splits import key_id_split
 
     keys = np.random.default_rng(0).integers(0, 2**62, 20_000)
@@ -85,9 +87,7 @@ def test_tune_scores_a_slice_of_train_and_never_touches_validation(shared_data, 
 
 
 def test_a_learning_curve_is_summarised_per_budget_with_gains_over_cnn_ema(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("quickdraw_real", ROOT / "benchmarks" / "quickdraw_real.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark()
     curve = {"300": [{"cnn_ema": 0.4, "pretrained": 0.5, "distill": 0.45, "distill_teacher": 0.52},
                      {"cnn_ema": 0.42, "pretrained": 0.56, "distill": 0.47, "distill_teacher": 0.5}],
              "600": [{"cnn_ema": 0.46, "mixup": 0.47}, {"cnn_ema": 0.47, "mixup": 0.46}]}
@@ -105,9 +105,7 @@ def test_a_learning_curve_is_summarised_per_budget_with_gains_over_cnn_ema(tmp_p
 
 def test_the_distilled_student_takes_its_teachers_input(tmp_path):
     """The benchmark's student is fed the batch its teachers see: their image size, channels and input."""
-    spec = importlib.util.spec_from_file_location("quickdraw_real", ROOT / "benchmarks" / "quickdraw_real.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark()
     from nnlab.datasets.strokes import input_signature
 
     student = bench.ours_config(0, tmp_path, bench.DISTILL_STUDENT)
