@@ -415,3 +415,83 @@ def test_serve_options_reach_the_app_and_the_protocol(monkeypatch, cli):
     protocol = seen["uvicorn"]["http"]
     assert issubclass(protocol, GuardedProtocol) and protocol.max_connections_per_client == 5
     assert GuardedProtocol.max_connections_per_client == 64  # the class itself stays as it is
+
+
+def test_serve_workers_share_the_limits_and_hand_over_to_a_supervisor(monkeypatch, cli, tmp_path):
+    import nnlab.serve.app as app_mod
+
+    seen: dict = {}
+    monkeypatch.setattr(app_mod, "check_port_free", lambda host, port: None)
+    monkeypatch.setattr(app_mod, "create_app", lambda path, **kw: seen.update(app=kw) or "app")
+    monkeypatch.setattr(app_mod.uvicorn, "run", lambda *a, **kw: pytest.fail("one worker's path with --workers 2"))
+    monkeypatch.setattr(app_mod, "supervise", lambda app, server: seen.update(worker=app, server=server))
+    cli("serve", str(tmp_path), "--workers", "2", "--max-concurrent", "3", "--max-connections-per-client", "5",
+        "--port", "8123")
+    assert seen["app"]["max_concurrent"] == 2  # checked with a worker's share, as the workers will load it
+    assert seen["worker"]["max_concurrent"] == 2 and seen["worker"]["max_connections_per_client"] == 3
+    assert seen["worker"]["path"] == str(tmp_path.resolve())
+    assert seen["server"] == {"host": "127.0.0.1", "port": 8123, "access_log": True, "log_level": "info", "workers": 2}
+
+
+def test_a_worker_builds_its_app_from_the_supervisors_environment(monkeypatch):
+    import nnlab.serve.app as app_mod
+    from nnlab.serve.hardening import GuardedProtocol
+    from nnlab.serve.workers import OPTIONS_ENV
+
+    monkeypatch.setattr(GuardedProtocol, "max_connections_per_client", GuardedProtocol.max_connections_per_client)
+    monkeypatch.setenv(OPTIONS_ENV, json.dumps({"path": str(tiny_export()), "threads": 1, "gallery": None,
+                                                "docs": False, "allowed_hosts": ["demo.test"], "max_concurrent": 2,
+                                                "max_connections_per_client": 7}))
+    app = app_mod.worker_app()
+    assert GuardedProtocol.max_connections_per_client == 7
+    with TestClient(app, base_url="http://demo.test") as client:
+        r = client.post("/api/predict", json={"drawing": [[[0, 100, 200], [0, 50, 255]]], "top_k": 2})
+        assert r.status_code == 200 and len(r.json()["predictions"]) == 2
+    with TestClient(app, base_url="http://elsewhere.test") as client:  # the allowed hosts reached the worker
+        assert client.get("/api/health").status_code == 400
+
+
+def test_serve_with_two_workers_answers_and_stops_both_on_ctrl_c(tmp_path):
+    """The process boundary is what this tests: `nnlab serve --workers 2` in a subprocess."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    import psutil
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "nnlab", "serve", str(tiny_export()), "--port", str(port),
+                             "--workers", "2", "--no-access-log"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "NNLAB_PROGRESS": "0"})
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                assert time.time() < deadline, "the workers did not come up"
+                time.sleep(0.3)
+        supervisor = psutil.Process(proc.pid)
+        workers = [p for p in supervisor.children(recursive=True) if "multiprocessing.spawn" in " ".join(p.cmdline())]
+        assert len(workers) == 2
+        assert supervisor.memory_info().rss < 200 * 2**20  # the supervisor holds no model (and no torch)
+        body = json.dumps({"drawing": [[[0, 100, 200], [0, 50, 255]]], "top_k": 3}).encode()
+        for _ in range(20):  # a fresh connection each: the kernel hands them to either worker
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/api/predict", data=body,
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=10) as r:
+                assert r.status == 200 and len(json.loads(r.read())["predictions"]) == 3
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

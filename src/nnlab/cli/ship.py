@@ -65,7 +65,10 @@ def serve(path: Path = typer.Argument(..., help="A run directory (torch) or an `
                                              "computed at once, large ones (over 2 MP) on at most half the cores (503 beyond)."),
           max_connections_per_client: int = typer.Option(64, "--max-connections-per-client", min=1,
                                                          help="Open connections from one IP address (503 beyond); "
-                                                              "behind a proxy every client has the proxy's.")) -> None:
+                                                              "behind a proxy every client has the proxy's."),
+          workers: int = typer.Option(1, "--workers", min=1, help="Server processes answering on the port, each with "
+                                      "its own model: 2 on two cores about doubles the doodle demo's requests/s. "
+                                      "The connection cap and --max-concurrent are shared among them.")) -> None:
     """Serve a demo: the doodle page that guesses while you draw, or for an image model a page where
     you drop an image and see the top-k classes (or, with --gallery, who it is).
 
@@ -75,5 +78,5 @@ def serve(path: Path = typer.Argument(..., help="A run directory (torch) or an `
 
     run_server(path, host=host, port=port, threads=threads, access_log=access_log, gallery=gallery,
                allowed_hosts=allowed_host or None, docs=docs, max_concurrent=max_concurrent,
-               max_connections_per_client=max_connections_per_client,
+               max_connections_per_client=max_connections_per_client, workers=workers,
                announce=lambda url: typer.echo(f"serving {path} at {url} (Ctrl+C to stop)"))

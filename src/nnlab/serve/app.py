@@ -19,6 +19,7 @@ unless `create_app(..., docs=True)`.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 from collections.abc import Iterable
@@ -45,6 +46,7 @@ from nnlab.serve.hardening import (
 )
 from nnlab.serve.images import MAX_IMAGE_BYTES, image_router
 from nnlab.serve.uploads import MAX_CONCURRENT
+from nnlab.serve.workers import OPTIONS_ENV, supervise
 
 # the doodle API's limits stay importable from here (tests and benchmarks read them)
 __all__ = ["MAX_BODY_BYTES", "MAX_POINTS", "MAX_STROKES", "create_app", "serve"]
@@ -56,6 +58,15 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 
 
 # --------------------------------------------------------------------------- body size limit
+
+
+async def within(awaitable, deadline: float):
+    """`await awaitable`, or TimeoutError at the event loop's time `deadline`. asyncio.timeout where there is
+    one (Python 3.11+): wait_for makes a task per call, a tenth of a millisecond per request here."""
+    if hasattr(asyncio, "timeout_at"):
+        async with asyncio.timeout_at(deadline):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, max(0.0, deadline - asyncio.get_running_loop().time()))
 
 
 class BodyLimit:
@@ -87,7 +98,7 @@ class BodyLimit:
         deadline = asyncio.get_running_loop().time() + timeout_s
         while more:
             try:  # a client trickling its body, even a byte at a time, cannot hold a connection for ever
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
+                message = await within(receive(), deadline)
             except TimeoutError:
                 await send_json(send, 408, {"detail": f"the request body took over {timeout_s:g} s to arrive"})
                 return
@@ -183,20 +194,51 @@ def harden(app: FastAPI, max_bytes: int, allowed_hosts: Iterable[str] | None,
 def serve(path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, threads: int | None = None,
           access_log: bool = True, announce=None, gallery: str | os.PathLike | None = None,
           allowed_hosts: Iterable[str] | None = None, docs: bool = False, max_concurrent: int = MAX_CONCURRENT,
-          max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT) -> None:
+          max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT, workers: int = 1) -> None:
     """Load the model, then run uvicorn until interrupted; `announce(url)` is called once it is loaded.
     A port already in use is a one-line error before the model is loaded. uvicorn runs with
     `UVICORN_LIMITS` (idle connections closed, request heads and connections capped), at most
-    `max_connections_per_client` connections from one address (behind a proxy, every client has its address)."""
+    `max_connections_per_client` connections from one address (behind a proxy, every client has its address).
+
+    workers > 1: that many processes answer on the port, each with its own model and its own interpreter
+    lock, so Python's share of a request runs on every core. The model is loaded here first, so that what
+    cannot be served is one line before any worker starts; then this process becomes their supervisor
+    (`nnlab.serve.workers`: uvicorn's, which replaces a worker that dies; it does not return).
+    The connection cap and `max_concurrent` are shared among the workers (each takes its share, rounded up);
+    `limit_concurrency` (256 connections) holds per worker."""
+    if workers < 1:
+        raise NnlabError(f"--workers must be at least 1, got {workers}")
     check_port_free(host, port)
-    app = create_app(path, threads=threads, gallery=gallery, docs=docs, allowed_hosts=allowed_hosts,
-                     max_concurrent=max_concurrent)
+    options = {"threads": threads, "gallery": None if gallery is None else str(Path(gallery).resolve()),
+               "docs": docs, "allowed_hosts": None if allowed_hosts is None else list(allowed_hosts),
+               "max_concurrent": worker_share(max_concurrent, workers)}
+    app = create_app(path, **options)
     if announce is not None:
         shown = f"[{host}]" if ":" in host else host
         announce(f"http://{shown}:{port}/")
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info" if access_log else "warning",
-                **{**UVICORN_LIMITS, "http": type("GuardedProtocol", (GuardedProtocol,),
-                                                  {"max_connections_per_client": max_connections_per_client})})
+    per_client = worker_share(max_connections_per_client, workers)
+    server = {"host": host, "port": port, "access_log": access_log, "log_level": "info" if access_log else "warning"}
+    if workers == 1:
+        uvicorn.run(app, **{**UVICORN_LIMITS, **server, "http": type("GuardedProtocol", (GuardedProtocol,),
+                                                                      {"max_connections_per_client": per_client})})
+        return
+    del app  # checked: each worker loads its own, and the supervisor none (`nnlab.serve.workers`)
+    supervise({**options, "path": str(Path(path).resolve()), "max_connections_per_client": per_client},
+              {**server, "workers": workers})
+
+
+def worker_share(limit: int, workers: int) -> int:
+    """One worker's share of a limit of the whole server, rounded up."""
+    return -(-limit // workers)
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process of `serve(workers=N)` (uvicorn imports it by name, as a factory), made
+    from the options `serve` left in the environment."""
+    options = json.loads(os.environ[OPTIONS_ENV])
+    # this process serves this app only: its protocol class takes the worker's share of the connection cap
+    GuardedProtocol.max_connections_per_client = options.pop("max_connections_per_client")
+    return create_app(options.pop("path"), **options)
 
 
 def check_port_free(host: str, port: int) -> None:
