@@ -39,3 +39,19 @@ def test_what_is_no_image_is_one_error(run):
             run.predict(bad)
     with pytest.raises(nnlab.NnlabError, match="no images"):
         run.predict([])
+
+
+def test_checked_strokes_names_the_stroke_at_fault_after_the_one_pass_check():
+    from nnlab.errors import DataError
+    from nnlab.inference.models.doodle import checked_strokes
+
+    good = [np.array([[0.0, 0.0], [10.0, 5.0]]), np.array([[3.0, 4.0]])]
+    assert [a.tolist() for a in checked_strokes(good)] == [a.tolist() for a in good]
+    mixed = [np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 16.0]]), np.array([[5.0, 5.0]])]  # with and without time
+    assert len(checked_strokes(mixed)) == 2
+    for bad, words in [([good[0], np.array([[1.0, np.nan]])], "stroke 1: a coordinate is NaN"),
+                       ([good[0], good[1], np.array([[2e6, 0.0]])], "stroke 2:"),
+                       ([good[0], np.array([[1.0, 1.0, -5.0]])], "stroke 1:"),
+                       ([np.array([[1.0, 1.0, 0.0]]), np.array([[1.0, np.inf]])], "stroke 1: a coordinate is NaN")]:
+        with pytest.raises(DataError, match=words.replace("(", r"\(")):
+            checked_strokes(bad)
