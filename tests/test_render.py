@@ -318,3 +318,19 @@ def test_stroke_dropout_rescues_only_drawings_that_lost_every_stroke():
     out = _drop_strokes(batch, keep=np.array([False, True]), rescue=np.array([0.0, 0.0]))
     assert out.drawing_ptr.tolist() == [0, 1, 1]  # no rescue stroke on top of the kept one
     assert out.points.tolist() == [[2, 2], [3, 3]]
+
+
+def test_model_input_scales_like_torch_without_torchs_threads(shared_data):
+    """to_model_input divides by 255 in NumPy (a torch op on a served batch of 16 woke torch's thread pool,
+    which then spun beside onnxruntime): bit for bit what torch's division gives, every encoding."""
+    import torch
+
+    from nnlab.datasets.strokes import to_model_input
+
+    drawings = load_simplified(shared_data / "quickdraw" / "simplified", per_file=2)
+    for encoding in ENCODINGS:
+        x = to_model_input(drawings, size=48, encoding=encoding)
+        expected = torch.from_numpy(render(drawings, size=48, encoding=encoding)).float().div_(255.0)
+        assert x.dtype == torch.float32 and x.shape == expected.shape
+        assert torch.equal(x, expected)
+        assert 0 < float(x.max()) <= 1.0

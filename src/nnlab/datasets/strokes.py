@@ -108,7 +108,9 @@ def to_model_input(drawings, size: int, encoding: str, line_width: float | None 
     prediction, ONNX export and the web demo. Returns float32 (B, C, size, size)."""
     images = render(drawings, size=size, encoding=encoding, line_width=line_width, antialias=antialias,
                     padding=padding)
-    return torch.from_numpy(images).float().div_(255.0)
+    # in NumPy, bit-identical to torch's division: a torch op on a served batch of 16 wakes torch's thread pool,
+    # whose threads then spin beside onnxruntime (3x the model's CPU time per drawing in benchmarks/serve_load.py)
+    return torch.from_numpy(np.divide(images, np.float32(255.0), dtype=np.float32))
 
 
 def to_sequence_input(drawings, max_points: int) -> torch.Tensor:
