@@ -1,14 +1,21 @@
 """Load test of the doodle demo's API: 16 concurrent clients posting real drawings.
 
-The server is `nnlab serve EXPORT_DIR` (onnxruntime) in a subprocess on a free loopback port.
-The clients (threads with http.client, one keep-alive connection each, in this process) post
+The server is `nnlab serve EXPORT_DIR --workers N` (onnxruntime; one worker process per core unless
+--workers says otherwise) in a subprocess on a free loopback port.
+The clients (threads, one keep-alive connection each, in this process: `Client`, which sends prepared
+requests and reads answers by Content-Length, so that the load generator takes little of the cores) post
 real shared Quick, Draw! drawings to /api/predict for --seconds (20 by default) after a short warm-up;
 mostly Google's simplified drawings, and a quarter raw ones (float screen coordinates with t,
 simplified by the server, as the page sends them), each within the API's limits.
 
 Reference, measured in the same run: the same requests handled in this process without HTTP
 (JSON parse, simplification of raw drawings, rendering, onnxruntime, top-3), one after another,
-which gives the work per request and what the cores could serve at best.
+which gives the work per request and what the cores could serve at best; the same work in batches
+of 16, as the server's micro-batches run it under load; and the HTTP floor: the same clients against
+uvicorn with nnlab's protocol class and limits and an app that answers a fixed prediction (in a
+subprocess). The clients share the machine's cores with the server, so the bound printed is
+cores / (batched work + the floor's server CPU + the clients' CPU) per request: what the machine
+could serve to these clients if nnlab added nothing (RESULT serve_floor_rps, serve_bound_rps).
 
 Without --export or --run it trains a demo-sized model first (about a minute): the
 architecture, input size and encoding of recipes/doodles-demo.toml when that file exists,
@@ -116,28 +123,83 @@ def load_bodies(limit: int, raw_share: float, seed: int = 0) -> list[bytes]:
     return bodies
 
 
-def reference(export_dir: Path, bodies: list[bytes], seconds: float) -> float:
-    """CPU milliseconds of work per request without HTTP (one thread, requests one after another;
-    CPU time, so that other programs on a shared machine do not count)."""
+def reference(export_dir: Path, bodies: list[bytes], seconds: float, batch: int = 1) -> float:
+    """CPU milliseconds of work per request without HTTP (one thread, requests one after another, or
+    `batch` at a time in one model call as the server's micro-batches under load; CPU time, so that
+    other programs on a shared machine do not count)."""
     from nnlab.inference.models.doodle import google_to_arrays, load_doodle_model, prepare_strokes
 
     model = load_doodle_model(export_dir, threads=1)
-    for body in bodies[:20]:  # warm-up (JIT, allocations)
-        model.guess([prepare_strokes(google_to_arrays(json.loads(body)["drawing"]))], 3)
+
+    def handle(chunk: list[bytes]) -> None:
+        drawings = [prepare_strokes(google_to_arrays(json.loads(body)["drawing"])) for body in chunk]
+        for probs in model.probabilities(drawings):
+            model.top_k(probs, 3)
+
+    for k in range(20):  # warm-up (JIT, allocations)
+        handle(bodies[k * batch:(k + 1) * batch] or bodies[:batch])
     n, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
-        body = bodies[n % len(bodies)]
-        model.guess([prepare_strokes(google_to_arrays(json.loads(body)["drawing"]))], 3)
-        n += 1
+        first = n % len(bodies)
+        handle(bodies[first:first + batch])
+        n += len(bodies[first:first + batch])
     return (time.process_time() - cpu) / n * 1000
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process (Linux /proc), or None elsewhere."""
+FLOOR_BATCH = 16  # one request per client: the largest micro-batch the load mix can form
+FLOOR_ANSWER = json.dumps({"predictions": [{"word": w, "probability": p} for w, p in
+                                           (("cat", 0.5), ("dog", 0.25), ("bee", 0.125))]}).encode()
+
+
+async def floor_app(scope, receive, send) -> None:  # noqa: ANN001 - ASGI's callables
+    """The HTTP floor's app: reads the whole body and answers a fixed prediction, no work between."""
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(FLOOR_ANSWER))]})
+    await send({"type": "http.response.body", "body": FLOOR_ANSWER})
+
+
+def serve_floor(port: int) -> None:
+    """`floor_app` under uvicorn as `nnlab serve` runs it: the same protocol class and limits."""
+    import uvicorn
+
+    from nnlab.serve.app import UVICORN_LIMITS, GuardedProtocol
+
+    uvicorn.run(floor_app, host="127.0.0.1", port=port, access_log=False, log_level="warning",
+                **{**UVICORN_LIMITS, "http": GuardedProtocol})
+
+
+def http_floor(bodies: list[bytes], clients: int, seconds: float, warmup: float) -> tuple[float, float, float, float]:
+    """The same clients against `floor_app` (in a subprocess): requests/s, p99 ms, and the server's and the
+    clients' CPU ms per request. What HTTP itself costs on this machine, before any work of nnlab's."""
+    port = free_port()
+    server = start_server([sys.executable, __file__, "--floor-server", str(port)], port)
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
+        cpu_before, own_before = cpu_seconds(server.pid), time.process_time()
+        latencies, errors, elapsed = drive(port, bodies, clients, seconds, warmup)
+        cpu_after, own_after = cpu_seconds(server.pid), time.process_time()
+    finally:
+        stop_server(server)
+    if errors:
+        raise SystemExit(f"the HTTP floor's server failed: {errors[0]}")
+    n = len(latencies)
+    server_ms = (cpu_after - cpu_before) / n * 1000 if cpu_before is not None and cpu_after is not None else float("nan")
+    return n / elapsed, float(np.percentile(np.array(latencies) * 1000, 99)), server_ms, (own_after - own_before) / n * 1000
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process and its children (the server's workers), or None when unknown."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return sum(sum(p.cpu_times()[:2]) for p in [proc, *proc.children(recursive=True)])
+    except psutil.Error:
         return None
 
 
@@ -147,9 +209,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(export_dir: Path, port: int, threads: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "nnlab", "serve", str(export_dir), "--port", str(port), "--host", "127.0.0.1",
-           "--no-access-log", "--threads", str(threads)]
+def serve_command(export_dir: Path, port: int, threads: int, workers: int = 1) -> list[str]:
+    return [sys.executable, "-m", "nnlab", "serve", str(export_dir), "--port", str(port), "--host", "127.0.0.1",
+            "--no-access-log", "--threads", str(threads), "--workers", str(workers)]
+
+
+def start_server(cmd: list[str], port: int) -> subprocess.Popen:
+    """The server command in a subprocess, once /api/health answers 200 on the port."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -199,9 +265,64 @@ def probe_health(port: int, t_measure: float, t_end: float, out: list[float]) ->
     conn.close()
 
 
+class Client:
+    """One keep-alive HTTP/1.1 connection posting prepared requests: the load generator's client.
+
+    It shares the machine's cores with the server, so it does only what a client must: send the bytes, read
+    the head up to Content-Length and the body (http.client also parses every header into an email message,
+    about 0.35 ms of CPU per request here against 0.1 ms). Any other answer (no Content-Length, a closed
+    connection) is an error, and the next request opens a new connection."""
+
+    def __init__(self, port: int, timeout: float = 30.0) -> None:
+        self.port, self.timeout = port, timeout
+        self.sock: socket.socket | None = None
+        self.pending = b""  # bytes read past the last answer
+
+    def post(self, request: bytes) -> tuple[int, bytes]:
+        """(status, body) of one prepared request (`request_bytes`)."""
+        try:
+            if self.sock is None:
+                self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.pending = b""
+            self.sock.sendall(request)
+            buf = self.pending
+            while (end := buf.find(b"\r\n\r\n")) < 0:
+                buf += self._recv()
+            head = buf[:end].decode("latin-1").split("\r\n")
+            length = next((int(v) for k, _, v in (h.partition(":") for h in head[1:])
+                           if k.strip().lower() == "content-length"), None)
+            if length is None:
+                raise ValueError(f"an answer without Content-Length: {head[0]!r}")
+            while len(buf) < end + 4 + length:
+                buf += self._recv()
+            self.pending = buf[end + 4 + length:]
+            return int(head[0].split(" ", 2)[1]), buf[end + 4:end + 4 + length]
+        except (OSError, ValueError, IndexError):
+            self.close()
+            raise
+
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        return chunk
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def request_bytes(port: int, body: bytes) -> bytes:
+    """A POST /api/predict of `body`, ready to send."""
+    return (b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (port, len(body))) + body
+
+
 def drive(port: int, bodies: list[bytes], clients: int, seconds: float, warmup: float,
           hostile: bytes | None = None, hostile_clients: int = 0, health: list[float] | None = None):
-    """`clients` threads, each with its own keep-alive connection, posting back to back;
+    """`clients` threads, each with its own keep-alive connection (`Client`), posting back to back;
     latencies (s) and errors of the requests started after the warm-up. With `hostile`, the first
     `hostile_clients` post that body instead (their answers are not measured: only 5xx other than
     503 count as errors) and `health` collects /api/health latencies."""
@@ -209,38 +330,35 @@ def drive(port: int, bodies: list[bytes], clients: int, seconds: float, warmup: 
     errors: list[str] = []
     t_start = time.perf_counter()
     t_measure, t_end = t_start + warmup, t_start + warmup + seconds
-    headers = {"content-type": "application/json"}
+    requests = [request_bytes(port, body) for body in bodies]
+    hostile_request = request_bytes(port, hostile) if hostile is not None else None
 
     def worker(k: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        client = Client(port)
         i = k
         bad = k < hostile_clients
         while True:
             t0 = time.perf_counter()
             if t0 >= t_end:
                 break
-            body = hostile if bad else bodies[i % len(bodies)]
+            request = hostile_request if bad else requests[i % len(requests)]
             i += clients
             try:
-                conn.request("POST", "/api/predict", body, headers)
-                response = conn.getresponse()
-                data = response.read()
+                status, data = client.post(request)
                 if bad:
-                    if response.status >= 500 and response.status != 503:
-                        errors.append(f"hostile: HTTP {response.status}: {data[:200]!r}")
+                    if status >= 500 and status != 503:
+                        errors.append(f"hostile: HTTP {status}: {data[:200]!r}")
                     continue
-                ok = response.status == 200 and len(json.loads(data)["predictions"]) == 3
-                problem = None if ok else f"HTTP {response.status}: {data[:200]!r}"
-            except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
+                ok = status == 200 and len(json.loads(data)["predictions"]) == 3
+                problem = None if ok else f"HTTP {status}: {data[:200]!r}"
+            except (OSError, ValueError, KeyError, IndexError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             t1 = time.perf_counter()
             if t0 >= t_measure:  # list.append is atomic: no lock needed
                 latencies.append(t1 - t0)
                 if problem:
                     errors.append(problem)
-        conn.close()
+        client.close()
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
     if health is not None:
@@ -260,6 +378,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1, help="server inference threads per model call")
+    ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                    else os.cpu_count(), help="server processes (nnlab serve --workers; default: one per core)")
     ap.add_argument("--drawings", type=int, default=2000)
     ap.add_argument("--hostile-share", type=float, default=0.25,
                     help="share of the clients sending the worst-case drawing in the second phase (0: none)")
@@ -272,7 +392,10 @@ def main() -> None:
     ap.add_argument("--image-export", type=Path, help="an image classifier's export for the image mix "
                                                       "(default: LeNet on digits, trained for a few steps)")
     ap.add_argument("--quick", action="store_true", help="a smoke run: every phase for about 3 s")
+    ap.add_argument("--floor-server", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the HTTP floor's process
     args = ap.parse_args()
+    if args.floor_server:
+        return serve_floor(args.floor_server)
     if args.quick:
         args.seconds, args.warmup, args.drawings = min(args.seconds, 3.0), min(args.warmup, 0.5), 300
     seconds = min(max(args.seconds, 1.0), 60.0)
@@ -301,9 +424,20 @@ def main() -> None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         print(f"reference (in process, no HTTP, one thread): {ref_ms:.2f} ms of CPU per request "
               f"-> at best {1000 / ref_ms * cores:.0f} requests/s on {cores} cores")
+        batched_ms = reference(export_dir, bodies, seconds=1.0 if args.quick else 3.0, batch=FLOOR_BATCH)
+        floor = http_floor(bodies, args.clients, seconds / 2, args.warmup)
+        print(f"the same work in batches of {FLOOR_BATCH} (the server's micro-batches under load): "
+              f"{batched_ms:.2f} ms of CPU per request")
+        print(f"HTTP floor (uvicorn with nnlab's protocol and limits, an app answering a fixed prediction, the same "
+              f"{args.clients} clients): {floor[0]:.0f} requests/s, p99 {floor[1]:.1f} ms; CPU per request: "
+              f"server {floor[2]:.2f} ms, clients {floor[3]:.2f} ms")
+        bound = 1000 * cores / (batched_ms + floor[2] + floor[3])
+        print(f"bound: {cores} cores / (batched work {batched_ms:.2f} + HTTP floor {floor[2]:.2f} + clients "
+              f"{floor[3]:.2f} ms) = {bound:.0f} requests/s, what this machine could serve to these clients if "
+              f"nnlab added nothing to the model's work and HTTP")
 
         port = free_port()
-        server = start_server(export_dir, port, args.threads)
+        server = start_server(serve_command(export_dir, port, args.threads, args.workers), port)
         try:
             load_before = os.getloadavg()
             cpu_before, own_before = cpu_seconds(server.pid), time.process_time()
@@ -326,19 +460,24 @@ def main() -> None:
     p50, p90, p99 = np.percentile(lat, [50, 90, 99]) if len(lat) else (float("nan"),) * 3
     rps = len(lat) / elapsed
     print(f"load: {args.clients} clients for {elapsed:.1f} s (after {args.warmup:.0f} s warm-up), "
-          f"server inference threads per model call: {args.threads}")
+          f"server: {args.workers} worker process(es), inference threads per model call: {args.threads}")
     print(f"requests/s {rps:.1f}   p50 {p50:.1f} ms   p90 {p90:.1f} ms   p99 {p99:.1f} ms   "
           f"max {lat.max():.1f} ms   errors {len(errors)} of {len(lat)}")
     print(f"vs reference: {rps * ref_ms / 1000 / cores:.0%} of the cores' best throughput; "
           f"p50 is {p50 / ref_ms:.1f}x one request's work")
     if cpu_before is not None and cpu_after is not None and len(lat):
         # warm-up requests are counted in the CPU time too: an upper bound
-        print(f"server CPU per request: {(cpu_after - cpu_before) / len(lat) * 1000:.2f} ms "
-              f"(reference work {ref_ms:.2f} ms; the rest is HTTP, routing and JSON); "
+        server_ms = (cpu_after - cpu_before) / len(lat) * 1000
+        print(f"server CPU per request: {server_ms:.2f} ms (batched work {batched_ms:.2f}, HTTP floor {floor[2]:.2f}; "
+              f"the other {server_ms - batched_ms - floor[2]:.2f} ms: nnlab's parsing, checks, thread hand-offs and JSON, "
+              f"and HTTP of real bodies beyond the floor's); "
               f"the clients' CPU per request: {(own_after - own_before) / len(lat) * 1000:.2f} ms")
     print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} on {os.cpu_count()} cores")
     for e in sorted(set(errors))[:5]:
         print(f"error: {e}")
+    print(f"RESULT serve_floor_rps {floor[0]:.1f}")
+    print(f"RESULT serve_reference_batched_ms {batched_ms:.3f}")
+    print(f"RESULT serve_bound_rps {bound:.1f}")
     print(f"RESULT serve_rps {rps:.1f}")
     print(f"RESULT serve_p50_ms {p50:.2f}")
     print(f"RESULT serve_p99_ms {p99:.2f}")
@@ -354,7 +493,7 @@ def image_mix(args: argparse.Namespace, seconds: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="serve-images-") as tmp:
         export_dir = args.image_export or serve_attacks.image_model(Path(tmp))
         port = free_port()
-        server = start_server(export_dir, port, args.threads)
+        server = start_server(serve_command(export_dir, port, args.threads, args.workers), port)
         try:
             return serve_attacks.image_mix(port, server.pid, serve_attacks.digit_images(DATA),
                                            serve_attacks.worst_image(), args.image_bombs, seconds, args.warmup)
@@ -401,7 +540,7 @@ def compare_int8(args: argparse.Namespace, seconds: float) -> None:
         for _round in range(2):
             for name, folder in exports.items():
                 port = free_port()
-                server = start_server(folder, port, args.threads)
+                server = start_server(serve_command(folder, port, args.threads, args.workers), port)
                 try:
                     lat, errors, elapsed = drive(port, bodies, args.clients, seconds / 2, args.warmup)
                 finally:
