@@ -67,7 +67,7 @@ def serve(path: Path = typer.Argument(..., help="A run directory (torch) or an `
                                                          help="Open connections from one IP address (503 beyond); "
                                                               "behind a proxy every client has the proxy's."),
           workers: int = typer.Option(1, "--workers", min=1, help="Server processes answering on the port, each with "
-                                      "its own model: 2 on two cores about doubles the doodle demo's requests/s. "
+                                      "its own model: 2 on two cores served the doodle demo 1.6-1.8x the requests/s of 1. "
                                       "The connection cap and --max-concurrent are shared among them.")) -> None:
     """Serve a demo: the doodle page that guesses while you draw, or for an image model a page where
     you drop an image and see the top-k classes (or, with --gallery, who it is).
