@@ -52,3 +52,37 @@ def _print_warnings(caught, stream) -> None:
     for w in caught:
         if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning)):
             stream.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno))
+
+
+def free_port() -> int:
+    """A loopback port free at the time of asking."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(*args, port: int, timeout_s: float = 120.0):
+    """`nnlab serve ARGS... --port PORT` in a subprocess (the process boundary is what such a test is about),
+    returned once /api/health answers 200 with the health JSON; output to the process's stdout (text)."""
+    import json
+    import os
+    import subprocess
+    import time
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "nnlab", "serve", *map(str, args), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "NNLAB_PROGRESS": "0"})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
+                return proc, json.load(r)
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"the server did not answer within {timeout_s:g} s") from None
+            time.sleep(0.3)

@@ -6,15 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runner import free_port, start_server
 from doodle_model import real_drawings, tiny_export, tiny_run
 from fastapi.testclient import TestClient
 
@@ -252,23 +249,11 @@ def test_concurrent_requests_are_batched_without_mixing_answers(shared_data):
 
 
 def test_serve_command_binds_loopback_and_prints_the_url(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     # a real process: the test is a server listening on a socket until terminated
-    proc = subprocess.Popen([sys.executable, "-m", "nnlab", "serve", str(tiny_export()), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc, health = start_server(tiny_export(), port=port)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
-                    assert json.load(r)["backend"] == "onnxruntime"
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the server did not answer within 120 s"
-                time.sleep(0.3)
+        assert health["backend"] == "onnxruntime"
         listening = _listening_addresses(port)
         assert listening is None or listening == {"0100007F"}  # 127.0.0.1 only, not 0.0.0.0
     finally:

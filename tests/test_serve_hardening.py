@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from cli_runner import free_port, start_server
 from doodle_model import tiny_export
 from fastapi.testclient import TestClient
 
@@ -453,31 +454,14 @@ def test_a_worker_builds_its_app_from_the_supervisors_environment(monkeypatch):
 
 def test_serve_with_two_workers_answers_and_stops_both_on_ctrl_c(tmp_path):
     """The process boundary is what this tests: `nnlab serve --workers 2` in a subprocess."""
-    import os
     import signal
-    import subprocess
-    import sys
     import urllib.request
 
     import psutil
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "nnlab", "serve", str(tiny_export()), "--port", str(port),
-                             "--workers", "2", "--no-access-log"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "NNLAB_PROGRESS": "0"})
+    port = free_port()
+    proc, _health = start_server(tiny_export(), "--workers", 2, "--no-access-log", port=port)
     try:
-        deadline = time.time() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                assert time.time() < deadline, "the workers did not come up"
-                time.sleep(0.3)
         supervisor = psutil.Process(proc.pid)
         workers = [p for p in supervisor.children(recursive=True) if "multiprocessing.spawn" in " ".join(p.cmdline())]
         assert len(workers) == 2
