@@ -248,18 +248,52 @@ def test_concurrent_requests_are_batched_without_mixing_answers(shared_data):
 # --------------------------------------------------------------------------- the command
 
 
-def test_serve_command_binds_loopback_and_prints_the_url(tmp_path):
+def test_serve_command_defaults_to_loopback_and_one_process(monkeypatch, cli):
+    import nnlab.serve.app as app_mod
+
+    seen = {}
+
+    def fake_serve(path, announce=None, **options):
+        seen.update(options, path=path)
+        announce(f"http://{options['host']}:{options['port']}/")
+
+    monkeypatch.setattr(app_mod, "serve", fake_serve)
+    result = cli("serve", tiny_export())
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8000 and seen["workers"] == 1
+    assert "at http://127.0.0.1:8000/" in result.stdout
+
+
+def test_serve_with_two_workers_answers_and_stops_both_on_ctrl_c(tmp_path):
+    """The process boundary is what this tests: `nnlab serve --workers 2` in a subprocess, on loopback only."""
+    import signal
+    import urllib.request
+
+    import psutil
+
     port = free_port()
-    # a real process: the test is a server listening on a socket until terminated
-    proc, health = start_server(tiny_export(), port=port)
+    proc, health = start_server(tiny_export(), "--workers", 2, "--no-access-log", port=port)
     try:
         assert health["backend"] == "onnxruntime"
         listening = _listening_addresses(port)
-        assert listening is None or listening == {"0100007F"}  # 127.0.0.1 only, not 0.0.0.0
+        assert listening is None or listening == {"0100007F"}  # both workers' sockets: 127.0.0.1, not 0.0.0.0
+        supervisor = psutil.Process(proc.pid)
+        workers = [p for p in supervisor.children(recursive=True) if "multiprocessing.spawn" in " ".join(p.cmdline())]
+        assert len(workers) == 2
+        assert supervisor.memory_info().rss < 200 * 2**20  # the supervisor holds no model (and no torch)
+        body = json.dumps({"drawing": [[[0, 100, 200], [0, 50, 255]]], "top_k": 3}).encode()
+        for _ in range(20):  # a fresh connection each: the kernel hands them to either worker
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/api/predict", data=body,
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=10) as r:
+                assert r.status == 200 and len(json.loads(r.read())["predictions"]) == 3
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert f"at http://127.0.0.1:{port}/" in proc.stdout.read()
+        assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
     finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=30)
-    assert f"at http://127.0.0.1:{port}/" in out
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_serve_command_rejects_what_it_cannot_serve(tmp_path, cli):

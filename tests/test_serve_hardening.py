@@ -13,7 +13,6 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from cli_runner import free_port, start_server
 from doodle_model import tiny_export
 from fastapi.testclient import TestClient
 
@@ -450,32 +449,3 @@ def test_a_worker_builds_its_app_from_the_supervisors_environment(monkeypatch):
         assert r.status_code == 200 and len(r.json()["predictions"]) == 2
     with TestClient(app, base_url="http://elsewhere.test") as client:  # the allowed hosts reached the worker
         assert client.get("/api/health").status_code == 400
-
-
-def test_serve_with_two_workers_answers_and_stops_both_on_ctrl_c(tmp_path):
-    """The process boundary is what this tests: `nnlab serve --workers 2` in a subprocess."""
-    import signal
-    import urllib.request
-
-    import psutil
-
-    port = free_port()
-    proc, _health = start_server(tiny_export(), "--workers", 2, "--no-access-log", port=port)
-    try:
-        supervisor = psutil.Process(proc.pid)
-        workers = [p for p in supervisor.children(recursive=True) if "multiprocessing.spawn" in " ".join(p.cmdline())]
-        assert len(workers) == 2
-        assert supervisor.memory_info().rss < 200 * 2**20  # the supervisor holds no model (and no torch)
-        body = json.dumps({"drawing": [[[0, 100, 200], [0, 50, 255]]], "top_k": 3}).encode()
-        for _ in range(20):  # a fresh connection each: the kernel hands them to either worker
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/api/predict", data=body,
-                                             headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(request, timeout=10) as r:
-                assert r.status == 200 and len(json.loads(r.read())["predictions"]) == 3
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
-        assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
