@@ -7,8 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
+import socket
+import subprocess
 import sys
+import time
 import traceback
+import urllib.request
 import warnings
 from dataclasses import dataclass
 from unittest import mock
@@ -56,8 +62,6 @@ def _print_warnings(caught, stream) -> None:
 
 def free_port() -> int:
     """A loopback port free at the time of asking."""
-    import socket
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -66,12 +70,6 @@ def free_port() -> int:
 def start_server(*args, port: int, timeout_s: float = 120.0):
     """`nnlab serve ARGS... --port PORT` in a subprocess (the process boundary is what such a test is about),
     returned once /api/health answers 200 with the health JSON; output to the process's stdout (text)."""
-    import json
-    import os
-    import subprocess
-    import time
-    import urllib.request
-
     proc = subprocess.Popen([sys.executable, "-m", "nnlab", "serve", *map(str, args), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "NNLAB_PROGRESS": "0"})

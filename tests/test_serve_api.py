@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import urllib.request
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from cli_runner import free_port, start_server
 from doodle_model import real_drawings, tiny_export, tiny_run
@@ -248,28 +250,8 @@ def test_concurrent_requests_are_batched_without_mixing_answers(shared_data):
 # --------------------------------------------------------------------------- the command
 
 
-def test_serve_command_defaults_to_loopback_and_one_process(monkeypatch, cli):
-    import nnlab.serve.app as app_mod
-
-    seen = {}
-
-    def fake_serve(path, announce=None, **options):
-        seen.update(options, path=path)
-        announce(f"http://{options['host']}:{options['port']}/")
-
-    monkeypatch.setattr(app_mod, "serve", fake_serve)
-    result = cli("serve", tiny_export())
-    assert seen["host"] == "127.0.0.1" and seen["port"] == 8000 and seen["workers"] == 1
-    assert "at http://127.0.0.1:8000/" in result.stdout
-
-
 def test_serve_with_two_workers_answers_and_stops_both_on_ctrl_c(tmp_path):
     """The process boundary is what this tests: `nnlab serve --workers 2` in a subprocess, on loopback only."""
-    import signal
-    import urllib.request
-
-    import psutil
-
     port = free_port()
     proc, health = start_server(tiny_export(), "--workers", 2, "--no-access-log", port=port)
     try:

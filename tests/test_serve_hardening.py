@@ -410,8 +410,10 @@ def test_serve_options_reach_the_app_and_the_protocol(monkeypatch, cli):
     monkeypatch.setattr(app_mod, "check_port_free", lambda host, port: None)
     monkeypatch.setattr(app_mod, "create_app", lambda path, **kw: seen.update(kw) or "app")
     monkeypatch.setattr(app_mod.uvicorn, "run", lambda app, **kw: seen.update(uvicorn=kw))
-    cli("serve", "somewhere", "--max-concurrent", "3", "--max-connections-per-client", "5")
+    result = cli("serve", "somewhere", "--max-concurrent", "3", "--max-connections-per-client", "5")
     assert seen["max_concurrent"] == 3
+    assert seen["uvicorn"]["host"] == "127.0.0.1" and seen["uvicorn"]["port"] == 8000  # loopback unless asked
+    assert "at http://127.0.0.1:8000/" in result.stdout
     protocol = seen["uvicorn"]["http"]
     assert issubclass(protocol, GuardedProtocol) and protocol.max_connections_per_client == 5
     assert GuardedProtocol.max_connections_per_client == 64  # the class itself stays as it is

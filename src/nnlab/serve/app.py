@@ -203,7 +203,7 @@ def serve(path: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, th
     workers > 1: that many processes answer on the port, each with its own model and its own interpreter
     lock, so Python's share of a request runs on every core. The model is loaded here first, so that what
     cannot be served is one line before any worker starts; then this process becomes their supervisor
-    (`nnlab.serve.workers`: uvicorn's, which replaces a worker that dies; it does not return).
+    (`nnlab.serve.workers`, which restarts a worker that dies; `serve` does not return).
     The connection cap and `max_concurrent` are shared among the workers (each takes its share, rounded up);
     `limit_concurrency` (256 connections) holds per worker."""
     if workers < 1:
