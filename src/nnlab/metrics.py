@@ -18,13 +18,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import auc, f1_score, roc_curve
-from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from nnlab.config import METRICS_HIGHER_IS_BETTER, higher_is_better
 from nnlab.errors import DataError
 
+FPR_TARGETS = (1e-2, 1e-3)  # the verification operating points reported (and marked on the ROC plots)
+
 __all__ = [
+    "FPR_TARGETS",
     "METRICS_HIGHER_IS_BETTER",
     "accuracy",
     "classification_report",
@@ -226,6 +227,7 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int) -> np.ndarray:
     t = _labels(y_true, "y_true", num_classes)
     p = _labels(y_pred, "y_pred", num_classes)
     _same_length(("y_true", t), ("y_pred", p))
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix  # heavy (SciPy, ~3 s): only when counted
     return sk_confusion_matrix(t, p, labels=np.arange(num_classes)).astype(np.int64, copy=False)
 
 
@@ -234,6 +236,7 @@ def macro_f1(y_true: Any, y_pred: Any, num_classes: int | None = None) -> float:
     (scikit-learn's ``f1_score(average="macro")``); ``num_classes`` only bounds the label range."""
     t, p = _labels(y_true, "y_true", num_classes), _labels(y_pred, "y_pred", num_classes)
     _same_length(("y_true", t), ("y_pred", p))
+    from sklearn.metrics import f1_score  # heavy (SciPy): only when scored; a server never needs it
     return float(f1_score(t, p, average="macro", zero_division=0.0))
 
 
@@ -392,6 +395,7 @@ def verification_roc(emb: Any, ids: Any) -> tuple[np.ndarray, np.ndarray, np.nda
     if genuine.all() or not genuine.any():
         raise DataError(f"verification needs both same-identity and different-identity pairs; "
                         f"got {int(genuine.sum())} genuine of {len(genuine)} pairs")
+    from sklearn.metrics import roc_curve  # heavy (SciPy): only when a ROC is drawn
     fpr, tpr, thresholds = roc_curve(genuine, scores)
     return fpr, tpr, thresholds
 
@@ -450,7 +454,7 @@ def equal_error_rate(fpr: np.ndarray, tpr: np.ndarray) -> float:
 
 
 def verification_report(
-    emb: Any, ids: Any, fpr_targets: Sequence[float] = (1e-2, 1e-3)
+    emb: Any, ids: Any, fpr_targets: Sequence[float] = FPR_TARGETS
 ) -> dict[str, float]:
     """``eer``, ``roc_auc`` and ``tpr_at_fpr_<target>`` for each target over all pairs."""
     fpr, tpr, _ = verification_roc(emb, ids)
@@ -458,8 +462,9 @@ def verification_report(
 
 
 def verification_summary(fpr: np.ndarray, tpr: np.ndarray,
-                         fpr_targets: Sequence[float] = (1e-2, 1e-3)) -> dict[str, float]:
+                         fpr_targets: Sequence[float] = FPR_TARGETS) -> dict[str, float]:
     """``eer``, ``roc_auc`` and ``tpr_at_fpr_<target>`` of a verification ROC."""
+    from sklearn.metrics import auc  # heavy (SciPy): with the ROC
     out = {"eer": equal_error_rate(fpr, tpr), "roc_auc": float(auc(fpr, tpr))}
     out.update({f"tpr_at_fpr_{t:g}": tpr_at_fpr(fpr, tpr, t) for t in fpr_targets})
     return out

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 import torch.utils.data
 from torch.utils.data import DataLoader
-from torchvision.transforms import v2
 
 from nnlab.config import ExperimentConfig, options_for
 from nnlab.datasets.bundle import DataBundle, loader_options
@@ -22,6 +21,14 @@ from nnlab.ingest.image_kinds import LOADERS, load_source
 from nnlab.ingest.images import ImageSource
 
 
+def _v2():
+    """torchvision.transforms.v2, imported on first use: torchvision imports torch._dynamo (about 3 s of CPU per
+    process), which a process that never transforms an image (a drawing model's training or server) skips."""
+    from torchvision.transforms import v2  # heavy (torch._dynamo): only image transforms need it
+
+    return v2
+
+
 def _to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     """(N, C, H, W) uint8 -> (N, channels, H, W): grey repeated to RGB, RGB to grey by
     luminance (ITU-R 601, as Pillow and torchvision do), alpha dropped."""
@@ -31,7 +38,7 @@ def _to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     if have == 1 and channels == 3:
         return images.expand(-1, 3, -1, -1)
     if have == 3 and channels == 1:
-        return v2.functional.rgb_to_grayscale(images, num_output_channels=1)
+        return _v2().functional.rgb_to_grayscale(images, num_output_channels=1)
     if have != channels:
         raise DataError(f"cannot turn images of {have} channels into {channels}")
     return images
@@ -63,7 +70,7 @@ class ImageTransform:
         self.augment = bool(augment)
         self.mean = tuple(means)
         self.std = tuple(stds)
-        self._affine = (v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))
+        self._affine = (_v2().RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))
                         if self.augment else None)
         # (x / 255 - mean) / std as one multiply and one subtract.
         self._mul = (1.0 / (255.0 * torch.tensor(stds))).view(1, -1, 1, 1)
@@ -75,7 +82,7 @@ class ImageTransform:
 
     def __call__(self, image: Any) -> torch.Tensor:
         """One PIL image or uint8 array (H, W) / (H, W, C) -> (channels, size, size) float."""
-        return self._apply(v2.functional.to_image(image).as_subclass(torch.Tensor)[None])[0]
+        return self._apply(_v2().functional.to_image(image).as_subclass(torch.Tensor)[None])[0]
 
     def batch(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 images (N, H, W) or (N, H, W, C) -> (N, channels, size, size) float."""
@@ -88,7 +95,7 @@ class ImageTransform:
             raise DataError(f"images must be uint8, got {images.dtype}")
         images = _to_channels(images, self.channels)
         if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
-            images = v2.functional.resize(images.contiguous(), [self.image_size, self.image_size],
+            images = _v2().functional.resize(images.contiguous(), [self.image_size, self.image_size],
                                           antialias=True)
         if self._affine is not None:
             # One random draw per image (the transform on a stack would share one).

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from nnlab.config import ExperimentConfig
 from nnlab.datasets.identity import identity_split
@@ -21,6 +20,8 @@ def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: flo
                      seed: int) -> dict[str, np.ndarray]:
     """Indices per split, stratified by label and fixed by the seed (sorted within a split); the config
     schema keeps val_fraction + test_fraction < 1."""
+    from sklearn.model_selection import train_test_split  # heavy (SciPy, ~3 s to import): only when splitting
+
     labels = np.asarray(labels)
     index = np.arange(len(labels))
     out = {"train": index, "val": index[:0], "test": index[:0]}

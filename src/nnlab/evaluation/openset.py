@@ -26,8 +26,8 @@ from nnlab.datasets.bundle import DataBundle
 from nnlab.device import gather_split
 from nnlab.errors import ModelError
 from nnlab.fileio import atomic_output
-from nnlab.metrics import identification_rates, threshold_at_fpr, verification_roc, verification_summary
-from nnlab.runs.plots import FPR_TARGETS, plot_embeddings, plot_roc
+from nnlab.metrics import FPR_TARGETS, identification_rates, threshold_at_fpr, verification_roc, verification_summary
+from nnlab.runs.plots import plot_embeddings, plot_roc
 from nnlab.runs.run import Run
 
 

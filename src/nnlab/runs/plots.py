@@ -22,10 +22,9 @@ from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
 from nnlab.fileio import atomic_output  # noqa: E402
-from nnlab.metrics import top_confusions  # noqa: E402
+from nnlab.metrics import FPR_TARGETS, top_confusions  # noqa: E402
 from nnlab.runs.run import Run  # noqa: E402
 
-FPR_TARGETS = (1e-2, 1e-3)  # the verification operating points reported and marked on the ROC
 
 class Plot(Figure):
     """A figure built without pyplot (nothing left open, safe in worker threads) that Jupyter shows inline

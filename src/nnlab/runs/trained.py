@@ -11,7 +11,6 @@ from torch import nn
 from nnlab.datasets.kinds import input_channels
 from nnlab.device import load_torch_file
 from nnlab.errors import NnlabError
-from nnlab.models import build_model
 from nnlab.runs.run import Run
 from nnlab.store.format import StrokeStore
 
@@ -20,6 +19,8 @@ EMA_KEY = "ema"  # the EMA weights' entry in last.pt and best-*.pt
 
 def load_trained(run: Run, device: str = "cpu") -> nn.Module:
     """The run's model with its best checkpoint's weights, in eval mode."""
+    from nnlab.models import build_model  # heavy (timm, torchvision, ~4 s): an export's server never builds one
+
     cfg = run.config
     classes = run.classes()
     if cfg.engine != "torch":

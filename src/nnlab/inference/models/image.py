@@ -47,7 +47,7 @@ from nnlab.inference.models.backends import (
 )
 from nnlab.inference.models.doodle import top_classes
 from nnlab.ingest.image_files import read_image
-from nnlab.runs.plots import FPR_TARGETS
+from nnlab.metrics import FPR_TARGETS
 from nnlab.runs.run import Run
 
 TASKS = ("classifier", "embedding")
