@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "nnlab"
 MAX_FILE_LINES = 700
@@ -188,13 +190,16 @@ def module_imports_at_load(start: str) -> set[str]:
     return external | seen
 
 
-def test_serving_an_export_loads_neither_timm_torchvision_scikit_learn_nor_matplotlib():
-    """Each `nnlab serve` worker imports the app: about 7 s of CPU and 360 MB less per process without them
-    (an ONNX export needs none; a run directory's model, an image transform and the metrics load theirs)."""
-    loaded = module_imports_at_load("nnlab.serve.app")
-    assert "nnlab.inference.models.doodle" in loaded and "onnxruntime" in loaded  # the walk follows the imports
-    heavy = loaded & {"timm", "torchvision", "sklearn", "matplotlib", "scipy", "nnlab.models", "nnlab.runs.plots"}
-    assert not heavy, f"nnlab.serve.app loads {sorted(heavy)} at import"
+@pytest.mark.parametrize("module, heavy", [
+    # each `nnlab serve` worker: an ONNX export needs none of these (about 7 s of CPU and 360 MB per process)
+    ("nnlab.serve.app", {"timm", "torchvision", "sklearn", "matplotlib", "scipy", "nnlab.models", "nnlab.runs.plots"}),
+    # every command that trains or predicts (`nnlab.api`): timm with a timm model, SciPy with a split or a study
+    ("nnlab.api", {"timm", "torchvision", "sklearn", "scipy"}),
+])
+def test_start_up_loads_no_heavy_dependency_before_it_is_used(module, heavy):
+    loaded = module_imports_at_load(module)
+    assert "nnlab.config" in loaded and "numpy" in loaded  # the walk follows the imports
+    assert not loaded & heavy, f"{module} loads {sorted(loaded & heavy)} at import"
 
 
 def test_imports_inside_functions_are_only_for_heavy_dependencies_and_say_so():

@@ -14,13 +14,11 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-import timm
 from torch import nn
 
 from nnlab.config import ModelConfig, options_for
 from nnlab.schema_errors import did_you_mean
 from nnlab.errors import ModelError
-from nnlab.models.timm_adapter import build_timm
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -106,6 +104,8 @@ def list_models(pattern: str = "*", include_timm: bool = True) -> list[str]:
     """Registered builders and timm models (as `timm:<name>`) whose name matches the glob."""
     names = sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
     if include_timm:
+        import timm  # heavy (torchvision, ~3 s): only timm models need it
+
         bare = pattern.removeprefix("timm:")
         names += [f"timm:{n}" for n in timm.list_models(bare)]
     return names
@@ -126,6 +126,8 @@ def describe_models(pattern: str = "", include_timm: bool = True) -> list[tuple[
 def build_plain(cfg: ModelConfig, in_chans: int, num_classes: int, image_size: int) -> nn.Module:
     """The timm or registered model `cfg.name` with its own classifier (timm: `num_classes=0` pools features)."""
     if cfg.name.startswith("timm:"):
+        from nnlab.models.timm_adapter import build_timm  # heavy (timm): a LeNet run never loads it
+
         return build_timm(cfg.name.removeprefix("timm:"), in_chans, num_classes, cfg.pretrained, cfg.dropout)
     if cfg.name not in _REGISTRY and ":" in cfg.name:  # user code by import path: pkg.module:builder
         _REGISTRY[cfg.name] = _import_builder(cfg.name)

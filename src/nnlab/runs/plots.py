@@ -18,8 +18,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
 
 from nnlab.fileio import atomic_output  # noqa: E402
 from nnlab.metrics import FPR_TARGETS, top_confusions  # noqa: E402
@@ -187,6 +185,9 @@ def plot_roc(fpr: np.ndarray, tpr: np.ndarray, report: dict[str, Any], path: Pat
 
 def project_2d(emb: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
     """A 2-D projection: t-SNE (cosine) for 10 or more points, PCA below."""
+    from sklearn.decomposition import PCA  # heavy (SciPy): only open-set runs draw their embeddings
+    from sklearn.manifold import TSNE  # heavy (SciPy): with PCA
+
     if len(emb) >= 10:
         perplexity = float(min(30.0, (len(emb) - 1) / 3))
         return TSNE(2, perplexity=perplexity, metric="cosine", init="pca", random_state=seed).fit_transform(emb), "t-SNE"

@@ -21,6 +21,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
+from importlib import metadata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -406,11 +407,9 @@ def environment(device: str, seed: int) -> dict[str, Any]:
     env = {"nnlab": __version__, "python": platform.python_version(), "torch": torch.__version__,
            "numpy": numpy.__version__, "platform": platform.platform(), "device": device, "seed": seed,
            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "git_commit": _git_commit()}
-    try:
-        import timm  # heavy, as torch
-
-        env["timm"] = timm.__version__
-    except ImportError:  # pragma: no cover
+    try:  # from the installed metadata: importing timm costs seconds, and a LeNet run never needs it
+        env["timm"] = metadata.version("timm")
+    except metadata.PackageNotFoundError:  # pragma: no cover
         pass
     if device.startswith("cuda"):
         env["cuda_device"] = torch.cuda.get_device_name(0)

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from nnlab.config import higher_is_better
 
@@ -42,6 +41,8 @@ def welch(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> W
         return Welch(diff, note=f"n = {min(len(a), len(b))} on one side: no variance estimate, no test")
     if np.ptp(a) == 0 and np.ptp(b) == 0:
         return Welch(diff, note="identical values across seeds on both sides: zero variance, no test")
+    from scipy import stats  # heavy (~2 s to import): only a study's report tests its differences
+
     with warnings.catch_warnings():  # one flat side: scipy warns of float round-off in a variance of ~0
         warnings.simplefilter("ignore", RuntimeWarning)
         res = stats.ttest_ind(a, b, equal_var=False)

@@ -8,16 +8,22 @@ timm's ModelEmaV3 does the averaging (fused in-place lerps: ema = decay * ema + 
 
 from __future__ import annotations
 
-from timm.utils import ModelEmaV3
+from typing import TYPE_CHECKING
+
 from torch import nn
 
 from nnlab.config import ExperimentConfig
+
+if TYPE_CHECKING:
+    from timm.utils import ModelEmaV3  # for the annotations only
 
 
 def make_ema(cfg: ExperimentConfig, model: nn.Module) -> ModelEmaV3 | None:
     """An EMA copy of `model` (before any DDP wrapper) when `train.ema_decay` is set."""
     if not cfg.train.ema_decay:
         return None
+    from timm.utils import ModelEmaV3  # heavy (timm, torchvision): only runs with an EMA load it
+
     # float32 EMA whatever the model's dtype: (1 - decay) * (w - ema) vanishes in bf16 at decay 0.999
     return ModelEmaV3(model, decay=cfg.train.ema_decay, use_warmup=cfg.train.ema_warmup, stochastic_rounding=False)
 

@@ -7,9 +7,7 @@ evaluation still use the hard labels. `data.mix_off_epochs` trains the last epoc
 from __future__ import annotations
 
 import torch
-from timm.data import Mixup
-from timm.data.mixup import mixup_target
-from timm.loss import SoftTargetCrossEntropy
+from torch import nn
 
 from nnlab.config import ExperimentConfig
 
@@ -19,7 +17,10 @@ class BatchMixer:
     epochs and for an odd batch (MixUp pairs each image with its mirror in the batch)."""
 
     def __init__(self, cfg: ExperimentConfig, num_classes: int) -> None:
+        from timm.data.mixup import Mixup, mixup_target  # heavy (timm, torchvision): only mixed runs load it
+
         d = cfg.data
+        self._unmixed = mixup_target
         self.smoothing, self.num_classes = cfg.loss.label_smoothing, num_classes
         self.last_mixed_epoch = cfg.train.epochs - d.mix_off_epochs - 1
         self.mixup = Mixup(mixup_alpha=d.mixup, cutmix_alpha=d.cutmix, prob=d.mix_prob, mode="batch",
@@ -31,7 +32,7 @@ class BatchMixer:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.active(epoch) or len(x) % 2:
-            return x, mixup_target(y, self.num_classes, 1.0, self.smoothing)
+            return x, self._unmixed(y, self.num_classes, 1.0, self.smoothing)
         return self.mixup(x, y)
 
 
@@ -40,6 +41,8 @@ def make_mixer(cfg: ExperimentConfig, num_classes: int) -> BatchMixer | None:
     return BatchMixer(cfg, num_classes) if cfg.data.mixup > 0 or cfg.data.cutmix > 0 else None
 
 
-def soft_target_loss() -> SoftTargetCrossEntropy:
-    """The loss of mixed targets (label smoothing is already in them)."""
+def soft_target_loss() -> nn.Module:
+    """The loss of mixed targets (label smoothing is already in them): timm's SoftTargetCrossEntropy."""
+    from timm.loss import SoftTargetCrossEntropy  # heavy (timm): with the mixer
+
     return SoftTargetCrossEntropy()

@@ -7,7 +7,6 @@ with an `lr_scale` (decay ** layers above it); every rate set here is the schedu
 from __future__ import annotations
 
 import torch
-from timm.optim import param_groups_layer_decay
 from torch import nn
 
 from nnlab.config import ExperimentConfig
@@ -46,6 +45,8 @@ def build_optimizer(cfg: ExperimentConfig, model: nn.Module) -> torch.optim.Opti
     if not any(p.requires_grad for p in model.parameters()):
         raise NnlabError("every parameter is frozen (train.freeze_first / train.train_last): nothing to train")
     if cfg.train.layer_decay is not None:
+        from timm.optim import param_groups_layer_decay  # heavy (timm): only with train.layer_decay
+
         frozen = [p for p in model.parameters() if not p.requires_grad] if later else []
         for p in frozen:  # timm's grouping leaves frozen parameters out
             p.requires_grad_(True)
