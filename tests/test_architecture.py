@@ -62,6 +62,13 @@ def imports_of(path: Path, mod: str) -> list[tuple[str, int, bool]]:
     return out
 
 
+def module_of(name: str, mods: dict[str, Path]) -> str:
+    """The module an imported name lives in (`nnlab.a.b.f` -> `nnlab.a.b`), or "" when it is none of `mods`."""
+    while name and name not in mods:
+        name = name.rpartition(".")[0]
+    return name
+
+
 def internal_edges(src: Path = SRC) -> dict[str, set[str]]:
     """nnlab module -> the nnlab modules it imports. A package's __init__ counts as a module: importing
     a package runs it, and it imports what it re-exports."""
@@ -70,8 +77,7 @@ def internal_edges(src: Path = SRC) -> dict[str, set[str]]:
     for mod, path in mods.items():
         targets = set()
         for name, _, _ in imports_of(path, mod):
-            while name and name not in mods:
-                name = name.rpartition(".")[0]
+            name = module_of(name, mods)
             if name and name != mod and name.split(".")[0] == "nnlab":
                 targets.add(name)
                 parent = name.rpartition(".")[0]
@@ -183,9 +189,7 @@ def module_imports_at_load(start: str) -> set[str]:
             if name.split(".")[0] != "nnlab":
                 external.add(name.split(".")[0])
                 continue
-            while name and name not in mods:
-                name = name.rpartition(".")[0]
-            if name:
+            if name := module_of(name, mods):
                 todo.append(name)
     return external | seen
 

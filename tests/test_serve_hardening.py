@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from cli_runner import free_port
 from doodle_model import tiny_export
 from fastapi.testclient import TestClient
 
@@ -140,9 +141,7 @@ def real_server(app=_ok_app, **limits):
 
     from nnlab.serve.hardening import GuardedProtocol
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     protocol = type("Quick", (limits.pop("protocol", GuardedProtocol),), limits)  # the class itself stays as it is
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=protocol, log_level="error",
                                            lifespan="off"))
