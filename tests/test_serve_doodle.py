@@ -39,7 +39,11 @@ def test_the_fast_path_answers_as_the_fastapi_route_does_with_every_protection(s
     bare = FastAPI()
     bare.include_router(doodle_router(load_doodle_model(export)))
     hardened = create_app(export)
-    assert any(m.cls is FastRoutes for m in hardened.user_middleware)
+    layer, chain = hardened.guarded, []
+    while layer is not None:  # the protections in front of FastAPI, down to FastAPI's own entry
+        chain.append(type(layer).__name__)
+        layer = getattr(layer, "app", None)
+    assert chain == ["SecurityHeaders", "HostCheck", "BodyLimit", "FastRoutes", "partial"]
     row = json.loads((shared_data / "quickdraw" / "simplified" / "cat.ndjson").read_text().splitlines()[0])
     requests = [(json.dumps({"drawing": row["drawing"], "top_k": 3}), "application/json"),
                 ('{"drawing": [[[1, 2], [3]]]}', "application/json"), ("{not json", "application/json"),
@@ -58,3 +62,20 @@ def test_the_fast_path_answers_as_the_fastapi_route_does_with_every_protection(s
         too_big = fast.post("/api/predict", content=b"[" * (300 * 1024), headers={"content-type": "application/json"})
         assert too_big.status_code == 413 and too_big.headers["x-content-type-options"] == "nosniff"
         assert "/api/predict" in fast.get("/api/openapi.json").json()["paths"]  # the route documents it still
+
+
+def test_a_fault_in_the_fast_path_is_a_500_with_the_security_headers(monkeypatch, caplog):
+    """An error of the server's own in POST /api/predict (answered before FastAPI's error layer) is logged and
+    answered 500 in the API's error shape, with nosniff and the CSP like every other answer."""
+    from nnlab.serve.doodle import PredictEndpoint
+
+    async def broken(self, content_type, raw):
+        raise RuntimeError("a fault of the server's")
+
+    monkeypatch.setattr(PredictEndpoint, "answer", broken)
+    with TestClient(create_app(tiny_export())) as client:
+        reply = client.post("/api/predict", json={"drawing": [[[0, 10], [0, 10]]]})
+        assert client.get("/api/health").status_code == 200  # the server goes on
+    assert reply.status_code == 500 and reply.json() == {"detail": "Internal Server Error"}
+    assert reply.headers["x-content-type-options"] == "nosniff" and "content-security-policy" in reply.headers
+    assert "a fault of the server's" in caplog.text

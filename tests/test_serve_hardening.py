@@ -205,6 +205,43 @@ def test_a_request_head_that_trickles_in_is_closed():
     assert _slow_head_is_closed(GuardedProtocol)
 
 
+def test_a_responses_head_and_body_leave_in_one_send():
+    """uvicorn writes a response's head and body apart; `CoalescedWrites` sends what one turn of the event loop
+    wrote at once, and what is pending before the connection closes."""
+    from nnlab.serve.hardening import CoalescedWrites
+
+    class Transport:
+        def __init__(self):
+            self.sent, self.closed = [], False
+
+        def write(self, data):
+            self.sent.append(data)
+
+        def is_closing(self):
+            return self.closed
+
+        def close(self):
+            self.closed = True
+
+        def get_extra_info(self, name):
+            return ("127.0.0.1", 5555)
+
+    async def main():
+        transport = Transport()
+        writes = CoalescedWrites(transport, asyncio.get_running_loop())
+        writes.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        writes.write(b"ok")
+        assert transport.sent == []
+        await asyncio.sleep(0)
+        assert transport.sent == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
+        writes.write(b"bye")
+        writes.close()
+        assert transport.sent[-1] == b"bye" and transport.closed
+        assert writes.get_extra_info("peername") == ("127.0.0.1", 5555)  # the rest is the transport's
+
+    asyncio.run(main())
+
+
 def test_huge_request_heads_are_431_at_once():
     import psutil
 

@@ -15,6 +15,7 @@ lifespan). The body limit, the Host check and the security headers are the app's
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 from collections.abc import Iterable
@@ -40,6 +41,7 @@ MAX_POINTS = 10_000
 MAX_COORDINATE = 1e9  # px or ms; beyond it the arithmetic of simplification overflows
 MAX_ERRORS_SHOWN = 5
 PAGE = Path(__file__).parent / "static" / "index.html"
+log = logging.getLogger("uvicorn.error")  # where uvicorn reports the errors of the other routes
 
 
 # --------------------------------------------------------------------------- request and response bodies
@@ -179,7 +181,11 @@ class PredictEndpoint:
             if not message.get("more_body", False):
                 break
         content_type = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-type"), None)
-        status, data, headers = await self.answer(content_type, bytes(raw))
+        try:
+            status, data, headers = await self.answer(content_type, bytes(raw))
+        except Exception:  # noqa: BLE001 - a fault of the server's: logged, and answered as FastAPI would
+            log.exception("POST /api/predict failed")
+            status, data, headers = _json(500, {"detail": "Internal Server Error"})
         await send_json_bytes(send, status, data, [(k.lower().encode(), v.encode()) for k, v in headers.items()])
 
 
