@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from nnlab.inference.models.doodle import DoodleModel, prepare_strokes
+from nnlab.inference.models.doodle import DoodleModel
 
 
 class MicroBatcher:
@@ -27,13 +27,14 @@ class MicroBatcher:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    async def probabilities(self, strokes: Sequence[np.ndarray], prepared: bool = False) -> np.ndarray:
-        """Class probabilities of one drawing (raw or simplified strokes), computed in a batch;
-        `prepared`: the strokes are `prepare_strokes`'s output already (a `Preprocessor`'s), not checked again."""
+    async def probabilities(self, strokes: Sequence[np.ndarray], finish: Callable | None = None) -> np.ndarray:
+        """Class probabilities of one drawing, computed in a batch. The strokes are ready for the model
+        (`prepare_strokes`'s output), or `finish(strokes)` makes them so on the worker thread (a `Preprocessor`'s
+        simplification of a raw drawing, its errors the request's)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._ensure_started()
-        self._queue.put((strokes, prepared, loop, future))
+        self._queue.put((strokes, finish, loop, future))
         return await future
 
     def close(self) -> None:
@@ -65,9 +66,9 @@ class MicroBatcher:
 
     def _run(self, jobs: list) -> None:
         ready, drawings = [], []
-        for strokes, prepared, loop, future in jobs:
+        for strokes, finish, loop, future in jobs:
             try:
-                drawings.append(strokes if prepared else prepare_strokes(strokes, raw=self.model.prep.raw))
+                drawings.append(strokes if finish is None else finish(strokes))
                 ready.append((loop, future))
             except Exception as exc:  # noqa: BLE001 - handed to the request that sent the drawing
                 loop.call_soon_threadsafe(_settle, future, None, exc)

@@ -8,7 +8,7 @@
     GET  /api/sample     a random validation drawing with the model's guesses
 
 The model is warmed up when the router is made; concurrent guesses share model calls (`MicroBatcher`),
-raw drawings are simplified off the event loop (`Preprocessor`), both stopped with the app (the router's
+raw drawings are simplified off the event loop (`Preprocessor`, `MicroBatcher`), both stopped with the app (the router's
 lifespan). The body limit, the Host check and the security headers are the app's (`nnlab.serve.app.harden`).
 """
 
@@ -142,9 +142,10 @@ class PredictEndpoint:
     """POST /api/predict as a plain ASGI app, and its answers (`answer`) for the FastAPI route too.
 
     The body is parsed and validated by pydantic-core straight from the bytes, raw drawings are simplified off
-    the event loop (`Preprocessor`) and guessed in micro-batches (`MicroBatcher`). Served straight from ASGI
-    (inside the body limit, the Host check and the security headers): FastAPI's routing, request and exception
-    layers cost the event loop more than the model costs its thread (benchmarks/serve_load.py)."""
+    the event loop (`Preprocessor`, or the batch's thread) and guessed in micro-batches (`MicroBatcher`). Served
+    straight from ASGI, behind the body limit, the Host check and the security headers (`nnlab.serve.app.DemoApp`):
+    FastAPI's routing, request and exception layers cost the event loop more than the model costs its thread
+    (benchmarks/serve_load.py)."""
 
     def __init__(self, model: DoodleModel, batcher: MicroBatcher, prep: Preprocessor) -> None:
         self.model, self.batcher, self.prep = model, batcher, prep
@@ -164,7 +165,7 @@ class PredictEndpoint:
             return _unprocessable([f"top_k: must be between 1 and {len(classes)} (the number of classes), "
                                    f"got {body.top_k}"])
         try:
-            probs = await self.batcher.probabilities(await self.prep(google_to_arrays(body.drawing)), prepared=True)
+            probs = await self.batcher.probabilities(*await self.prep(google_to_arrays(body.drawing)))
         except Busy as exc:
             return _json(503, {"detail": str(exc)}, {"Retry-After": "1"})
         except DataError as exc:
