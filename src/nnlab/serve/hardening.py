@@ -25,6 +25,9 @@ class GuardedProtocol(HttpToolsProtocol):
     - at most `max_connections_per_client` connections from one IP address at once; one more is
       answered 503 and closed, so that one client cannot take every connection (uvicorn's
       `limit_concurrency` then answers 503 to everyone, health checks included).
+
+    And one saving: what a response cycle writes in one turn of the event loop leaves in one send
+    (`CoalescedWrites`).
     """
 
     head_timeout_s: float = HEAD_TIMEOUT_S
