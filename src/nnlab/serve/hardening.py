@@ -26,8 +26,8 @@ class GuardedProtocol(HttpToolsProtocol):
       answered 503 and closed, so that one client cannot take every connection (uvicorn's
       `limit_concurrency` then answers 503 to everyone, health checks included).
 
-    And one saving: what a response cycle writes in one turn of the event loop leaves in one send
-    (`CoalescedWrites`).
+    And one saving: what is written to a connection in one turn of the event loop leaves in one send
+    (`CoalescedWrites`: a response's head and body, which uvicorn writes apart).
     """
 
     head_timeout_s: float = HEAD_TIMEOUT_S
@@ -36,10 +36,11 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport) -> None:  # noqa: ANN001 - asyncio's Transport
         super().connection_made(transport)
+        # every write of the connection (the response cycles', the refusals here) goes through it, in order
+        self.transport = CoalescedWrites(transport, self.loop)
         self._head_timer = None
         self._head_bytes = 0  # bytes of the current request's head so far; None once it is complete
         self._heads_done = 0
-        self._writer = None  # `CoalescedWrites`, made with the first request
         counts = self._client_counts()
         self._ip = self.client[0] if self.client else None
         if self._ip is not None:
@@ -81,9 +82,6 @@ class GuardedProtocol(HttpToolsProtocol):
         self._heads_done += 1
         self._cancel_head_timer()
         super().on_headers_complete()
-        if self._writer is None:
-            self._writer = CoalescedWrites(self.transport, self.loop)
-        self.cycle.transport = self._writer  # a response's head and body leave in one send
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
