@@ -71,6 +71,36 @@ def test_bounded_simplification_keeps_real_drawings_as_google(shared_data):
     assert sum(map(len, coarse)) <= 1_000 + 2
 
 
+def test_real_raw_drawings_are_left_to_the_batch_and_simplified_ones_taken_as_they_are(shared_data):
+    """A real raw drawing leaves the event loop checked, with its simplification for the guesser's thread (no
+    thread of its own); a simplified one is ready as it is; the batch's answer equals the simplified drawing's."""
+    from nnlab.inference.models.doodle import load_doodle_model
+    from nnlab.serve.batching import MicroBatcher
+
+    row = json.loads(open(shared_data / "quickdraw" / "raw" / "cat.ndjson").readline())
+    raw = [np.array(s, dtype=np.float64).T for s in row["drawing"]]
+    prep = Preprocessor()
+    threads_before = set(threading.enumerate())
+    strokes, finish = asyncio.run(prep(raw))
+    assert finish is simplify_strokes and all(np.array_equal(a, b) for a, b in zip(strokes, raw, strict=True))
+    simplified = simplify_strokes(raw)
+    ready, none = asyncio.run(prep(simplified))
+    assert none is None and all(a.dtype == np.int32 and np.array_equal(a, b) for a, b in zip(ready, simplified))
+    assert not [t for t in set(threading.enumerate()) - threads_before if t.name.startswith("nnlab-simplify")]
+    prep.close()
+    model = load_doodle_model(tiny_export())
+    batcher = MicroBatcher(model)
+
+    async def both():
+        return await batcher.probabilities(strokes, finish), await batcher.probabilities(ready)
+
+    try:
+        from_raw, from_simplified = asyncio.run(both())
+    finally:
+        batcher.close()
+    assert np.array_equal(from_raw, from_simplified) and np.array_equal(from_raw, model.probabilities([ready])[0])
+
+
 def test_too_many_long_drawings_pending_is_503():
     prep = Preprocessor(max_heavy_pending=0)
     strokes = [np.array(s).T for s in zigzag(500)]

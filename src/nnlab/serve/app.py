@@ -149,7 +149,7 @@ class FastRoutes:
 class DemoApp(FastAPI):
     """A demo's FastAPI app with its protections (`harden`) in front of FastAPI rather than inside it: every
     request passes them first, then the hot routes (`FastRoutes`) are answered without FastAPI's own layers
-    (its error, telemetry and body-size middleware, about 50 us of the event loop a request), and every other
+    (its error, telemetry and body-size middleware: tens of microseconds of the event loop a request), and every other
     request goes on to FastAPI. An error page of FastAPI's thus gets the security headers too."""
 
     guarded = None  # the protections around FastAPI's own entry, once `harden` has set them

@@ -8,8 +8,9 @@
     GET  /api/sample     a random validation drawing with the model's guesses
 
 The model is warmed up when the router is made; concurrent guesses share model calls (`MicroBatcher`),
-raw drawings are simplified off the event loop (`Preprocessor`, `MicroBatcher`), both stopped with the app (the router's
-lifespan). The body limit, the Host check and the security headers are the app's (`nnlab.serve.app.harden`).
+raw drawings are simplified off the event loop (`Preprocessor`, or the batch's thread), both stopped with the
+app (the router's lifespan). The body limit, the Host check and the security headers are the app's
+(`nnlab.serve.app.harden`).
 """
 
 from __future__ import annotations

@@ -129,9 +129,9 @@ class GuardedProtocol(HttpToolsProtocol):
 
 
 class CoalescedWrites:
-    """A connection's transport as uvicorn's response cycle sees it: what is written in one turn of the event
-    loop leaves in one send. uvicorn writes a response's head and its body apart; on loopback each send costs
-    the receiver's side of TCP too, and the head's was a fifth of a worker's time (benchmarks/serve_load.py)."""
+    """A connection's transport as `GuardedProtocol` and its response cycles see it: what is written in one turn
+    of the event loop leaves in one send, in order. uvicorn writes a response's head and its body apart, and
+    each send is a system call and, on loopback, the receiver's side of TCP too; closing sends what is pending."""
 
     def __init__(self, transport, loop) -> None:  # noqa: ANN001 - asyncio's Transport and loop
         self._transport = transport
