@@ -197,8 +197,9 @@ def module_imports_at_load(start: str) -> set[str]:
 @pytest.mark.parametrize("module, heavy", [
     # each `nnlab serve` worker: an ONNX export needs none of these (about 7 s of CPU and 360 MB per process)
     ("nnlab.serve.app", {"timm", "torchvision", "sklearn", "matplotlib", "scipy", "nnlab.models", "nnlab.runs.plots"}),
-    # every command that trains or predicts (`nnlab.api`): timm with a timm model, SciPy with a split or a study
-    ("nnlab.api", {"timm", "torchvision", "sklearn", "scipy"}),
+    # every command that trains or predicts (`nnlab.api`): timm with a timm model, SciPy with a split or a study,
+    # matplotlib with the first plot
+    ("nnlab.api", {"timm", "torchvision", "sklearn", "scipy", "matplotlib"}),
 ])
 def test_start_up_loads_no_heavy_dependency_before_it_is_used(module, heavy):
     loaded = module_imports_at_load(module)

@@ -19,10 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from nnlab.config import ExperimentConfig, load_config, save_config, set_key, validate
 from nnlab.datasets.kinds import is_drawings
@@ -47,6 +46,9 @@ from nnlab.studies.report import format_tables
 from nnlab.training import fit as train
 from nnlab.training.callbacks import Callback, StopTraining  # noqa: F401  (nnlab.Callback, nnlab.StopTraining)
 from nnlab.training.lr_find import LRFindResult, lr_find_for
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure  # for the annotations only
 
 ConfigLike = str | os.PathLike | Mapping[str, Any] | ExperimentConfig
 Overrides = Sequence[str] | Mapping[str, Any] | None

@@ -3,35 +3,47 @@ verification ROC and a 2-D map of the embeddings (open-set runs)."""
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
 
+from nnlab.fileio import atomic_output
+from nnlab.metrics import FPR_TARGETS, top_confusions
 from nnlab.progress import in_notebook
+from nnlab.runs.run import Run
 
-if not in_notebook():  # files only; in Jupyter the inline backend stays, so returned figures display
-    matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from nnlab.fileio import atomic_output  # noqa: E402
-from nnlab.metrics import FPR_TARGETS, top_confusions  # noqa: E402
-from nnlab.runs.run import Run  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure  # for the annotations only
 
 
-class Plot(Figure):
-    """A figure built without pyplot (nothing left open, safe in worker threads) that Jupyter shows inline
-    when a cell returns it, whatever the backend."""
+@functools.cache
+def mpl() -> SimpleNamespace:
+    """matplotlib, loaded with the first plot (0.6-0.8 s of CPU, which most commands never need): `plt`
+    (pyplot), `Plot` and `MaxNLocator`. Agg outside Jupyter (files only); in Jupyter the inline backend stays,
+    so returned figures display."""
+    import matplotlib  # heavy: loaded when a plot is drawn
 
-    def _repr_png_(self) -> bytes:
-        buffer = io.BytesIO()
-        self.savefig(buffer, format="png", dpi=90)
-        return buffer.getvalue()
+    if not in_notebook():
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # heavy, as above
+    from matplotlib.figure import Figure  # heavy, as above
+    from matplotlib.ticker import MaxNLocator  # heavy, as above
+
+    class Plot(Figure):
+        """A figure built without pyplot (nothing left open, safe in worker threads) that Jupyter shows inline
+        when a cell returns it, whatever the backend."""
+
+        def _repr_png_(self) -> bytes:
+            buffer = io.BytesIO()
+            self.savefig(buffer, format="png", dpi=90)
+            return buffer.getvalue()
+
+    return SimpleNamespace(plt=plt, Plot=Plot, MaxNLocator=MaxNLocator)
 
 
 MAX_MATRIX_CLASSES = 30  # beyond this a matrix is unreadable: a bar chart of the most confused pairs instead
@@ -62,7 +74,7 @@ def save(fig: Figure, path: Path) -> Path:
 
 def history_figure(history: list[dict[str, float]], metric: str) -> Figure:
     """Loss and the main metric per epoch, train and val side by side; whole-number epoch ticks."""
-    fig = Plot(figsize=(10, 3.8), layout="tight")
+    fig = mpl().Plot(figsize=(10, 3.8), layout="tight")
     axes = fig.subplots(1, 2)
     epochs = [r["epoch"] for r in history]
     for ax, name in zip(axes, ("loss", metric), strict=True):
@@ -72,7 +84,7 @@ def history_figure(history: list[dict[str, float]], metric: str) -> Figure:
             if not np.all(np.isnan(values)):
                 ax.plot(epochs, values, style, ms=3, label=split)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(mpl().MaxNLocator(integer=True))
         ax.set_title(name)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -88,7 +100,7 @@ def confusion_figure(cm: np.ndarray, classes: list[str], split: str = "test") ->
     rate = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     n = len(classes)
     size = min(16, 3 + 0.32 * n)
-    fig = Plot(figsize=(size + 1.2, size), layout="tight")
+    fig = mpl().Plot(figsize=(size + 1.2, size), layout="tight")
     ax = fig.subplots()
     im = ax.imshow(rate, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), classes, rotation=90, fontsize=max(5, 10 - n // 10))
@@ -109,13 +121,13 @@ def confusion_figure(cm: np.ndarray, classes: list[str], split: str = "test") ->
 def confused_pairs_figure(cm: np.ndarray, classes: list[str], split: str = "test", n: int = 25) -> Figure:
     """The `n` most confused (true -> predicted) pairs of `split` as horizontal bars, largest on top."""
     pairs = top_confusions(cm, classes, n=n)
-    fig = Plot(figsize=(8, 1.5 + 0.3 * max(1, len(pairs))), layout="tight")
+    fig = mpl().Plot(figsize=(8, 1.5 + 0.3 * max(1, len(pairs))), layout="tight")
     ax = fig.subplots()
     labels = [f"{t} -> {p}" for t, p, *_ in pairs][::-1]
     counts = [c for _, _, c, *_ in pairs][::-1]
     ax.barh(range(len(pairs)), counts, color="C3")
     ax.set_yticks(range(len(pairs)), labels, fontsize=8)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(mpl().MaxNLocator(integer=True))
     ax.set_xlabel("examples")
     ax.set_title(f"{split}: the {len(pairs)} most confused pairs (true -> predicted) of {len(classes)} classes")
     return fig
@@ -127,7 +139,7 @@ def top_losses_figure(images: list[np.ndarray], titles: list[str], wrong: list[b
     n = len(images)
     cols = min(n, 6)
     rows = max(1, -(-n // cols))
-    fig = Plot(figsize=(2.1 * cols, 2.3 * rows + 0.5), layout="tight")
+    fig = mpl().Plot(figsize=(2.1 * cols, 2.3 * rows + 0.5), layout="tight")
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes:
         ax.axis("off")
@@ -140,7 +152,7 @@ def top_losses_figure(images: list[np.ndarray], titles: list[str], wrong: list[b
 
 def lr_find_figure(lrs: list[float], losses: list[float], steepest: float, valley: float, title: str = "") -> Figure:
     """The range test: smoothed loss against a log learning rate, with the two suggestions marked."""
-    fig = Plot(figsize=(6.5, 4.2), layout="tight")
+    fig = mpl().Plot(figsize=(6.5, 4.2), layout="tight")
     ax = fig.subplots()
     ax.plot(lrs, losses, lw=1.6)
     for lr, name, colour in ((steepest, "steepest", "C1"), (valley, "valley", "C2")):
@@ -160,7 +172,7 @@ def lr_find_figure(lrs: list[float], losses: list[float], steepest: float, valle
 
 def plot_roc(fpr: np.ndarray, tpr: np.ndarray, report: dict[str, Any], path: Path) -> Path:
     """Verification ROC on a log FPR axis, with the EER and the TPR@FPR operating points."""
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig, ax = mpl().plt.subplots(figsize=(5.5, 4.5))
     floor = max(1e-4, 0.5 / max(1, report.get("pairs", 1)))
     ax.plot(np.maximum(fpr, floor), tpr, lw=1.6, label=f"ROC (AUC {report['roc_auc']:.3f})")
     eer = report["eer"]
@@ -180,7 +192,7 @@ def plot_roc(fpr: np.ndarray, tpr: np.ndarray, report: dict[str, Any], path: Pat
     try:
         return save(fig, path)
     finally:
-        plt.close(fig)
+        mpl().plt.close(fig)
 
 
 def project_2d(emb: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
@@ -199,9 +211,9 @@ def plot_embeddings(emb: np.ndarray, ids: np.ndarray, names: list[str], gallery:
     """Embeddings projected to 2-D, one colour per identity; gallery images drawn as stars."""
     xy, method = project_2d(emb, seed)
     uniq, code = np.unique(ids, return_inverse=True)
-    cmap = plt.get_cmap("tab10" if len(uniq) <= 10 else "tab20" if len(uniq) <= 20 else "nipy_spectral")
+    cmap = mpl().plt.get_cmap("tab10" if len(uniq) <= 10 else "tab20" if len(uniq) <= 20 else "nipy_spectral")
     colours = cmap(code / max(1, len(uniq) - 1)) if len(uniq) > 20 else cmap(code % cmap.N)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig, ax = mpl().plt.subplots(figsize=(6.5, 5.5))
     ax.scatter(xy[~gallery, 0], xy[~gallery, 1], c=colours[~gallery], s=22, alpha=0.85, linewidths=0)
     ax.scatter(xy[gallery, 0], xy[gallery, 1], c=colours[gallery], s=120, marker="*", edgecolors="black",
                linewidths=0.6)
@@ -216,4 +228,4 @@ def plot_embeddings(emb: np.ndarray, ids: np.ndarray, names: list[str], gallery:
     try:
         return save(fig, path)
     finally:
-        plt.close(fig)
+        mpl().plt.close(fig)

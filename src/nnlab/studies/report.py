@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.ticker import MaxNLocator
 
 from nnlab.config import higher_is_better
 from nnlab.errors import NnlabError
 from nnlab.fileio import atomic_write_text, read_classes
-from nnlab.runs.plots import plt
+from nnlab.runs.plots import mpl
 from nnlab.runs.run import Run
 from nnlab.studies.plan import ERROR_FILE, REPORT_JSON, REPORT_MD, CellOutcome, Study
 from nnlab.studies.stats import CHANCE_FACTOR, at_chance, format_amount, holm, in_points, verdict, welch
@@ -221,7 +220,7 @@ def plot_accuracy(data: dict[str, Any], path: Path) -> Path:
     metric = data["metric"]
     scale = 100 if in_points(metric) else 1
     names = list(data["variants"])
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(names) + 2), 4))
+    fig, ax = mpl().plt.subplots(figsize=(max(5, 1.1 * len(names) + 2), 4))
     for i, name in enumerate(names):
         v = data["variants"][name]
         values = np.asarray(_finite(v[f"{metric}_values"])) * scale
@@ -236,14 +235,14 @@ def plot_accuracy(data: dict[str, Any], path: Path) -> Path:
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    mpl().plt.close(fig)
     return path
 
 
 def plot_curves(data: dict[str, Any], path: Path) -> Path:
     """Validation metric per epoch for each variant: mean over seeds with a +-std band."""
     scale = 100 if in_points(data["curve_metric"]) else 1
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = mpl().plt.subplots(figsize=(7, 4.2))
     for i, (name, c) in enumerate(data["curves"].items()):
         epochs = np.asarray(c["epochs"])
         mean, std = np.asarray(c["mean"]) * scale, np.nan_to_num(np.asarray(c["std"], dtype=float)) * scale
@@ -252,11 +251,11 @@ def plot_curves(data: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{data['curve_metric']}{' (%)' if scale == 100 else ''}")
     ax.set_title(f"{data['name']}: learning curves (mean ± std over seeds)", fontsize=10)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(mpl().MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     if data["curves"]:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    mpl().plt.close(fig)
     return path
