@@ -79,3 +79,17 @@ def test_a_fault_in_the_fast_path_is_a_500_with_the_security_headers(monkeypatch
     assert reply.status_code == 500 and reply.json() == {"detail": "Internal Server Error"}
     assert reply.headers["x-content-type-options"] == "nosniff" and "content-security-policy" in reply.headers
     assert "a fault of the server's" in caplog.text
+
+
+def test_an_error_page_of_fastapis_has_the_security_headers_too():
+    """The protections run in front of FastAPI (`DemoApp`), so even FastAPI's own 500 page carries them."""
+    app = create_app(tiny_export())
+
+    @app.get("/api/broken")
+    def broken():
+        raise RuntimeError("a fault of the server's")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        reply = client.get("/api/broken")
+    assert reply.status_code == 500
+    assert reply.headers["x-content-type-options"] == "nosniff" and "content-security-policy" in reply.headers
